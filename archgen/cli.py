@@ -1,0 +1,256 @@
+"""Command line: ``archgen build | check | count | list``. Exit 0 ok, 1 problem found, 2 bad input.
+
+Only the standard library, typer and the compiler are imported at start-up; torch never is, and
+Jinja only by the commands that render code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from archgen import __version__
+
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compile vision-transformer specs into standalone PyTorch modules and count them exactly.",
+)
+_state = {"debug": False}
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn: Any) -> Any:
+    """Turn every error into one line on stderr (exit 2); ``--debug`` re-raises for the traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from archgen.errors import SpecError
+
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except SpecError as exc:
+            if _state["debug"]:
+                raise
+            _fail(f"error: {exc}")
+        except Exception as exc:  # an internal error: one line and a hint, never a traceback
+            if _state["debug"]:
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"archgen {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _spec_paths(items: list[str], all_: bool) -> list[Path]:
+    from archgen import specs
+
+    if all_:
+        return specs.all_paths()
+    if not items:
+        _fail("error: name specs to build, or pass --all")
+    return [specs.find(item) for item in items]
+
+
+@app.command()
+@_guard
+def build(
+    spec: Annotated[list[str] | None, typer.Argument(help="Spec files or names.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Build every spec in specs/.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder that holds generated/.")] = Path("."),
+) -> None:
+    """Write generated/<name>.py for each spec (all rendered and checked before any is written)."""
+    from archgen.build import render_all, write_atomic
+
+    files = render_all(_spec_paths(spec or [], all_))
+    for target in write_atomic(out, files):
+        typer.echo(f"wrote {target.as_posix()}")
+
+
+@app.command()
+@_guard
+def check(
+    root: Annotated[Path, typer.Option(help="Folder that holds specs/ and generated/.")] = Path("."),
+) -> None:
+    """Exit 0 if generated/ is exactly what the specs produce; else print the diff and exit 1."""
+    from archgen import specs
+    from archgen.build import drift, render_all
+
+    expected = render_all(specs.all_paths())
+    problems = drift(root, expected)
+    for problem in problems:
+        typer.echo(problem)
+    if problems:
+        typer.echo(f"{len(problems)} file(s) out of date; run: archgen build --all", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"generated/ is up to date ({len(expected)} files)")
+
+
+@app.command()
+@_guard
+def count(
+    spec: Annotated[str, typer.Argument(help="Spec name or file.")],
+    img_size: Annotated[
+        list[int] | None, typer.Option("--img-size", help="Resolution(s) to count (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Exact params and MACs per resolution, against the published numbers."""
+    from archgen import specs
+    from archgen.build import compile_path
+    from archgen.fidelity import checks, resolutions
+
+    ir = compile_path(specs.find(spec))
+    sizes = sorted(set(img_size)) if img_size else resolutions(ir)
+    for size in sizes:
+        if size < 1:
+            _fail(f"error: --img-size {size}: must be positive")
+    rows = []
+    problems = 0
+    for size in sizes:
+        total = ir.count(size)
+        found = checks(ir, size)
+        problems += sum(not c.ok for c in found)
+        rows.append((size, total, found))
+    if as_json:
+        payload = {
+            "name": ir.spec.name,
+            "counts": [
+                {"img_size": size, "params": total.params, "macs": total.macs, "published": _published(found)}
+                for size, total, found in rows
+            ],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        _print_counts(ir, rows)
+    if problems:
+        raise typer.Exit(1)
+
+
+def _published(found: list[Any]) -> dict[str, list[dict[str, Any]]] | None:
+    if not found:
+        return None
+    out: dict[str, list[dict[str, Any]]] = {}
+    for c in found:
+        out.setdefault(c.entry.quantity, []).append(
+            {
+                "printed": c.entry.printed,
+                "value": c.entry.value,
+                "source": c.entry.source,
+                "rel_err": round(c.rel_err, 6),
+                "status": c.status,
+                "deviation": c.entry.deviation,
+            }
+        )
+    return out
+
+
+def _print_counts(ir: Any, rows: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    spec = ir.spec
+    table = Table(title=f"{spec.title} ({spec.name})", title_justify="left")
+    for col in ("img", "params", "MACs (G)", "FLOPs = 2xMACs (G)", "published", "rel. err", "status"):
+        table.add_column(col, justify="left" if col in ("published", "status") else "right")
+    for size, total, found in rows:
+        first = True
+        for c in found or [None]:
+            cells = [str(size), f"{total.params:,}", f"{total.macs / 1e9:.3f}", f"{2 * total.macs / 1e9:.3f}"]
+            if not first:
+                cells = ["", "", "", ""]
+            if c is None:
+                cells += ["-", "", ""]
+            else:
+                cells += [f"{c.entry.quantity} {c.entry.printed} ({c.entry.source})", f"{c.rel_err:+.2%}", c.status]
+            table.add_row(*cells)
+            first = False
+    console.print(table)
+    for _size, _total, found in rows:
+        for c in found:
+            if c.entry.deviation:
+                console.print(f"[bold]deviation[/bold] @{c.entry.img_size} {c.entry.quantity} {c.entry.printed}: "
+                              f"{c.entry.deviation}", markup=True)
+    size, total, _ = rows[0]
+    parts = Table(title=f"breakdown @{size}", title_justify="left")
+    for col in ("module", "params", "MACs"):
+        parts.add_column(col, justify="left" if col == "module" else "right")
+    for child in total.children:
+        parts.add_row(child.name, f"{child.params:,}", f"{child.macs:,}")
+    parts.add_row("total", f"{total.params:,}", f"{total.macs:,}")
+    console.print(parts)
+
+
+@app.command("list")
+@_guard
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Every spec with its family, params and MACs at its default resolution, and published numbers."""
+    from archgen import specs
+    from archgen.build import compile_path
+    from archgen.fidelity import checks
+
+    items = []
+    for path in specs.all_paths():
+        ir = compile_path(path)
+        total = ir.count(ir.spec.img_size)
+        found = checks(ir, ir.spec.img_size)
+        items.append(
+            {
+                "name": ir.spec.name,
+                "family": ir.spec.family,
+                "img_size": ir.spec.img_size,
+                "params": total.params,
+                "macs": total.macs,
+                "published": _published(found),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("name", "family", "img", "params (M)", "MACs (G)", "published @ default"):
+        table.add_column(col, justify="left" if col in ("name", "family", "published @ default") else "right")
+    for it in items:
+        pub = it["published"] or {}
+        text = ", ".join(f"{q} {e['printed']} ({e['status']})" for q, es in pub.items() for e in es)
+        table.add_row(it["name"], it["family"], str(it["img_size"]), f"{it['params'] / 1e6:.2f}",
+                      f"{it['macs'] / 1e9:.2f}", text or "-")
+    Console(highlight=False).print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,45 @@
+"""Errors that reach the user as one line: ``path:line:col: field: message``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Pos:
+    """A place in a spec file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class SpecError(Exception):
+    """Bad input. The CLI prints ``str(error)`` and exits 2; nothing is written."""
+
+    def __init__(self, pos: Pos | str, field: str, message: str) -> None:
+        self.pos = pos
+        self.field = field
+        self.message = message
+        where = str(pos)
+        text = f"{where}: {field}: {message}" if field else f"{where}: {message}"
+        super().__init__(_one_line(text))
+
+
+class KindError(ValueError):
+    """Raised by a block kind while resolving; the resolver adds the file position.
+
+    ``field`` is relative to the kind's own mapping in the spec (``"heads"``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

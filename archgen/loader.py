@@ -1,0 +1,163 @@
+"""Read a spec file as plain data, remembering where every key and value stands.
+
+Only YAML's safe core is accepted: mappings, sequences, strings, numbers, booleans and null.
+Anchors, aliases, tags, duplicate keys, non-UTF-8 text, huge files and deep nesting are all errors
+that name the file, line and column. ``extends:`` chains are merged here, so the schema sees one
+mapping and every position still points into the file that wrote the value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from archgen.errors import Pos, SpecError
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 24
+
+Path_ = tuple[str | int, ...]
+
+_SAFE_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases and limits nesting while composing."""
+
+    # PyYAML shares resolver lists between loader classes; copy them before adding ours.
+    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def __init__(self, text: str, file: str) -> None:
+        super().__init__(text)
+        self.file = file
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise SpecError(_pos(self.file, event.start_mark), "", "aliases (*name) are not allowed")
+        if getattr(event, "anchor", None):
+            raise SpecError(_pos(self.file, event.start_mark), "", "anchors (&name) are not allowed")
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise SpecError(_pos(self.file, event.start_mark), "", f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+# YAML 1.1 reads 1e-6 as a string; spec authors mean a float.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _pos(file: str, mark: Any) -> Pos:
+    return Pos(file, mark.line + 1, mark.column + 1)
+
+
+@dataclass
+class Located:
+    """Plain data plus the position of every key (``keys``) and value (``values``) by path."""
+
+    data: dict[str, Any]
+    values: dict[Path_, Pos] = field(default_factory=dict)
+    keys: dict[Path_, Pos] = field(default_factory=dict)
+
+    def where(self, path: Path_, *, key: bool = False) -> Pos:
+        """The position of ``path`` or of its nearest ancestor that exists."""
+        table = self.keys if key else self.values
+        for cut in range(len(path), -1, -1):
+            pos = table.get(path[:cut]) or self.values.get(path[:cut])
+            if pos is not None:
+                return pos
+        return next(iter(self.values.values()))
+
+
+def read_yaml(path: Path, label: str) -> Located:
+    """Parse one file (no ``extends`` handling). ``label`` is how errors name the file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{label}:1:1", "", "no such spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{label}:1:1", "", f"cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_BYTES:
+        raise SpecError(f"{label}:1:1", "", f"file is {len(raw)} bytes; specs are limited to {MAX_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError(f"{label}:{line}:1", "", "not valid UTF-8") from None
+    loader = _Loader(text, label)
+    try:
+        node = loader.get_single_node()
+    except SpecError:
+        raise
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = _pos(label, mark) if mark else f"{label}:1:1"
+        raise SpecError(where, "", f"YAML syntax: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{label}:1:1", "", f"YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise SpecError(f"{label}:1:1", "", "empty file; a spec is a mapping")
+    if node.tag != _MAP_TAG or not isinstance(node, yaml.MappingNode):
+        raise SpecError(_pos(label, node.start_mark), "", "a spec must be a mapping at the top level")
+    located = Located({})
+    located.data = _build(loader, node, (), located, label)
+    return located
+
+
+def _build(loader: _Loader, node: Any, path: Path_, out: Located, label: str) -> Any:
+    out.values[path] = _pos(label, node.start_mark)
+    if isinstance(node, yaml.MappingNode):
+        if node.tag != _MAP_TAG:
+            raise SpecError(out.values[path], _dotted(path), f"tag {node.tag} is not allowed")
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_pos = _pos(label, key_node.start_mark)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                raise SpecError(key_pos, _dotted(path), "keys must be plain strings")
+            key = key_node.value
+            if key == "<<":
+                raise SpecError(key_pos, _dotted(path), "merge keys (<<) are not allowed")
+            if key in result:
+                raise SpecError(key_pos, _dotted((*path, key)), "duplicate key")
+            out.keys[(*path, key)] = key_pos
+            result[key] = _build(loader, value_node, (*path, key), out, label)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        if node.tag != _SEQ_TAG:
+            raise SpecError(out.values[path], _dotted(path), f"tag {node.tag} is not allowed")
+        return [_build(loader, item, (*path, i), out, label) for i, item in enumerate(node.value)]
+    if node.tag not in _SAFE_TAGS:
+        raise SpecError(out.values[path], _dotted(path), f"tag {node.tag} is not allowed")
+    return loader.construct_object(node, deep=True)
+
+
+def _dotted(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+dotted = _dotted

@@ -1,0 +1,139 @@
+"""The spec schema: what a `specs/<name>.yaml` may say, checked field by field and across fields."""
+
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from archgen.kinds import SLOT_TYPES
+
+StemSlot = SLOT_TYPES["StemSlot"]
+PosEmbedSlot = SLOT_TYPES["PosEmbedSlot"]
+StageSlot = SLOT_TYPES["StageSlot"]
+NormSlot = SLOT_TYPES["NormSlot"]
+HeadSlot = SLOT_TYPES["HeadSlot"]
+
+# Names the generated module defines or imports; a spec name must not shadow them.
+RESERVED = frozenset({"torch", "nn", "F", "checkpoint", "math", "dpr", "grid", "img_size", "num_classes"})
+
+Text = Annotated[str, Field(min_length=1, max_length=300)]
+PRINTED = re.compile(r"^(?P<num>[0-9]+(?:\.(?P<frac>[0-9]+))?)(?P<unit>[MG])$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Published(Strict):
+    """One number as a source printed it. Exactly one of ``params`` and ``macs``."""
+
+    img_size: int = Field(ge=16, le=4096, description="Resolution the number was measured at.")
+    params: str | None = Field(default=None, description="Parameters as printed, e.g. `86M` or `22.1M`.")
+    macs: str | None = Field(
+        default=None, description="Multiply-accumulates as printed, e.g. `17.6G` (papers call these FLOPs)."
+    )
+    source: Text = Field(description="Where the number is printed: paper and table, or repository file.")
+    deviation: Text | None = Field(
+        default=None, description="Why our exact count falls outside the printed precision (required if it does)."
+    )
+
+    @field_validator("params", "macs")
+    @classmethod
+    def _printed(cls, value: str | None) -> str | None:
+        if value is not None and not PRINTED.match(value):
+            raise ValueError("write a printed number with its unit, like 86M or 17.6G")
+        return value
+
+    @model_validator(mode="after")
+    def _one_quantity(self) -> Published:
+        if (self.params is None) == (self.macs is None):
+            raise ValueError("give exactly one of params and macs")
+        return self
+
+    @property
+    def quantity(self) -> Literal["params", "macs"]:
+        return "params" if self.params is not None else "macs"
+
+    @property
+    def printed(self) -> str:
+        return self.params if self.params is not None else self.macs  # type: ignore[return-value]
+
+    @property
+    def value(self) -> float:
+        m = PRINTED.match(self.printed)
+        assert m
+        return float(m["num"]) * (1e6 if m["unit"] == "M" else 1e9)
+
+    @property
+    def half_ulp(self) -> float:
+        """Half a unit in the last printed digit: the precision the source claims."""
+        m = PRINTED.match(self.printed)
+        assert m
+        digits = len(m["frac"] or "")
+        return 0.5 * 10.0**-digits * (1e6 if m["unit"] == "M" else 1e9)
+
+
+class Reference(Strict):
+    """The implementation whose state_dict layout and outputs the generated module reproduces."""
+
+    package: Literal["timm"] = Field(description="Where the reference implementation lives.")
+    model: Annotated[str, Field(pattern=r"^[a-z0-9_.]+$", max_length=80)] = Field(
+        description="Model name in that package, e.g. `deit_small_patch16_224`."
+    )
+
+
+class Spec(Strict):
+    """One published variant, compiled to `generated/<name>.py`."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=60)] = Field(
+        description="Identifier of the variant; equals the file stem and names the factory function."
+    )
+    family: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)] = Field(
+        description="Family the variant belongs to (vit, deit, ...)."
+    )
+    title: Text = Field(description="Name as the paper prints it, e.g. `DeiT-S`.")
+    paper: Text = Field(description="Citation of the paper that introduced the variant.")
+    class_name: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=60)] = Field(
+        description="Name of the generated nn.Module class."
+    )
+    reference: Reference | None = Field(default=None, description="Reference implementation for parity.")
+    img_size: int = Field(ge=16, le=4096, description="Default input resolution (square).")
+    in_chans: int = Field(ge=1, le=64, description="Input channels.")
+    num_classes: int = Field(ge=0, le=100000, description="Default classifier width (0: no classifier).")
+    norm_eps: float = Field(gt=0, lt=1, description="Epsilon of every LayerNorm (write 1.0e-6).")
+    stem: StemSlot = Field(description="Image to tokens.")
+    prefix_tokens: tuple[Literal["cls", "dist"], ...] = Field(
+        description="Learned tokens in front of the patch tokens, in order: [cls] or [cls, dist]."
+    )
+    pos_embed: PosEmbedSlot = Field(description="Position embedding.")
+    stages: tuple[StageSlot, ...] = Field(min_length=1, max_length=64, description="Stages, in order.")
+    norm: NormSlot = Field(description="Final normalisation of every token.")
+    head: HeadSlot = Field(description="Classifier head(s).")
+    published: tuple[Published, ...] = Field(default=(), description="Numbers the literature prints.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if keyword.iskeyword(value) or value in RESERVED:
+            raise ValueError(f"'{value}' is a Python keyword or a name the generated module uses")
+        return value
+
+    @field_validator("prefix_tokens")
+    @classmethod
+    def _tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("each prefix token at most once")
+        if value and value[0] != "cls":
+            raise ValueError("the class token comes first")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> Spec:
+        keys = [getattr(stage, "key", None) for stage in self.stages]
+        named = [k for k in keys if k is not None]
+        if len(set(named)) != len(named):
+            raise ValueError("stage keys must be unique")
+        return self
