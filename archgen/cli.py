@@ -190,15 +190,22 @@ def _print_counts(ir: Any, rows: list[Any]) -> None:
             if c is None:
                 cells += ["-", "", ""]
             else:
-                cells += [f"{c.entry.quantity} {c.entry.printed} ({c.entry.source})", f"{c.rel_err:+.2%}", c.status]
+                cells += [
+                    f"{c.entry.quantity} {c.entry.printed} ({c.entry.source})",
+                    f"{c.rel_err:+.2%}",
+                    c.status,
+                ]
             table.add_row(*cells)
             first = False
     console.print(table)
     for _size, _total, found in rows:
         for c in found:
             if c.entry.deviation:
-                console.print(f"[bold]deviation[/bold] @{c.entry.img_size} {c.entry.quantity} {c.entry.printed}: "
-                              f"{c.entry.deviation}", markup=True)
+                console.print(
+                    f"[bold]deviation[/bold] @{c.entry.img_size} {c.entry.quantity} {c.entry.printed}: "
+                    f"{c.entry.deviation}",
+                    markup=True,
+                )
     size, total, _ = rows[0]
     parts = Table(title=f"breakdown @{size}", title_justify="left")
     for col in ("module", "params", "MACs"):
@@ -244,8 +251,14 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
     for it in items:
         pub = it["published"] or {}
         text = ", ".join(f"{q} {e['printed']} ({e['status']})" for q, es in pub.items() for e in es)
-        table.add_row(it["name"], it["family"], str(it["img_size"]), f"{it['params'] / 1e6:.2f}",
-                      f"{it['macs'] / 1e9:.2f}", text or "-")
+        table.add_row(
+            it["name"],
+            it["family"],
+            str(it["img_size"]),
+            f"{it['params'] / 1e6:.2f}",
+            f"{it['macs'] / 1e9:.2f}",
+            text or "-",
+        )
     Console(highlight=False).print(table)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archgen.counting import Count
-from archgen.errors import KindError, SpecError
+from archgen.errors import KindError
 from archgen.kinds.base import Model, Step, Tokens
 from archgen.kinds.heads import Head
 from archgen.kinds.prefix_tokens import PrefixTokens
@@ -87,15 +87,24 @@ def resolve(loaded: LoadedSpec) -> IR:
     spec = loaded.spec
     stages = [Placed(stage, ("stages", i)) for i, stage in enumerate(spec.stages)]
     joins = any(getattr(stage, "joins_prefix_tokens", False) for stage in spec.stages)
+    _check_keys(loaded)
     steps = [Placed(spec.stem, ("stem",))]
-    pos = Placed(spec.pos_embed, ("pos_embed",))
+    pos = Placed(spec.pos_embed, ("pos_embed",)) if spec.pos_embed is not None else None
+    before = getattr(spec.pos_embed, "before", None)  # a table added later, e.g. after a downsample
+    early = [] if pos is None or before is not None else [pos]
     if spec.prefix_tokens:
         tokens = Placed(PrefixTokens(tokens=spec.prefix_tokens, joined_by_stage=joins), ("prefix_tokens",))
         # A table with prefix slots is added after the tokens join; a patch-only one before.
-        steps += [tokens, pos] if spec.pos_embed.covers_prefix and not joins else [pos, tokens]
+        covers_prefix = pos is not None and getattr(pos.kind, "covers_prefix", False)
+        steps += [tokens, *early] if covers_prefix and not joins else [*early, tokens]
     else:
-        steps.append(pos)
-    steps += stages
+        steps += early
+    for stage in stages:
+        if pos is not None and before is not None and getattr(stage.kind, "key", None) == before:
+            steps.append(pos)
+        steps.append(stage)
+    if pos is not None and before is not None and pos not in steps:
+        raise loaded.error(("pos_embed", "before"), f"no stage has key '{before}'")
     steps.append(Placed(spec.norm, ("norm",)))
     model = Model(
         in_chans=spec.in_chans,
@@ -114,8 +123,16 @@ def resolve(loaded: LoadedSpec) -> IR:
     return ir
 
 
-def compile_spec(loaded: LoadedSpec) -> IR:
-    try:
-        return resolve(loaded)
-    except SpecError:
-        raise
+def _check_keys(loaded: LoadedSpec) -> None:
+    """Stage keys are unique; ``name.i`` keys fill a ModuleList in order 0, 1, 2, …"""
+    seen: dict[str, int] = {}
+    for i, stage in enumerate(loaded.spec.stages):
+        key = getattr(stage, "key", None)
+        if key is None:
+            continue
+        name, _, index = key.partition(".")
+        if key in seen or (not index and name in seen) or (index and seen.get(name, -1) != int(index) - 1):
+            expected = f"{name}.{seen.get(name, -1) + 1}" if index else "a key used once"
+            raise loaded.error(("stages", i, "key"), f"'{key}' out of order or repeated; expected {expected}")
+        seen[key] = 0
+        seen[name] = int(index) if index else 0

@@ -9,7 +9,7 @@ from typing import Any
 
 import jinja2
 
-from archgen.compiler import IR, Walked
+from archgen.compiler import IR
 from archgen.counting import Count
 from archgen.fidelity import checks
 from archgen.kinds.base import Kind, Model
@@ -59,14 +59,27 @@ def docstring_literal(text: str) -> str:
 
 
 class _Ctx:
-    """What a kind's ``init``/``forward`` macros see for one step."""
+    """What a kind's ``init``/``forward`` macros see for one step.
 
-    def __init__(self, kind: Kind, walked: Walked | None, model: Model, s_in: Any, s_out: Any, offset: int) -> None:
+    ``c.attr`` is how code reaches the step's module (``self.blocks``, ``self.network[2]``) and
+    ``c.define(expr)`` the statement that creates it; keys like ``network.2`` become ModuleList entries.
+    """
+
+    def __init__(self, kind: Kind, model: Model, s_in: Any, s_out: Any, offset: int) -> None:
         self.k = kind
         self.m = model
         self.s_in = s_in
         self.s_out = s_out
         self.offset = offset
+        key = str(getattr(kind, "key", ""))
+        self.list_name, _, index = key.partition(".")
+        self.attr = f"self.{self.list_name}[{index}]" if index else f"self.{key}"
+        self.indexed = bool(index)
+
+    def define(self, expr: str) -> str:
+        if self.indexed:
+            return f"self.{self.list_name}.append({expr})"
+        return f"{self.attr} = {expr}"
 
 
 def _macros(kind: Kind) -> Any:
@@ -123,35 +136,43 @@ def emit(ir: IR) -> dict[str, str]:
     for kind in [w.kind for w in walked] + [ir.head]:
         _classes(kind, model, classes)
     final = walked[-1].s_out
-    head_ctx = _Ctx(ir.head, None, model, final, final, 0)
+    head_ctx = _Ctx(ir.head, model, final, final, 0)
     head = _macros(ir.head)
     inits, forwards = [], []
+    lists: set[str] = set()
     for w in walked:
-        ctx = _Ctx(w.kind, w, model, w.s_in, w.s_out, w.offset)
+        ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset)
+        if ctx.indexed and ctx.list_name not in lists:
+            lists.add(ctx.list_name)
+            inits.append(f"self.{ctx.list_name} = nn.ModuleList()")
         macros = _macros(w.kind)
         inits.append(str(macros.init(ctx)).strip("\n"))
         forwards.append(str(macros.forward(ctx)).strip("\n"))
     inits.append(str(head.init(head_ctx)).strip("\n"))
     no_wd = sorted({name for w in walked for name in w.kind.no_weight_decay()})
-    text = environment().get_template("model.py.j2").render(
-        source=comment_text(ir.loaded.source),
-        docstring=docstring_literal(describe(ir)),
-        imports=_imports(kinds),
-        classes=list(classes.values()),
-        class_name=spec.class_name,
-        name=spec.name,
-        img_size=spec.img_size,
-        num_classes=spec.num_classes,
-        num_features=final.dim,
-        total_depth=model.total_depth,
-        inits=[i for i in inits if i],
-        forwards=[f for f in forwards if f],
-        forward_head=str(head.forward_head(head_ctx)).strip("\n"),
-        reset=str(head.reset(head_ctx)).strip("\n"),
-        no_weight_decay=no_wd,
-        factory_doc=comment_text(f"{spec.title} at {spec.img_size}x{spec.img_size}: {spec.paper}").replace(
-            '"', "'"
-        ).replace("\\", "/"),
+    text = (
+        environment()
+        .get_template("model.py.j2")
+        .render(
+            source=comment_text(ir.loaded.source),
+            docstring=docstring_literal(describe(ir)),
+            imports=_imports(kinds),
+            classes=list(classes.values()),
+            class_name=spec.class_name,
+            name=spec.name,
+            img_size=spec.img_size,
+            num_classes=spec.num_classes,
+            num_features=final.dim,
+            total_depth=model.total_depth,
+            inits=[i for i in inits if i],
+            forwards=[f for f in forwards if f],
+            forward_head=str(head.forward_head(head_ctx)).strip("\n"),
+            reset=str(head.reset(head_ctx)).strip("\n"),
+            no_weight_decay=no_wd,
+            factory_doc=docstring_literal(
+                comment_text(f"{spec.title}; {spec.img_size}x{spec.img_size} by default.")
+            ),
+        )
     )
     path = f"generated/{spec.name}.py"
     check_source(text, path)
@@ -162,9 +183,9 @@ def describe(ir: IR) -> str:
     """The module docstring: title, stage table at the default resolution, counts, published numbers."""
     spec = ir.spec
     res = spec.img_size
-    lines = [f"{spec.title} ({spec.paper})."]
+    lines = [_fill(f"{spec.title} ({spec.paper}).")]
     if spec.reference is not None:
-        lines.append(f"Reference implementation: {spec.reference.package} {spec.reference.model}.")
+        lines.append(_fill(f"Reference implementation: {spec.reference.package} {spec.reference.model}."))
     lines += ["", table(ir, res), ""]
     for size in sorted({res} | {p.img_size for p in spec.published}):
         c = ir.count(size)
@@ -174,8 +195,17 @@ def describe(ir: IR) -> str:
         lines += ["", "Published (printed precision; a deviation is explained in the spec):"]
         for chk in pub:
             e = chk.entry
-            lines.append(f"  @{e.img_size} {e.quantity} {e.printed} [{e.source}]: {chk.status} ({chk.rel_err:+.1%})")
+            text = f"@{e.img_size} {e.quantity} {e.printed} [{e.source}]: {chk.status} ({chk.rel_err:+.1%})"
+            lines.append(_fill(text, indent="  "))
     return "\n".join(_CONTROL.sub(" ", line).rstrip() for line in "\n".join(lines).split("\n"))
+
+
+def _fill(text: str, indent: str = "") -> str:
+    import textwrap
+
+    return textwrap.fill(
+        comment_text(text), width=100, initial_indent=indent, subsequent_indent=indent + "  "
+    )
 
 
 def table(ir: IR, img_size: int) -> str:

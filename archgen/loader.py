@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -37,7 +37,9 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases and limits nesting while composing."""
 
     # PyYAML shares resolver lists between loader classes; copy them before adding ours.
-    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    yaml_implicit_resolvers: ClassVar[dict[str, list[Any]]] = {
+        k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def __init__(self, text: str, file: str) -> None:
         super().__init__(text)
@@ -53,7 +55,9 @@ class _Loader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                raise SpecError(_pos(self.file, event.start_mark), "", f"nested deeper than {MAX_DEPTH} levels")
+                raise SpecError(
+                    _pos(self.file, event.start_mark), "", f"nested deeper than {MAX_DEPTH} levels"
+                )
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1

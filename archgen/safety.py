@@ -6,8 +6,26 @@ import ast
 
 ALLOWED_IMPORTS = frozenset({"torch", "torch.nn", "torch.nn.functional", "torch.utils.checkpoint", "math"})
 FORBIDDEN_NAMES = frozenset(
-    {"exec", "eval", "compile", "__import__", "open", "globals", "locals", "vars", "getattr", "setattr",
-     "delattr", "breakpoint", "input", "os", "sys", "subprocess", "importlib", "builtins"}
+    {
+        "exec",
+        "eval",
+        "compile",
+        "__import__",
+        "open",
+        "globals",
+        "locals",
+        "vars",
+        "getattr",
+        "setattr",
+        "delattr",
+        "breakpoint",
+        "input",
+        "os",
+        "sys",
+        "subprocess",
+        "importlib",
+        "builtins",
+    }
 )
 
 

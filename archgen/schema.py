@@ -37,7 +37,8 @@ class Published(Strict):
     )
     source: Text = Field(description="Where the number is printed: paper and table, or repository file.")
     deviation: Text | None = Field(
-        default=None, description="Why our exact count falls outside the printed precision (required if it does)."
+        default=None,
+        description="Why our exact count falls outside the printed precision (required if it does).",
     )
 
     @field_validator("params", "macs")
@@ -108,7 +109,7 @@ class Spec(Strict):
     prefix_tokens: tuple[Literal["cls", "dist"], ...] = Field(
         description="Learned tokens in front of the patch tokens, in order: [cls] or [cls, dist]."
     )
-    pos_embed: PosEmbedSlot = Field(description="Position embedding.")
+    pos_embed: PosEmbedSlot | None = Field(default=None, description="Position embedding (none: no table).")
     stages: tuple[StageSlot, ...] = Field(min_length=1, max_length=64, description="Stages, in order.")
     norm: NormSlot = Field(description="Final normalisation of every token.")
     head: HeadSlot = Field(description="Classifier head(s).")
@@ -129,11 +130,3 @@ class Spec(Strict):
         if value and value[0] != "cls":
             raise ValueError("the class token comes first")
         return value
-
-    @model_validator(mode="after")
-    def _unique_keys(self) -> Spec:
-        keys = [getattr(stage, "key", None) for stage in self.stages]
-        named = [k for k in keys if k is not None]
-        if len(set(named)) != len(named):
-            raise ValueError("stage keys must be unique")
-        return self

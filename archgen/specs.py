@@ -45,7 +45,9 @@ def load(path: Path) -> LoadedSpec:
     except ValidationError as exc:
         raise _first_error(exc, located) from None
     if spec.name != path.stem:
-        raise SpecError(located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'")
+        raise SpecError(
+            located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'"
+        )
     return LoadedSpec(spec, label, located)
 
 
@@ -94,7 +96,11 @@ def _merge(parent: Located, child: Located, chain: str) -> Located:
                 raise SpecError(
                     child.where(sub, key=True), dotted(sub), f"not in the parent spec (chain: {chain})"
                 )
-            if isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == old.get("kind"):
+            if (
+                isinstance(value, dict)
+                and isinstance(old, dict)
+                and value.get("kind", old.get("kind")) == old.get("kind")
+            ):
                 out.keys[sub] = child.keys[sub]
                 merge(old, value, sub)
             else:
@@ -123,9 +129,9 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path_:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             node = node[part]
         elif isinstance(node, dict) and node.get("kind") == part:
             continue  # the discriminator's own step

@@ -8,11 +8,20 @@ only calls the methods below; it never looks at a kind's fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from archgen.counting import Count
+
+StageKey = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z_][a-z0-9_]*(\.[0-9]+)?$",
+        max_length=40,
+        description="Attribute path and state_dict prefix: `blocks`, or `network.2` (a ModuleList entry).",
+    ),
+]
 
 
 @dataclass(frozen=True)

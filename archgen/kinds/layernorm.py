@@ -6,8 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from archgen.counting import norm
-from archgen.counting import Count
+from archgen.counting import Count, norm
 from archgen.kinds.base import Model, Step, Tokens
 
 

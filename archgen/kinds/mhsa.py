@@ -27,5 +27,9 @@ class MultiHeadAttention(Kind):
         matmuls = Count("attn_matmuls", 0, 2 * tokens * tokens * dim)
         return Count.group(
             "attn",
-            [linear("qkv", dim, 3 * dim, tokens, bias=self.qkv_bias), matmuls, linear("proj", dim, dim, tokens)],
+            [
+                linear("qkv", dim, 3 * dim, tokens, bias=self.qkv_bias),
+                matmuls,
+                linear("proj", dim, dim, tokens),
+            ],
         )

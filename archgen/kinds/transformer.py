@@ -8,7 +8,7 @@ from pydantic import Field
 
 from archgen.counting import Count, norm
 from archgen.errors import KindError
-from archgen.kinds.base import Kind, Model, Row, Step, Tokens
+from archgen.kinds.base import Kind, Model, Row, StageKey, Step, Tokens
 from archgen.kinds.drop_path import DropPath
 
 if TYPE_CHECKING:  # the registry resolves these slot unions at import time
@@ -23,9 +23,7 @@ class Transformer(Step):
     template = "transformer.j2"
 
     kind: Literal["transformer"] = Field(description="Pre-norm transformer blocks (timm `Block`).")
-    key: str = Field(
-        pattern=r"^[a-z_][a-z0-9_]*$", max_length=40, description="Attribute name: state_dict prefix of the stage."
-    )
+    key: StageKey
     depth: int = Field(ge=1, le=1000, description="Number of blocks.")
     heads: int = Field(ge=1, le=1024, description="Attention heads; must divide the token width.")
     mlp_ratio: float = Field(gt=0, le=64, description="MLP hidden width = int(dim * mlp_ratio).")
