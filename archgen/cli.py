@@ -164,6 +164,7 @@ def _published(found: list[Any]) -> dict[str, list[dict[str, Any]]] | None:
                 "printed": c.entry.printed,
                 "value": c.entry.value,
                 "source": c.entry.source,
+                "convention": c.entry.convention,
                 "rel_err": round(c.rel_err, 6),
                 "status": c.status,
                 "deviation": c.entry.deviation,

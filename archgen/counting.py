@@ -1,8 +1,12 @@
 """Exact parameter and MAC counts as a tree whose names are the generated module's attribute paths.
 
 MAC convention: one per multiply-add of convolutions, linear layers and attention matmuls; biases,
-norms, activations and softmax cost nothing. This equals ``FlopCounterMode`` total / 2 and timm's
-``infer_gmacs``. No torch here: ``archgen count`` must answer without importing it.
+norms, activations and softmax cost nothing. This equals ``FlopCounterMode`` total / 2.
+
+A second convention, ``fvcore`` (what timm's ``infer_gmacs`` column and several papers report), adds
+fvcore's norm handles: LayerNorm 5 and eval BatchNorm 2 per element (affine). ``norm_extra`` holds
+that difference so both conventions come from one count. No torch here: ``archgen count`` must
+answer without importing it.
 """
 
 from __future__ import annotations
@@ -16,15 +20,30 @@ class Count:
     params: int = 0
     macs: int = 0
     children: tuple[Count, ...] = ()
+    norm_extra: int = 0  # fvcore's norm terms; not MACs
 
     @staticmethod
     def group(name: str, children: list[Count] | tuple[Count, ...]) -> Count:
         kids = tuple(children)
-        return Count(name, sum(c.params for c in kids), sum(c.macs for c in kids), kids)
+        return Count(
+            name,
+            sum(c.params for c in kids),
+            sum(c.macs for c in kids),
+            kids,
+            sum(c.norm_extra for c in kids),
+        )
+
+    @property
+    def fvcore(self) -> int:
+        return self.macs + self.norm_extra
+
+    def in_convention(self, convention: str) -> int:
+        """``macs`` (default), ``flops`` (2 x MACs) or ``fvcore`` (MACs + fvcore's norm terms)."""
+        return {"macs": self.macs, "flops": 2 * self.macs, "fvcore": self.fvcore}[convention]
 
     def repeat(self, names: list[str]) -> list[Count]:
         """The same count under several names (``blocks.0`` … ``blocks.11``)."""
-        return [Count(n, self.params, self.macs, self.children) for n in names]
+        return [Count(n, self.params, self.macs, self.children, self.norm_extra) for n in names]
 
     def walk(self, prefix: str = "") -> list[tuple[str, Count]]:
         """Every node with its full dotted path, parents before children."""
@@ -46,9 +65,12 @@ def conv2d(
     return Count(name, weights + (c_out if bias else 0), out_hw[0] * out_hw[1] * weights)
 
 
-def norm(name: str, dim: int) -> Count:
-    """LayerNorm or BatchNorm with affine weight and bias (running stats are buffers)."""
-    return Count(name, 2 * dim, 0)
+def norm(name: str, dim: int, elements: int, per_element: int = 5) -> Count:
+    """An affine LayerNorm (fvcore: 5 per element) or BatchNorm (``per_element=2``) over ``elements``.
+
+    Running statistics are buffers, not parameters.
+    """
+    return Count(name, 2 * dim, 0, (), per_element * elements)
 
 
 def parameter(name: str, numel: int) -> Count:

@@ -39,7 +39,8 @@ def checks(ir: IR, img_size: int | None = None) -> list[Check]:
         if img_size is not None and entry.img_size != img_size:
             continue
         count = ir.count(entry.img_size)
-        out.append(Check(entry, count.params if entry.quantity == "params" else count.macs))
+        value = count.params if entry.quantity == "params" else count.in_convention(entry.convention)
+        out.append(Check(entry, value))
     return out
 
 

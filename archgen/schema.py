@@ -20,6 +20,7 @@ HeadSlot = SLOT_TYPES["HeadSlot"]
 RESERVED = frozenset({"torch", "nn", "F", "checkpoint", "math", "dpr", "grid", "img_size", "num_classes"})
 
 Text = Annotated[str, Field(min_length=1, max_length=300)]
+LongText = Annotated[str, Field(min_length=1, max_length=1000)]
 PRINTED = re.compile(r"^(?P<num>[0-9]+(?:\.(?P<frac>[0-9]+))?)(?P<unit>[MG])$")
 
 
@@ -36,7 +37,11 @@ class Published(Strict):
         default=None, description="Multiply-accumulates as printed, e.g. `17.6G` (papers call these FLOPs)."
     )
     source: Text = Field(description="Where the number is printed: paper and table, or repository file.")
-    deviation: Text | None = Field(
+    convention: Literal["macs", "fvcore"] = Field(
+        default="macs",
+        description="How the source counted: pure MACs, or fvcore's (MACs + LayerNorm/BatchNorm terms).",
+    )
+    deviation: LongText | None = Field(
         default=None,
         description="Why our exact count falls outside the printed precision (required if it does).",
     )

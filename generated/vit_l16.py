@@ -12,11 +12,11 @@ head    linear on cls       -      1024  -      1000 classes
 @384: params 304,715,752  MACs 191,066,300,416 (191.07 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 307M [ViT paper Table 1]: UNEXPLAINED (+0.9%)
+  @224 params 307M [ViT paper Table 1]: deviation (+0.9%)
   @224 params 304M [CoAtNet Table 13; timm param_count]: ok (-0.1%)
-  @224 macs 61.6G [timm results infer_gmacs]: ok (+0.1%)
-  @224 macs 65.8G [CeiT paper Table 6]: UNEXPLAINED (+6.9%)
-  @384 macs 190.7G [CoAtNet Table 13]: UNEXPLAINED (-0.2%)
+  @224 macs 61.6G [timm results (infer_gmacs)]: ok (-0.0%)
+  @224 macs 65.8G [CeiT paper Table 6]: deviation (+6.9%)
+  @384 macs 190.7G [CoAtNet Table 13]: deviation (-0.2%)
 """
 
 import torch

@@ -20,4 +20,4 @@ class FinalLayerNorm(Step):
         return s
 
     def count(self, s: Tokens, m: Model) -> Count:
-        return norm("norm", s.dim)
+        return norm("norm", s.dim, s.n * s.dim)

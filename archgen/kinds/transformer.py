@@ -48,9 +48,9 @@ class Transformer(Step):
         block = Count.group(
             "",
             [
-                norm("norm1", s.dim),
+                norm("norm1", s.dim, s.n * s.dim),
                 self.attention.count(s.dim, self.heads, s.n),
-                norm("norm2", s.dim),
+                norm("norm2", s.dim, s.n * s.dim),
                 self.mlp.count(s.dim, self.hidden(s.dim), s.n),
             ],
         )
