@@ -86,7 +86,7 @@ def _flatten(parts: list[Count]) -> list[Count]:
 def resolve(loaded: LoadedSpec) -> IR:
     spec = loaded.spec
     stages = [Placed(stage, ("stages", i)) for i, stage in enumerate(spec.stages)]
-    joins = any(getattr(stage, "joins_prefix_tokens", False) for stage in spec.stages)
+    joins = any(stage.joins_prefix_tokens for stage in spec.stages)
     _check_keys(loaded)
     steps = [Placed(spec.stem, ("stem",))]
     pos = Placed(spec.pos_embed, ("pos_embed",)) if spec.pos_embed is not None else None

@@ -85,9 +85,14 @@ class Published(Strict):
 class Reference(Strict):
     """The implementation whose state_dict layout and outputs the generated module reproduces."""
 
-    package: Literal["timm"] = Field(description="Where the reference implementation lives.")
-    model: Annotated[str, Field(pattern=r"^[a-z0-9_.]+$", max_length=80)] = Field(
-        description="Model name in that package, e.g. `deit_small_patch16_224`."
+    package: Literal["timm", "official"] = Field(
+        description="`timm` (pip package, parity-tested) or `official` (the authors' repository)."
+    )
+    model: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]+$", max_length=80)] = Field(
+        description="Model name there, e.g. `deit_small_patch16_224`."
+    )
+    repo: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=100)] | None = Field(
+        default=None, description="owner/name of the official repository (with package: official)."
     )
 
 

@@ -96,6 +96,10 @@ class Kind(BaseModel):
 class Step(Kind):
     """A kind that is a step of ``forward_features`` (stem, stage, token or embedding step)."""
 
+    # A stage that concatenates the prefix tokens itself (CaiT's class attention) sets this; the
+    # compiler then creates the token parameters but does not concatenate them after the stem.
+    joins_prefix_tokens: ClassVar[bool] = False
+
     def out(self, s: Tokens, m: Model) -> Tokens:
         """The state after this step; raise ``KindError`` for hyper-parameters that do not fit."""
         raise NotImplementedError
