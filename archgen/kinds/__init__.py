@@ -7,15 +7,22 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from archgen.kinds.base import Kind
+from archgen.kinds.downsample import ConvDownsample
 from archgen.kinds.drop_path import DropPath
 from archgen.kinds.heads import DistilledHead, TokenHead
 from archgen.kinds.layernorm import FinalLayerNorm
 from archgen.kinds.mhsa import MultiHeadAttention
 from archgen.kinds.mlp import Mlp
+from archgen.kinds.outlook import OutlookAttention
+from archgen.kinds.outlooker import Outlooker
 from archgen.kinds.patch_embed import PatchEmbed
 from archgen.kinds.pos_embed import LearnedPosEmbed
+from archgen.kinds.pos_embed_2d import LearnedPosEmbed2d
 from archgen.kinds.prefix_tokens import PrefixTokens
 from archgen.kinds.transformer import Transformer
+from archgen.kinds.volo_class_attention import VoloClassAttention
+from archgen.kinds.volo_head import TokenLabelingHead
+from archgen.kinds.volo_stem import ConvStem
 
 # Kinds a spec can name with `kind:`, grouped by the slot they fill.
 KINDS: tuple[type[Kind], ...] = (
@@ -27,12 +34,19 @@ KINDS: tuple[type[Kind], ...] = (
     FinalLayerNorm,
     TokenHead,
     DistilledHead,
+    ConvStem,
+    OutlookAttention,
+    Outlooker,
+    ConvDownsample,
+    LearnedPosEmbed2d,
+    VoloClassAttention,
+    TokenLabelingHead,
 )
 
 # Kinds the compiler adds itself (from `prefix_tokens:`) or that block kinds pull in.
 INTERNAL: tuple[type[Kind], ...] = (PrefixTokens, DropPath)
 
-SLOTS = ("stem", "pos_embed", "stage", "attention", "mlp", "norm", "head")
+SLOTS = ("stem", "pos_embed", "stage", "attention", "grid_attention", "mlp", "norm", "head")
 
 
 def slot_type(slot: str) -> Any:
