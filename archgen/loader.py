@@ -55,9 +55,7 @@ class _Loader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                raise SpecError(
-                    _pos(self.file, event.start_mark), "", f"nested deeper than {MAX_DEPTH} levels"
-                )
+                raise SpecError(_pos(self.file, event.start_mark), "", f"nested deeper than {MAX_DEPTH} levels")
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1

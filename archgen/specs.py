@@ -45,9 +45,7 @@ def load(path: Path) -> LoadedSpec:
     except ValidationError as exc:
         raise _first_error(exc, located) from None
     if spec.name != path.stem:
-        raise SpecError(
-            located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'"
-        )
+        raise SpecError(located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'")
     return LoadedSpec(spec, label, located)
 
 
@@ -93,9 +91,7 @@ def _merge(parent: Located, child: Located, chain: str) -> Located:
             sub = (*path, key)
             old = target.get(key)
             if path and key not in target:
-                raise SpecError(
-                    child.where(sub, key=True), dotted(sub), f"not in the parent spec (chain: {chain})"
-                )
+                raise SpecError(child.where(sub, key=True), dotted(sub), f"not in the parent spec (chain: {chain})")
             if (
                 isinstance(value, dict)
                 and isinstance(old, dict)
