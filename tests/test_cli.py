@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, SPECS, ir_of
 
 BAD = ROOT / "tests" / "bad_specs"
@@ -43,7 +42,7 @@ def test_bad_spec_gives_one_line_error_and_writes_nothing(name: str, tmp_path: P
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert lines == [EXPECTED[name]], f"{name}: {proc.stderr}"
-    assert lines[0].startswith(f"error: tests/bad_specs/"), lines[0]
+    assert lines[0].startswith("error: tests/bad_specs/"), lines[0]
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
