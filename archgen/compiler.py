@@ -96,12 +96,15 @@ def resolve(loaded: LoadedSpec) -> IR:
         tokens = Placed(PrefixTokens(tokens=spec.prefix_tokens, joined_by_stage=joins), ("prefix_tokens",))
         # A table with prefix slots is added after the tokens join; a patch-only one before.
         covers_prefix = pos is not None and getattr(pos.kind, "covers_prefix", False)
-        steps += [tokens, *early] if covers_prefix and not joins else [*early, tokens]
+        # Tokens that a stage joins itself are created right before it, at that stage's width.
+        steps += [tokens, *early] if covers_prefix and not joins else [*early] if joins else [*early, tokens]
     else:
         steps += early
     for stage in stages:
         if pos is not None and before is not None and getattr(stage.kind, "key", None) == before:
             steps.append(pos)
+        if joins and spec.prefix_tokens and stage.kind.joins_prefix_tokens and tokens not in steps:
+            steps.append(tokens)
         steps.append(stage)
     if pos is not None and before is not None and pos not in steps:
         raise loaded.error(("pos_embed", "before"), f"no stage has key '{before}'")

@@ -13,7 +13,17 @@ network.4     transformer (mhsa)           4      512  16     196
 post_network  class attention              2      512  16     1 + 196
 head          linear on cls + 0.5 max aux  -      512  -      1000 classes
 
-@224: params 58,678,080  MACs 14,305,415,168 (14.31 G)  [analytic]
+@224: params 58,678,336  MACs 14,305,415,168 (14.31 G)  [analytic]
+@384: params 58,872,896  MACs 46,063,638,528 (46.06 G)  [analytic]
+
+Published (printed precision; a deviation is explained in the spec):
+  @224 params 58.7M [VOLO paper ImageNet table (as in the seed)]: ok (+0.0%)
+  @224 macs 14.1G [VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)]:
+    deviation (-1.4%)
+  @224 macs 14.34G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]: ok
+    (-0.0%)
+  @384 macs 46.17G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]: ok
+    (-0.0%)
 """
 
 import torch
@@ -199,10 +209,10 @@ class VOLO(nn.Module):
         self.num_classes = num_classes
         self.num_features = 512
         self.grad_checkpointing = False
-        dpr = torch.linspace(0, drop_path_rate, 24).tolist()  # stochastic depth per block
+        # stochastic depth grows linearly from 0 to drop_path_rate over the 24 blocks
+        dpr = [drop_path_rate * i / 23 for i in range(24)]
         self.patch_embed = ConvStem(in_chans=3, hidden=64, dim=256, patch=4)
         grid = img_size // 8  # 28 at 224
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, 256))
         self.network = nn.ModuleList()
         self.network.append(nn.Sequential(*[Outlooker(256, 8, 768, dpr[i]) for i in range(6)]))
         self.network.append(Downsample(256, 512, stride=2))
@@ -211,6 +221,7 @@ class VOLO(nn.Module):
         self.network.append(nn.Sequential(*[Block(512, 16, 1536, dpr[6 + i]) for i in range(4)]))
         self.network.append(nn.Sequential(*[Block(512, 16, 1536, dpr[10 + i]) for i in range(10)]))
         self.network.append(nn.Sequential(*[Block(512, 16, 1536, dpr[20 + i]) for i in range(4)]))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 512))
         self.post_network = nn.Sequential(*[ClassBlock(512, 16, 1536) for _ in range(2)])
         self.norm = nn.LayerNorm(512, eps=1e-05)
         self.head = nn.Linear(512, num_classes) if num_classes > 0 else nn.Identity()

@@ -13,7 +13,17 @@ network.4     transformer (mhsa)           4      768  16     196
 post_network  class attention              2      768  16     1 + 196
 head          linear on cls + 0.5 max aux  -      768  -      1000 classes
 
-@224: params 192,961,136  MACs 44,262,982,656 (44.26 G)  [analytic]
+@224: params 192,961,520  MACs 44,262,982,656 (44.26 G)  [analytic]
+@448: params 193,413,104  MACs 196,840,571,904 (196.84 G)  [analytic]
+
+Published (printed precision; a deviation is explained in the spec):
+  @224 params 193M [VOLO paper ImageNet table (as in the seed)]: ok (+0.0%)
+  @224 macs 43.8G [VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)]:
+    deviation (-1.0%)
+  @224 macs 44.34G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]: ok
+    (+0.0%)
+  @448 macs 197.13G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]:
+    ok (-0.0%)
 """
 
 import torch
@@ -199,10 +209,10 @@ class VOLO(nn.Module):
         self.num_classes = num_classes
         self.num_features = 768
         self.grad_checkpointing = False
-        dpr = torch.linspace(0, drop_path_rate, 36).tolist()  # stochastic depth per block
+        # stochastic depth grows linearly from 0 to drop_path_rate over the 36 blocks
+        dpr = [drop_path_rate * i / 35 for i in range(36)]
         self.patch_embed = ConvStem(in_chans=3, hidden=64, dim=384, patch=4)
         grid = img_size // 8  # 28 at 224
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, 384))
         self.network = nn.ModuleList()
         self.network.append(nn.Sequential(*[Outlooker(384, 12, 1152, dpr[i]) for i in range(8)]))
         self.network.append(Downsample(384, 768, stride=2))
@@ -211,6 +221,7 @@ class VOLO(nn.Module):
         self.network.append(nn.Sequential(*[Block(768, 16, 2304, dpr[8 + i]) for i in range(8)]))
         self.network.append(nn.Sequential(*[Block(768, 16, 2304, dpr[16 + i]) for i in range(16)]))
         self.network.append(nn.Sequential(*[Block(768, 16, 2304, dpr[32 + i]) for i in range(4)]))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
         self.post_network = nn.Sequential(*[ClassBlock(768, 16, 2304) for _ in range(2)])
         self.norm = nn.LayerNorm(768, eps=1e-05)
         self.head = nn.Linear(768, num_classes) if num_classes > 0 else nn.Identity()

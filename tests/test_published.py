@@ -31,6 +31,15 @@ KNOWN_DEVIATIONS = {
     ("deit_b", 384, "macs", "55.4G", "CoAtNet Table 13"),
     ("deit_b", 384, "macs", "52.8G", "CeiT paper Table 6"),
     ("deit_b_distilled", 384, "params", "87M", "DeiT paper Table 5 (B⚗↑384)"),
+    ("volo_d1", 224, "macs", "6.8G", "VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)"),
+    ("volo_d1", 384, "macs", "22.8G", "VOLO paper ImageNet table (as in the seed)"),
+    ("volo_d2", 224, "macs", "14.1G", "VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)"),
+    ("volo_d3", 224, "macs", "20.6G", "VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)"),
+    ("volo_d4", 224, "macs", "43.8G", "VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)"),
+    ("volo_d5", 224, "params", "296M", "VOLO paper ImageNet table (as in the seed)"),
+    ("volo_d5", 224, "macs", "69.0G", "VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)"),
+    ("volo_d5", 448, "macs", "304G", "VOLO paper ImageNet table (as in the seed)"),
+    ("volo_d5", 512, "macs", "412G", "VOLO paper ImageNet table (as in the seed)"),
 }
 
 
