@@ -37,7 +37,7 @@ def ir_of(name: str) -> IR:
 
 
 @cache
-def factory(name: str):  # noqa: ANN201 - the generated factory function
+def factory(name: str):
     spec = importlib.util.spec_from_file_location(f"ceit_test_{name}", ROOT / "generated" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -208,7 +208,8 @@ def leff(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> torch.Tensor:
 
 
 def ceit_block(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, heads: int) -> torch.Tensor:
-    x = x + attention(layer_norm(x, sd[f"{p}.norm1.weight"], sd[f"{p}.norm1.bias"]), sd, f"{p}.attn", heads, slice(None))
+    y = layer_norm(x, sd[f"{p}.norm1.weight"], sd[f"{p}.norm1.bias"])
+    x = x + attention(y, sd, f"{p}.attn", heads, slice(None))
     return x + leff(layer_norm(x, sd[f"{p}.norm2.weight"], sd[f"{p}.norm2.bias"]), sd, f"{p}.leff")
 
 
@@ -349,7 +350,8 @@ def _load(tmp_path: Path, text: str) -> IR:
 
 
 def test_lca_without_collecting_stage_is_a_spec_error(tmp_path: Path) -> None:
-    text = BASE.replace("kind: leff_blocks", "kind: transformer").replace("leff: {kind: leff, kernel_size: 3}", "mlp: {kind: mlp}")
+    text = BASE.replace("kind: leff_blocks", "kind: transformer")
+    text = text.replace("leff: {kind: leff, kernel_size: 3}", "mlp: {kind: mlp}")
     with pytest.raises(SpecError, match="collects class tokens"):
         _load(tmp_path, text)
 
