@@ -31,6 +31,17 @@ KNOWN_DEVIATIONS = {
     ("deit_b", 384, "macs", "55.4G", "CoAtNet Table 13"),
     ("deit_b", 384, "macs", "52.8G", "CeiT paper Table 6"),
     ("deit_b_distilled", 384, "params", "87M", "DeiT paper Table 5 (B⚗↑384)"),
+    ("ceit_t", 224, "macs", "1.2G", "CeiT paper Table 6 (as reproduced in the seed)"),
+    ("ceit_t", 384, "macs", "3.6G", "CeiT paper Table 6, CeiT-T up-384 (as reproduced in the seed)"),
+    ("ceit_s", 224, "macs", "4.5G", "CeiT paper Table 6 (as reproduced in the seed)"),
+    ("ceit_s", 384, "macs", "12.9G", "CeiT paper Table 6, CeiT-S up-384 (as reproduced in the seed)"),
+    ("ceit_s", 384, "params", "24.2M", "coeusguo/ceit README.md (ceit_small_patch16_384)"),
+    ("deepvit_16b", 224, "params", "24.5M", "zhoudaquan/dvit_repo README.md (DeepViT-16, table 1)"),
+    ("deepvit_s", 224, "macs", "6.2G", "DeepViT paper as quoted by CoAtNet Table 13 (secondary)"),
+    ("deepvit_s", 224, "params", "24.5M", "zhoudaquan/dvit_repo README.md (DeepViT-16 FC + BN, table 2)"),
+    ("deepvit_l", 224, "params", "55M", "DeepViT paper as quoted by CoAtNet Table 13 (secondary)"),
+    ("deepvit_l", 224, "macs", "12.5G", "DeepViT paper as quoted by CoAtNet Table 13 (secondary)"),
+    ("deepvit_l", 224, "params", "48.1M", "zhoudaquan/dvit_repo README.md (DeepViT-32 FC + BN, table 2)"),
 }
 
 
