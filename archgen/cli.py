@@ -121,8 +121,18 @@ def count(
         list[int] | None, typer.Option("--img-size", help="Resolution(s) to count (repeatable).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    by: Annotated[
+        str, typer.Option("--by", help="Breakdown rows: stage (top-level attributes), module (every path), op.")
+    ] = "stage",
+    convention: Annotated[
+        str, typer.Option("--convention", help="Counts shown as macs, flops (2 x MACs) or fvcore (MACs + norms).")
+    ] = "macs",
 ) -> None:
     """Exact params and MACs per resolution, against the published numbers."""
+    if by not in ("stage", "module", "op"):
+        _fail(f"error: --by {by}: choose stage, module or op")
+    if convention not in ("macs", "flops", "fvcore"):
+        _fail(f"error: --convention {convention}: choose macs, flops or fvcore")
     from archgen import specs
     from archgen.build import compile_path
     from archgen.fidelity import checks, resolutions
@@ -149,7 +159,7 @@ def count(
         }
         typer.echo(json.dumps(payload, indent=2))
     else:
-        _print_counts(ir, rows)
+        _print_counts(ir, rows, by, convention)
     if problems:
         raise typer.Exit(1)
 
@@ -184,7 +194,7 @@ def _convention(entry: Any) -> str:
     return "" if entry.convention == "macs" else f"; {entry.convention} convention"
 
 
-def _print_counts(ir: Any, rows: list[Any]) -> None:
+def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str = "macs") -> None:
     from rich.table import Table
 
     console = _console()
@@ -218,12 +228,21 @@ def _print_counts(ir: Any, rows: list[Any]) -> None:
                     markup=True,
                 )
     size, total, _ = rows[0]
-    parts = Table(title=f"breakdown @{size}", title_justify="left")
-    for col in ("module", "params", "MACs"):
-        parts.add_column(col, justify="left" if col == "module" else "right")
-    for child in total.children:
-        parts.add_row(child.name, f"{child.params:,}", f"{child.macs:,}")
-    parts.add_row("total", f"{total.params:,}", f"{total.macs:,}")
+    label = {"macs": "MACs", "flops": "FLOPs (2 x MACs)", "fvcore": "fvcore (MACs + norm terms)"}[convention]
+    parts = Table(title=f"breakdown by {by} @{size}", title_justify="left")
+    for col in ("op" if by == "op" else "module", "params", label, "share"):
+        parts.add_column(col, justify="left" if col in ("module", "op") else "right")
+    whole = max(total.in_convention(convention), 1)
+    if by == "op":
+        listed = [(name, node) for name, node in total.by_op().items()]
+    elif by == "module":
+        listed = [(("  " * path.count(".")) + path.rsplit(".", 1)[-1], node) for path, node in total.walk()][1:]
+    else:
+        listed = [(child.name, child) for child in total.children]
+    for name, node in listed:
+        value = node.in_convention(convention)
+        parts.add_row(name, f"{node.params:,}", f"{value:,}", f"{value / whole:.1%}")
+    parts.add_row("total", f"{total.params:,}", f"{total.in_convention(convention):,}", "100.0%")
     console.print(parts)
 
 

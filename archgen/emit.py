@@ -166,6 +166,7 @@ def emit(ir: IR) -> dict[str, str]:
             total_depth=model.total_depth,
             inits=[i for i in inits if i],
             forwards=[f for f in forwards if f],
+            uses_run=any("self._run(" in f for f in forwards),
             forward_head=str(head.forward_head(head_ctx)).strip("\n"),
             reset=str(head.reset(head_ctx)).strip("\n"),
             no_weight_decay=no_wd,

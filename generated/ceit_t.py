@@ -192,13 +192,6 @@ class CeiT(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def _run(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return blocks(x)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.i2t(x)  # (B, 196, 192)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 192)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from archgen.counting import Count, linear, norm, parameter
+from archgen.counting import Count, linear, matmul, norm, parameter
 from archgen.errors import KindError
 from archgen.kinds.base import Kind, Model, Row, StageKey, Step, Tokens
 from archgen.kinds.ceit import LayerClassTokens
@@ -61,7 +61,7 @@ class LayerClassAttention(Step):
             "attn",
             [
                 replace(qkv, macs=q_macs + kv_macs),
-                Count("attn_matmuls", 0, 2 * layers * dim),  # one query row against L keys, then L values
+                matmul("attn_matmuls", 2 * layers * dim),  # one query row against L keys, then L values
                 linear("proj", dim, dim, 1),
             ],
         )

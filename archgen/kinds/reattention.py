@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.counting import Count, linear, norm
+from archgen.counting import Count, linear, matmul, norm
 from archgen.kinds.base import Kind
 
 
@@ -30,10 +30,10 @@ class ReAttention(Kind):
         return Count.group(
             "attn",
             [
-                Count("reatten_matrix", heads * heads + heads, heads * maps),
+                Count("reatten_matrix", heads * heads + heads, heads * maps, op="conv"),
                 norm("var_norm", heads, maps, per_element=2),
                 linear("qkv", dim, 3 * dim, tokens),
-                Count("attn_matmuls", 0, 2 * tokens * tokens * dim),
+                matmul("attn_matmuls", 2 * tokens * tokens * dim),
                 linear("proj", dim, dim, tokens),
             ],
         )
