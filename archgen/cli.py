@@ -89,7 +89,7 @@ def build(
     """Write generated/<name>.py for each spec (all rendered and checked before any is written)."""
     from archgen.build import render_all, write_atomic
 
-    files = render_all(_spec_paths(spec or [], all_))
+    files = render_all(_spec_paths(spec or [], all_), docs=all_)
     for target in write_atomic(out, files):
         typer.echo(f"wrote {target.as_posix()}")
 
@@ -103,7 +103,7 @@ def check(
     from archgen import specs
     from archgen.build import drift, render_all
 
-    expected = render_all(specs.all_paths())
+    expected = render_all(specs.all_paths(), docs=True)
     problems = drift(root, expected)
     for problem in problems:
         typer.echo(problem)
@@ -244,6 +244,15 @@ def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str =
         parts.add_row(name, f"{node.params:,}", f"{value:,}", f"{value / whole:.1%}")
     parts.add_row("total", f"{total.params:,}", f"{total.in_convention(convention):,}", "100.0%")
     console.print(parts)
+
+
+@app.command()
+@_guard
+def schema() -> None:
+    """Print the spec's JSON Schema (committed as specs/schema.json for editors)."""
+    from archgen.docs import json_schema
+
+    typer.echo(json_schema(), nl=False)
 
 
 @app.command("list")

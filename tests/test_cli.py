@@ -102,7 +102,7 @@ def test_count_img_size_option_and_bad_size() -> None:
     assert proc.returncode == 2
     # patch_size is written in the parent spec, so the error points there
     assert proc.stderr.splitlines() == [
-        "error: specs/vit_b16.yaml:11:39: stem.patch_size: at img_size 450: 16 does not divide the image size 450"
+        "error: specs/vit_b16.yaml:12:39: stem.patch_size: at img_size 450: 16 does not divide the image size 450"
     ]
 
 
