@@ -248,6 +248,62 @@ def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str =
 
 @app.command()
 @_guard
+def show(
+    spec: Annotated[str, typer.Argument(help="Spec name or file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print the resolved spec: every field after `extends:` is merged."""
+    from archgen import specs
+
+    loaded = specs.load(specs.find(spec))
+    typer.echo(_resolved_text(loaded, as_json), nl=False)
+
+
+def _resolved_text(loaded: Any, as_json: bool = False) -> str:
+    data = loaded.spec.model_dump(mode="json", exclude_defaults=False)
+    if as_json:
+        return json.dumps(data, indent=2) + "\n"
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+
+
+@app.command()
+@_guard
+def diff(
+    a: Annotated[str, typer.Argument(help="First spec (name or file).")],
+    b: Annotated[str, typer.Argument(help="Second spec (name or file).")],
+) -> None:
+    """Spec difference, generated-code difference and count delta between two specs."""
+    import difflib
+
+    from archgen import specs
+    from archgen.compiler import resolve
+    from archgen.emit import emit
+
+    left, right = specs.load(specs.find(a)), specs.load(specs.find(b))
+    for title, x, y in (
+        ("spec (resolved)", _resolved_text(left), _resolved_text(right)),
+        ("generated code", *[next(iter(emit(resolve(s)).values())) for s in (left, right)]),
+    ):
+        typer.echo(f"=== {title}")
+        lines = difflib.unified_diff(
+            x.splitlines(keepends=True), y.splitlines(keepends=True), left.spec.name, right.spec.name
+        )
+        typer.echo("".join(lines), nl=False)
+    typer.echo("=== counts")
+    ir_a, ir_b = resolve(left), resolve(right)
+    for size in sorted({left.spec.img_size, right.spec.img_size}):
+        ca, cb = ir_a.count(size), ir_b.count(size)
+        typer.echo(
+            f"@{size}: params {ca.params:,} -> {cb.params:,} ({cb.params - ca.params:+,}, "
+            f"{(cb.params - ca.params) / ca.params:+.1%}); MACs {ca.macs:,} -> {cb.macs:,} "
+            f"({cb.macs - ca.macs:+,}, {(cb.macs - ca.macs) / ca.macs:+.1%})"
+        )
+
+
+@app.command()
+@_guard
 def schema() -> None:
     """Print the spec's JSON Schema (committed as specs/schema.json for editors)."""
     from archgen.docs import json_schema
