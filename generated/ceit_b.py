@@ -15,6 +15,8 @@ Published (printed precision; a deviation is explained in the spec):
   @224 params 94.4M [coeusguo/ceit README.md (ceit_base_patch16_224)]: ok (-0.0%)
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -172,6 +174,7 @@ class CeiT(nn.Module):
         grid = (img_size + 3) // 4 // 4  # 14 at 224
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, 768))
+        self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.blocks = nn.Sequential(*[LeFFBlock(768, 12, 3072, dpr[i]) for i in range(12)])
         self.pos_layer_embed = nn.Parameter(torch.zeros(1, 12, 768))  # one per block
         self.lca = LCABlock(768, 12, 3072)
@@ -187,6 +190,18 @@ class CeiT(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+    def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+        """Load a checkpoint trained at another resolution: resize its patch grid bicubically, like timm."""
+        old = state_dict.get(prefix + "pos_embed")
+        if old is None or old.shape == self.pos_embed.shape:
+            return
+        n = 1  # prefix-token slots, kept as they are
+        side, new_side = math.isqrt(old.shape[1] - n), math.isqrt(self.pos_embed.shape[1] - n)
+        grid = old[:, n:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
+        grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", antialias=True)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, new_side * new_side, -1).to(old.dtype)
+        state_dict[prefix + "pos_embed"] = torch.cat((old[:, :n], grid), dim=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.i2t(x)  # (B, 196, 768)
