@@ -7,14 +7,17 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from archgen.kinds.base import Kind
+from archgen.kinds.class_attention import ClassAttention
 from archgen.kinds.drop_path import DropPath
 from archgen.kinds.heads import DistilledHead, TokenHead
 from archgen.kinds.layernorm import FinalLayerNorm
+from archgen.kinds.layerscale import LayerScaleTransformer
 from archgen.kinds.mhsa import MultiHeadAttention
 from archgen.kinds.mlp import Mlp
 from archgen.kinds.patch_embed import PatchEmbed
 from archgen.kinds.pos_embed import LearnedPosEmbed
 from archgen.kinds.prefix_tokens import PrefixTokens
+from archgen.kinds.talking_heads import TalkingHeadsAttention
 from archgen.kinds.transformer import Transformer
 
 # Kinds a spec can name with `kind:`, grouped by the slot they fill.
@@ -27,6 +30,9 @@ KINDS: tuple[type[Kind], ...] = (
     FinalLayerNorm,
     TokenHead,
     DistilledHead,
+    LayerScaleTransformer,
+    TalkingHeadsAttention,
+    ClassAttention,
 )
 
 # Kinds the compiler adds itself (from `prefix_tokens:`) or that block kinds pull in.
