@@ -34,7 +34,7 @@ class ClassAttention(Step):
     depth: int = Field(ge=1, le=100, description="Number of class-attention blocks.")
     heads: int = Field(ge=1, le=1024, description="Attention heads; must divide the token width.")
     mlp_ratio: float = Field(gt=0, le=64, description="MLP hidden width = int(dim * mlp_ratio).")
-    init_values: float = Field(gt=0, le=10, description="Initial value of every LayerScale entry (write 1.0e-5).")
+    init_values: float = Field(gt=0, le=10, description="Initial LayerScale value (write 1.0e-5).")
     qkv_bias: bool = Field(default=True, description="Bias on the q, k and v projections.")
     mlp: MlpSlot = Field(description="Feed-forward layer applied to the class token.")
 

@@ -24,13 +24,13 @@ class LayerScaleTransformer(Step):
     template = "layerscale.j2"
 
     kind: Literal["layerscale_transformer"] = Field(
-        description="Pre-norm blocks with LayerScale (timm CaiT `LayerScaleBlock`, keys `gamma_1`, `gamma_2`)."
+        description="Pre-norm LayerScale blocks (timm CaiT `LayerScaleBlock`: `gamma_1`, `gamma_2`)."
     )
     key: StageKey
     depth: int = Field(ge=1, le=1000, description="Number of blocks.")
     heads: int = Field(ge=1, le=1024, description="Attention heads; must divide the token width.")
     mlp_ratio: float = Field(gt=0, le=64, description="MLP hidden width = int(dim * mlp_ratio).")
-    init_values: float = Field(gt=0, le=10, description="Initial value of every LayerScale entry (write 1.0e-5).")
+    init_values: float = Field(gt=0, le=10, description="Initial LayerScale value (write 1.0e-5).")
     attention: AttentionSlot = Field(description="Token-mixing attention of every block.")
     mlp: MlpSlot = Field(description="Feed-forward layer of every block.")
 

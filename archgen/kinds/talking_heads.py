@@ -1,4 +1,4 @@
-"""Talking-heads self-attention (Shazeer et al., 2020) as CaiT uses it: heads mixed before and after softmax."""
+"""Talking-heads self-attention (Shazeer et al., 2020) as in CaiT: heads mixed around the softmax."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class TalkingHeadsAttention(Kind):
     template = "talking_heads.j2"
 
     kind: Literal["talking_heads"] = Field(
-        description="Talking-heads self-attention (timm `TalkingHeadAttn`: `qkv`, `proj_l`, `proj_w`, `proj`)."
+        description="Talking-heads attention (timm `TalkingHeadAttn`: `qkv`, `proj_l`, `proj_w`, `proj`)."
     )
     qkv_bias: bool = Field(default=True, description="Bias on the fused q, k, v projection.")
 
