@@ -173,11 +173,21 @@ def _published(found: list[Any]) -> dict[str, list[dict[str, Any]]] | None:
     return out
 
 
-def _print_counts(ir: Any, rows: list[Any]) -> None:
+def _console() -> Any:
     from rich.console import Console
+
+    # Piped output (CI logs, README snippets) gets a fixed width instead of rich's 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+
+
+def _convention(entry: Any) -> str:
+    return "" if entry.convention == "macs" else f"; {entry.convention} convention"
+
+
+def _print_counts(ir: Any, rows: list[Any]) -> None:
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = _console()
     spec = ir.spec
     table = Table(title=f"{spec.title} ({spec.name})", title_justify="left")
     for col in ("img", "params", "MACs (G)", "FLOPs = 2xMACs (G)", "published", "rel. err", "status"):
@@ -192,7 +202,7 @@ def _print_counts(ir: Any, rows: list[Any]) -> None:
                 cells += ["-", "", ""]
             else:
                 cells += [
-                    f"{c.entry.quantity} {c.entry.printed} ({c.entry.source})",
+                    f"{c.entry.quantity} {c.entry.printed} ({c.entry.source}{_convention(c.entry)})",
                     f"{c.rel_err:+.2%}",
                     c.status,
                 ]
@@ -243,7 +253,6 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
     if as_json:
         typer.echo(json.dumps(items, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table()
@@ -260,7 +269,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
             f"{it['macs'] / 1e9:.2f}",
             text or "-",
         )
-    Console(highlight=False).print(table)
+    _console().print(table)
 
 
 def main() -> None:

@@ -169,9 +169,7 @@ def emit(ir: IR) -> dict[str, str]:
             forward_head=str(head.forward_head(head_ctx)).strip("\n"),
             reset=str(head.reset(head_ctx)).strip("\n"),
             no_weight_decay=no_wd,
-            factory_doc=docstring_literal(
-                comment_text(f"{spec.title}; {spec.img_size}x{spec.img_size} by default.")
-            ),
+            factory_doc=docstring_literal(comment_text(f"{spec.title}; {spec.img_size}x{spec.img_size} by default.")),
         )
     )
     path = f"generated/{spec.name}.py"
@@ -203,9 +201,7 @@ def describe(ir: IR) -> str:
 def _fill(text: str, indent: str = "") -> str:
     import textwrap
 
-    return textwrap.fill(
-        comment_text(text), width=100, initial_indent=indent, subsequent_indent=indent + "  "
-    )
+    return textwrap.fill(comment_text(text), width=100, initial_indent=indent, subsequent_indent=indent + "  ")
 
 
 def table(ir: IR, img_size: int) -> str:

@@ -55,9 +55,7 @@ class _Loader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                raise SpecError(
-                    _pos(self.file, event.start_mark), "", f"nested deeper than {MAX_DEPTH} levels"
-                )
+                raise SpecError(_pos(self.file, event.start_mark), "", f"nested deeper than {MAX_DEPTH} levels")
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -138,11 +136,11 @@ def _build(loader: _Loader, node: Any, path: Path_, out: Located, label: str) ->
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_pos = _pos(label, key_node.start_mark)
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<":
+                raise SpecError(key_pos, _dotted(path), "merge keys (<<) are not allowed")
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
                 raise SpecError(key_pos, _dotted(path), "keys must be plain strings")
             key = key_node.value
-            if key == "<<":
-                raise SpecError(key_pos, _dotted(path), "merge keys (<<) are not allowed")
             if key in result:
                 raise SpecError(key_pos, _dotted((*path, key)), "duplicate key")
             out.keys[(*path, key)] = key_pos

@@ -45,9 +45,7 @@ def load(path: Path) -> LoadedSpec:
     except ValidationError as exc:
         raise _first_error(exc, located) from None
     if spec.name != path.stem:
-        raise SpecError(
-            located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'"
-        )
+        raise SpecError(located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'")
     return LoadedSpec(spec, label, located)
 
 
@@ -93,9 +91,7 @@ def _merge(parent: Located, child: Located, chain: str) -> Located:
             sub = (*path, key)
             old = target.get(key)
             if path and key not in target:
-                raise SpecError(
-                    child.where(sub, key=True), dotted(sub), f"not in the parent spec (chain: {chain})"
-                )
+                raise SpecError(child.where(sub, key=True), dotted(sub), f"not in the parent spec (chain: {chain})")
             if (
                 isinstance(value, dict)
                 and isinstance(old, dict)
@@ -114,13 +110,24 @@ def _merge(parent: Located, child: Located, chain: str) -> Located:
 
 
 def _first_error(exc: ValidationError, located: Located) -> SpecError:
-    err = exc.errors(include_url=False)[0]
-    path = _data_path(located.data, err["loc"])
-    extra = err["type"] == "extra_forbidden"
+    """The first real error in file order; errors that only echo a deeper one (a tuple left empty
+    because its item failed) are dropped."""
+    errs = exc.errors(include_url=False)
+    locs = [tuple(e["loc"]) for e in errs]
+    real = [e for e, loc in zip(errs, locs, strict=True) if not any(o[: len(loc)] == loc and o != loc for o in locs)]
+    placed = []
+    for err in real:
+        path = _data_path(located.data, err["loc"])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            path = (*path, "kind")  # point at the discriminator, not the mapping
+        extra = err["type"] == "extra_forbidden"
+        pos = located.where(path, key=extra)
+        placed.append(((pos.line, pos.col), path, extra, err))
+    placed.sort(key=lambda item: item[0])
+    _, path, extra, err = placed[0]
     message = "unknown field" if extra else _message(err)
-    more = len(exc.errors())
-    if more > 1:
-        message += f" (and {more - 1} more)"
+    if len(placed) > 1:
+        message += f" (and {len(placed) - 1} more)"
     return SpecError(located.where(path, key=extra), dotted(path), message)
 
 

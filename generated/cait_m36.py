@@ -154,7 +154,8 @@ class Cait(nn.Module):
         self.num_classes = num_classes
         self.num_features = 768
         self.grad_checkpointing = False
-        dpr = torch.linspace(0, drop_path_rate, 36).tolist()  # stochastic depth per block
+        # stochastic depth grows linearly from 0 to drop_path_rate over the 36 blocks
+        dpr = [drop_path_rate * i / 35 for i in range(36)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=3, dim=768)
         grid = img_size // 16  # 14 at 224
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, 768))

@@ -100,7 +100,8 @@ class VisionTransformer(nn.Module):
         self.num_classes = num_classes
         self.num_features = 768
         self.grad_checkpointing = False
-        dpr = torch.linspace(0, drop_path_rate, 12).tolist()  # stochastic depth per block
+        # stochastic depth grows linearly from 0 to drop_path_rate over the 12 blocks
+        dpr = [drop_path_rate * i / 11 for i in range(12)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=3, dim=768)
         grid = img_size // 16  # 14 at 224
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))

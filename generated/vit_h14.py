@@ -94,7 +94,8 @@ class VisionTransformer(nn.Module):
         self.num_classes = num_classes
         self.num_features = 1280
         self.grad_checkpointing = False
-        dpr = torch.linspace(0, drop_path_rate, 32).tolist()  # stochastic depth per block
+        # stochastic depth grows linearly from 0 to drop_path_rate over the 32 blocks
+        dpr = [drop_path_rate * i / 31 for i in range(32)]
         self.patch_embed = PatchEmbed(patch_size=14, in_chans=3, dim=1280)
         grid = img_size // 14  # 16 at 224
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 1280))

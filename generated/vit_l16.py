@@ -97,7 +97,8 @@ class VisionTransformer(nn.Module):
         self.num_classes = num_classes
         self.num_features = 1024
         self.grad_checkpointing = False
-        dpr = torch.linspace(0, drop_path_rate, 24).tolist()  # stochastic depth per block
+        # stochastic depth grows linearly from 0 to drop_path_rate over the 24 blocks
+        dpr = [drop_path_rate * i / 23 for i in range(24)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=3, dim=1024)
         grid = img_size // 16  # 14 at 224
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 1024))

@@ -1,0 +1,147 @@
+"""The command line as a user meets it: exit codes, one-line errors, JSON shapes, drift detection."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SPECS, ir_of
+
+BAD = ROOT / "tests" / "bad_specs"
+EXPECTED = dict(
+    line.split(": ", 1) for line in (BAD / "expected_errors.txt").read_text(encoding="utf-8").splitlines() if line
+)
+
+
+def archgen(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "archgen", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_corpus_is_complete() -> None:
+    names = {p.stem for p in BAD.glob("*.yaml") if not p.stem.startswith("ok_")}
+    assert names == set(EXPECTED), "every bad spec needs a snapshot line in expected_errors.txt"
+    assert len(names) >= 30
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_spec_gives_one_line_error_and_writes_nothing(name: str, tmp_path: Path) -> None:
+    proc = archgen("build", f"tests/bad_specs/{name}.yaml", "--out", str(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert lines == [EXPECTED[name]], f"{name}: {proc.stderr}"
+    assert lines[0].startswith("error: tests/bad_specs/"), lines[0]
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_all_writes_nothing_if_any_spec_is_bad(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    shutil.copy(ROOT / "specs" / "deit_ti.yaml", specs)
+    shutil.copy(ROOT / "specs" / "vit_b16.yaml", specs)
+    shutil.copy(BAD / "heads_not_dividing.yaml", specs)
+    proc = archgen("build", "--all", "--out", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert not (tmp_path / "generated").exists()
+    (specs / "heads_not_dividing.yaml").unlink()
+    proc = archgen("build", "--all", "--out", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    built = sorted(p.name for p in (tmp_path / "generated").iterdir())
+    assert built == ["deit_ti.py", "vit_b16.py"]
+    assert (tmp_path / "generated" / "deit_ti.py").read_bytes() == (ROOT / "generated" / "deit_ti.py").read_bytes()
+
+
+def test_check_detects_stale_missing_and_extra(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    shutil.copytree(ROOT / "generated", tmp_path / "generated")
+    assert archgen("check", cwd=tmp_path).returncode == 0
+    stale = tmp_path / "generated" / "deit_s.py"
+    stale.write_text(stale.read_text().replace("eps=1e-06", "eps=1e-05", 1))
+    proc = archgen("check", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "--- a/generated/deit_s.py" in proc.stdout and "+++ b/generated/deit_s.py" in proc.stdout
+    stale.unlink()
+    (tmp_path / "generated" / "stray.py").write_text("x = 1\n")
+    proc = archgen("check", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "missing: generated/deit_s.py" in proc.stdout and "extra: generated/stray.py" in proc.stdout
+
+
+def test_count_json_shape_and_values() -> None:
+    proc = archgen("count", "vit_b16", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) == {"name", "counts"} and data["name"] == "vit_b16"
+    ir = ir_of(ROOT / "specs" / "vit_b16.yaml")
+    assert [c["img_size"] for c in data["counts"]] == [224, 384]
+    for row in data["counts"]:
+        assert set(row) == {"img_size", "params", "macs", "published"}
+        total = ir.count(row["img_size"])
+        assert (row["params"], row["macs"]) == (total.params, total.macs)
+    assert data["counts"][0]["published"]["params"][0]["printed"] == "86M"
+
+
+def test_count_img_size_option_and_bad_size() -> None:
+    proc = archgen("count", "deit_s", "--img-size", "448", "--json")
+    assert [c["img_size"] for c in json.loads(proc.stdout)["counts"]] == [448]
+    assert json.loads(proc.stdout)["counts"][0]["published"] is None
+    proc = archgen("count", "deit_s", "--img-size", "450")
+    assert proc.returncode == 2
+    # patch_size is written in the parent spec, so the error points there
+    assert proc.stderr.splitlines() == [
+        "error: specs/vit_b16.yaml:11:39: stem.patch_size: at img_size 450: 16 does not divide the image size 450"
+    ]
+
+
+def test_count_table_shows_deviation_text() -> None:
+    proc = archgen("count", "vit_l16")
+    assert proc.returncode == 0
+    assert "307M" in proc.stdout and "L/32" in proc.stdout
+
+
+def test_misspelt_name_gets_a_suggestion() -> None:
+    proc = archgen("count", "deit_smal")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: specs/deit_smal.yaml:1:1: no spec named 'deit_smal'; did you mean 'deit_s'?"
+
+
+def test_list_json_covers_every_spec() -> None:
+    proc = archgen("list", "--json")
+    assert proc.returncode == 0
+    rows = json.loads(proc.stdout)
+    assert [r["name"] for r in rows] == [p.stem for p in SPECS]
+    for row in rows:
+        total = ir_of(ROOT / "specs" / f"{row['name']}.yaml").count(row["img_size"])
+        assert row["params"] == total.params and row["macs"] == total.macs
+
+
+def test_version_and_usage_errors() -> None:
+    proc = archgen("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("archgen ")
+    assert archgen("build").returncode == 2
+    assert archgen("no-such-command").returncode == 2
+
+
+def test_count_never_imports_torch() -> None:
+    code = (
+        "import sys; from archgen.cli import app\n"
+        "try:\n    app(['count', 'vit_b16', '--json'])\n"
+        "except SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'jinja2' not in sys.modules, 'jinja2 was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

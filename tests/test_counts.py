@@ -1,0 +1,56 @@
+"""Analytic counts (no torch) against the instantiated module: parameters and FlopCounterMode MACs.
+
+Modules are built on the meta device, where ``F.scaled_dot_product_attention`` is counted (on CPU
+tensors its fused kernel is invisible to FlopCounterMode, which would hide the attention matmuls).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ALL, factory, ids, ir_of, resolutions
+from torch.utils.flop_counter import FlopCounterMode
+
+CASES = [(p, r) for p in ALL for r in resolutions(p)]
+
+
+def _meta_model(path: Path, img_size: int) -> torch.nn.Module:
+    with torch.device("meta"):
+        return factory(path)(img_size=img_size).eval()
+
+
+@pytest.mark.parametrize(("path", "img_size"), CASES, ids=[f"{p.stem}@{r}" for p, r in CASES])
+def test_params_equal_module(path: Path, img_size: int) -> None:
+    model = _meta_model(path, img_size)
+    analytic = ir_of(path).count(img_size)
+    for part in analytic.children:  # per top-level attribute first, so a failure names the module
+        owner = model
+        for attr in part.name.split("."):
+            owner = getattr(owner, attr)
+        actual = owner.numel() if isinstance(owner, torch.nn.Parameter) else sum(p.numel() for p in owner.parameters())
+        assert part.params == actual, f"{path.stem}@{img_size} {part.name}: analytic {part.params:,} != {actual:,}"
+    total = sum(p.numel() for p in model.parameters())
+    assert analytic.params == total, f"{path.stem}@{img_size}: analytic {analytic.params:,} != module {total:,}"
+
+
+@pytest.mark.parametrize(("path", "img_size"), CASES, ids=[f"{p.stem}@{r}" for p, r in CASES])
+def test_macs_equal_flop_counter(path: Path, img_size: int) -> None:
+    model = _meta_model(path, img_size)
+    x = torch.empty(1, ir_of(path).spec.in_chans, img_size, img_size, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    measured = counter.get_total_flops()
+    analytic = ir_of(path).count(img_size).macs
+    assert measured % 2 == 0
+    assert analytic == measured // 2, f"{path.stem}@{img_size}: analytic {analytic:,} MACs != counted {measured // 2:,}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_breakdown_sums_to_total(path: Path) -> None:
+    total = ir_of(path).count(ir_of(path).spec.img_size)
+    for _name, node in total.walk():
+        if node.children:
+            assert node.params == sum(c.params for c in node.children)
+            assert node.macs == sum(c.macs for c in node.children)

@@ -1,0 +1,62 @@
+"""Every spec whose reference is timm: strict state_dict load and equal eval outputs.
+
+The timm model is randomly initialised and then perturbed so that no two parameters are alike (with
+timm's init every LayerNorm is 1/0 and a swapped norm1/norm2 would go unnoticed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import LARGE, SPECS, factory, ir_of
+
+timm = pytest.importorskip("timm")
+
+TIMM_SPECS = [p for p in SPECS if (r := ir_of(p).spec.reference) is not None and r.package == "timm"]
+
+
+def _pair(path: Path, img_size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    spec = ir_of(path).spec
+    kwargs = {"pretrained": False, "num_classes": spec.num_classes}
+    if img_size != spec.img_size:
+        kwargs["img_size"] = img_size
+    ref = timm.create_model(spec.reference.model, **kwargs).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ours = factory(path)(img_size=img_size).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+def _assert_close(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    scale = a.abs().max().item()
+    diff = (a - b).abs().max().item()
+    assert diff <= 1e-5 * max(scale, 1.0), f"{name}: max |diff| {diff:.3g} vs output scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("path", TIMM_SPECS, ids=[p.stem for p in TIMM_SPECS])
+def test_eval_outputs_equal_timm(path: Path) -> None:
+    spec = ir_of(path).spec
+    ref, ours = _pair(path, spec.img_size)
+    batch = 1 if ir_of(path).count(spec.img_size).params > LARGE else 2
+    x = torch.randn(batch, spec.in_chans, spec.img_size, spec.img_size)
+    with torch.no_grad():
+        _assert_close(f"{path.stem}@{spec.img_size}", ref(x), ours(x))
+        _assert_close(f"{path.stem} features", ref.forward_features(x), ours.forward_features(x))
+        _assert_close(
+            f"{path.stem} pre_logits",
+            ref.forward_head(ref.forward_features(x), pre_logits=True),
+            ours.forward_head(ours.forward_features(x), pre_logits=True),
+        )
+
+
+@pytest.mark.parametrize("name", ["deit_b", "deit_b_distilled"])
+def test_eval_outputs_equal_timm_at_384(name: str) -> None:
+    path = next(p for p in TIMM_SPECS if p.stem == name)
+    ref, ours = _pair(path, 384)
+    x = torch.randn(1, 3, 384, 384)
+    with torch.no_grad():
+        _assert_close(f"{name}@384", ref(x), ours(x))

@@ -1,0 +1,59 @@
+"""Each generated file works where archgen cannot be imported (one subprocess runs them all)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from conftest import LARGE, ROOT, SPECS, ir_of
+
+SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, importlib.util, json, sys
+
+    class NoArchgen(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "archgen" or name.startswith("archgen."):
+                raise ImportError("archgen is not installed here")
+
+    sys.meta_path.insert(0, NoArchgen())
+    try:
+        import archgen  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("archgen is importable; the test would prove nothing")
+
+    import torch
+
+    results = {}
+    for name, path, size, chans, big in json.loads(sys.argv[1]):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        device = "meta" if big else "cpu"
+        with torch.device(device):
+            model = getattr(module, name)(num_classes=7).eval()
+        with torch.no_grad():
+            out = model(torch.randn(1, chans, size, size, device=device))
+        results[name] = list(out.shape)
+    print(json.dumps(results))
+    """
+)
+
+
+def test_generated_files_run_without_archgen() -> None:
+    jobs = []
+    for path in SPECS:
+        ir = ir_of(path)
+        size = ir.spec.img_size
+        big = ir.count(size).params > LARGE
+        jobs.append([path.stem, str(ROOT / "generated" / f"{path.stem}.py"), size, ir.spec.in_chans, big])
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(jobs)], capture_output=True, text=True, cwd="/", timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shapes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert shapes == {path.stem: [1, 7] for path in SPECS}
