@@ -183,7 +183,9 @@ class Cait(nn.Module):
         x = self.patch_embed(x)  # (B, 196, 768)
         x = x + self.pos_embed  # (B, 196, 768)
         x = self._run(self.blocks, x)  # (B, 196, 768)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
+        # repeat, not expand: a view of a parameter made under no_grad still requires grad, which breaks
+        # module hooks (FlopCounterMode's among them) on the blocks it is passed to
+        cls = self.cls_token.repeat(x.shape[0], 1, 1)  # (B, 1, 768)
         for block in self.blocks_token_only:
             cls = block(x, cls)  # (B, 1, 768): patch tokens unchanged
         x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
