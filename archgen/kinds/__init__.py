@@ -8,12 +8,14 @@ from pydantic import Field
 
 from archgen.kinds.base import Kind
 from archgen.kinds.ceit import LeFFStage
+from archgen.kinds.class_attention import ClassAttention
 from archgen.kinds.conv_patch_embed import ConvPatchEmbed
 from archgen.kinds.deepvit import ReAttentionStage
 from archgen.kinds.drop_path import DropPath
 from archgen.kinds.heads import DistilledHead, TokenHead
 from archgen.kinds.i2t import ImageToTokens
 from archgen.kinds.layernorm import FinalLayerNorm
+from archgen.kinds.layerscale import LayerScaleTransformer
 from archgen.kinds.lca import LayerClassAttention
 from archgen.kinds.leff import LeFF
 from archgen.kinds.mhsa import MultiHeadAttention
@@ -22,6 +24,7 @@ from archgen.kinds.patch_embed import PatchEmbed
 from archgen.kinds.pos_embed import LearnedPosEmbed
 from archgen.kinds.prefix_tokens import PrefixTokens
 from archgen.kinds.reattention import ReAttention
+from archgen.kinds.talking_heads import TalkingHeadsAttention
 from archgen.kinds.transformer import Transformer
 
 # Kinds a spec can name with `kind:`, grouped by the slot they fill.
@@ -34,6 +37,9 @@ KINDS: tuple[type[Kind], ...] = (
     FinalLayerNorm,
     TokenHead,
     DistilledHead,
+    LayerScaleTransformer,
+    TalkingHeadsAttention,
+    ClassAttention,
     ImageToTokens,
     LeFFStage,
     LeFF,
