@@ -117,7 +117,7 @@ def _imports(kinds: list[Kind]) -> list[str]:
 
     ordered = sorted(lines, key=key)
     stdlib = [line for line in ordered if key(line)[0] == 0]
-    return [*stdlib, ""] + ordered[len(stdlib) :] if stdlib else ordered
+    return [*stdlib, "", *ordered[len(stdlib) :]] if stdlib else ordered
 
 
 def _all_kinds(kind: Kind) -> list[Kind]:
@@ -171,7 +171,7 @@ def emit(ir: IR) -> dict[str, str]:
             total_depth=model.total_depth,
             inits=[i for i in inits if i],
             forwards=[f for f in forwards if f],
-        methods=[m for m in methods if m],
+            methods=[m for m in methods if m],
             uses_run=any("self._run(" in f for f in forwards),
             forward_head=str(head.forward_head(head_ctx)).strip("\n"),
             reset=str(head.reset(head_ctx)).strip("\n"),

@@ -17,6 +17,8 @@ Published (printed precision; a deviation is explained in the spec):
   @384 macs 116.1G [CaiT paper Table 3]: deviation (+0.2%)
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -156,6 +158,7 @@ class Cait(nn.Module):
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=3, dim=768)
         grid = img_size // 16  # 14 at 224
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, 768))
+        self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
         self.blocks = nn.Sequential(*[LayerScaleBlock(768, 16, 3072, 1e-05, dpr[i]) for i in range(24)])
         self.blocks_token_only = nn.ModuleList([ClassAttentionBlock(768, 16, 3072, 1e-05) for _ in range(2)])
@@ -171,6 +174,18 @@ class Cait(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+    def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+        """Load a checkpoint trained at another resolution: resize its patch grid bicubically, like timm."""
+        old = state_dict.get(prefix + "pos_embed")
+        if old is None or old.shape == self.pos_embed.shape:
+            return
+        n = 0  # prefix-token slots, kept as they are
+        side, new_side = math.isqrt(old.shape[1] - n), math.isqrt(self.pos_embed.shape[1] - n)
+        grid = old[:, n:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
+        grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", antialias=True)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, new_side * new_side, -1).to(old.dtype)
+        state_dict[prefix + "pos_embed"] = torch.cat((old[:, :n], grid), dim=1)
 
     def _run(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HYBRIDS, ROOT, factory, ids, ir_of
 from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import HYBRIDS, ROOT, factory, ids, ir_of
 
 timm = pytest.importorskip("timm")
 from timm.models.cait import Cait  # noqa: E402

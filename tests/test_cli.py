@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, SPECS, ir_of
 
 BAD = ROOT / "tests" / "bad_specs"

@@ -7,9 +7,9 @@ import json
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT, SPECS
 
 from archgen.docs import emit_docs
+from conftest import ROOT, SPECS
 
 
 def test_committed_docs_equal_what_build_writes() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import LARGE, SPECS, factory, ir_of
 
 timm = pytest.importorskip("timm")

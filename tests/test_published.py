@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPECS, factory, ids, ir_of
 
 from archgen.fidelity import checks
+from conftest import SPECS, factory, ids, ir_of
 
 # (spec, img_size, quantity, printed, source): every published number that our exact count does not
 # reproduce within printed precision. Each has a `deviation:` explanation in its spec.
