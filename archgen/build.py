@@ -15,11 +15,15 @@ def compile_path(path: Path) -> IR:
     return resolve(specs.load(path))
 
 
-def render_all(paths: list[Path]) -> dict[str, str]:
-    """Every output, rendered and checked in memory; raises before anything is written."""
+def render_all(paths: list[Path], docs: bool = False) -> dict[str, str]:
+    """Every output, rendered and checked in memory; raises before anything is written.
+
+    ``docs`` adds the spec language's JSON Schema and field reference (``build --all``, ``check``).
+    """
+    from archgen.docs import emit_docs
     from archgen.emit import emit
 
-    out: dict[str, str] = {}
+    out: dict[str, str] = emit_docs() if docs else {}
     for path in paths:
         for name, text in emit(compile_path(path)).items():
             if name in out:

@@ -89,7 +89,7 @@ def build(
     """Write generated/<name>.py for each spec (all rendered and checked before any is written)."""
     from archgen.build import render_all, write_atomic
 
-    files = render_all(_spec_paths(spec or [], all_))
+    files = render_all(_spec_paths(spec or [], all_), docs=all_)
     for target in write_atomic(out, files):
         typer.echo(f"wrote {target.as_posix()}")
 
@@ -103,7 +103,7 @@ def check(
     from archgen import specs
     from archgen.build import drift, render_all
 
-    expected = render_all(specs.all_paths())
+    expected = render_all(specs.all_paths(), docs=True)
     problems = drift(root, expected)
     for problem in problems:
         typer.echo(problem)
@@ -121,8 +121,18 @@ def count(
         list[int] | None, typer.Option("--img-size", help="Resolution(s) to count (repeatable).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    by: Annotated[
+        str, typer.Option("--by", help="Breakdown rows: stage (top-level attributes), module (every path), op.")
+    ] = "stage",
+    convention: Annotated[
+        str, typer.Option("--convention", help="Counts shown as macs, flops (2 x MACs) or fvcore (MACs + norms).")
+    ] = "macs",
 ) -> None:
     """Exact params and MACs per resolution, against the published numbers."""
+    if by not in ("stage", "module", "op"):
+        _fail(f"error: --by {by}: choose stage, module or op")
+    if convention not in ("macs", "flops", "fvcore"):
+        _fail(f"error: --convention {convention}: choose macs, flops or fvcore")
     from archgen import specs
     from archgen.build import compile_path
     from archgen.fidelity import checks, resolutions
@@ -149,7 +159,7 @@ def count(
         }
         typer.echo(json.dumps(payload, indent=2))
     else:
-        _print_counts(ir, rows)
+        _print_counts(ir, rows, by, convention)
     if problems:
         raise typer.Exit(1)
 
@@ -173,11 +183,21 @@ def _published(found: list[Any]) -> dict[str, list[dict[str, Any]]] | None:
     return out
 
 
-def _print_counts(ir: Any, rows: list[Any]) -> None:
+def _console() -> Any:
     from rich.console import Console
+
+    # Piped output (CI logs, README snippets) gets a fixed width instead of rich's 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+
+
+def _convention(entry: Any) -> str:
+    return "" if entry.convention == "macs" else f"; {entry.convention} convention"
+
+
+def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str = "macs") -> None:
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = _console()
     spec = ir.spec
     table = Table(title=f"{spec.title} ({spec.name})", title_justify="left")
     for col in ("img", "params", "MACs (G)", "FLOPs = 2xMACs (G)", "published", "rel. err", "status"):
@@ -192,7 +212,7 @@ def _print_counts(ir: Any, rows: list[Any]) -> None:
                 cells += ["-", "", ""]
             else:
                 cells += [
-                    f"{c.entry.quantity} {c.entry.printed} ({c.entry.source})",
+                    f"{c.entry.quantity} {c.entry.printed} ({c.entry.source}{_convention(c.entry)})",
                     f"{c.rel_err:+.2%}",
                     c.status,
                 ]
@@ -208,13 +228,87 @@ def _print_counts(ir: Any, rows: list[Any]) -> None:
                     markup=True,
                 )
     size, total, _ = rows[0]
-    parts = Table(title=f"breakdown @{size}", title_justify="left")
-    for col in ("module", "params", "MACs"):
-        parts.add_column(col, justify="left" if col == "module" else "right")
-    for child in total.children:
-        parts.add_row(child.name, f"{child.params:,}", f"{child.macs:,}")
-    parts.add_row("total", f"{total.params:,}", f"{total.macs:,}")
+    label = {"macs": "MACs", "flops": "FLOPs (2 x MACs)", "fvcore": "fvcore (MACs + norm terms)"}[convention]
+    parts = Table(title=f"breakdown by {by} @{size}", title_justify="left")
+    for col in ("op" if by == "op" else "module", "params", label, "share"):
+        parts.add_column(col, justify="left" if col in ("module", "op") else "right")
+    whole = max(total.in_convention(convention), 1)
+    if by == "op":
+        listed = [(name, node) for name, node in total.by_op().items()]
+    elif by == "module":
+        listed = [(("  " * path.count(".")) + path.rsplit(".", 1)[-1], node) for path, node in total.walk()][1:]
+    else:
+        listed = [(child.name, child) for child in total.children]
+    for name, node in listed:
+        value = node.in_convention(convention)
+        parts.add_row(name, f"{node.params:,}", f"{value:,}", f"{value / whole:.1%}")
+    parts.add_row("total", f"{total.params:,}", f"{total.in_convention(convention):,}", "100.0%")
     console.print(parts)
+
+
+@app.command()
+@_guard
+def show(
+    spec: Annotated[str, typer.Argument(help="Spec name or file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print the resolved spec: every field after `extends:` is merged."""
+    from archgen import specs
+
+    loaded = specs.load(specs.find(spec))
+    typer.echo(_resolved_text(loaded, as_json), nl=False)
+
+
+def _resolved_text(loaded: Any, as_json: bool = False) -> str:
+    data = loaded.spec.model_dump(mode="json", exclude_defaults=False)
+    if as_json:
+        return json.dumps(data, indent=2) + "\n"
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+
+
+@app.command()
+@_guard
+def diff(
+    a: Annotated[str, typer.Argument(help="First spec (name or file).")],
+    b: Annotated[str, typer.Argument(help="Second spec (name or file).")],
+) -> None:
+    """Spec difference, generated-code difference and count delta between two specs."""
+    import difflib
+
+    from archgen import specs
+    from archgen.compiler import resolve
+    from archgen.emit import emit
+
+    left, right = specs.load(specs.find(a)), specs.load(specs.find(b))
+    for title, x, y in (
+        ("spec (resolved)", _resolved_text(left), _resolved_text(right)),
+        ("generated code", *[next(iter(emit(resolve(s)).values())) for s in (left, right)]),
+    ):
+        typer.echo(f"=== {title}")
+        lines = difflib.unified_diff(
+            x.splitlines(keepends=True), y.splitlines(keepends=True), left.spec.name, right.spec.name
+        )
+        typer.echo("".join(lines), nl=False)
+    typer.echo("=== counts")
+    ir_a, ir_b = resolve(left), resolve(right)
+    for size in sorted({left.spec.img_size, right.spec.img_size}):
+        ca, cb = ir_a.count(size), ir_b.count(size)
+        typer.echo(
+            f"@{size}: params {ca.params:,} -> {cb.params:,} ({cb.params - ca.params:+,}, "
+            f"{(cb.params - ca.params) / ca.params:+.1%}); MACs {ca.macs:,} -> {cb.macs:,} "
+            f"({cb.macs - ca.macs:+,}, {(cb.macs - ca.macs) / ca.macs:+.1%})"
+        )
+
+
+@app.command()
+@_guard
+def schema() -> None:
+    """Print the spec's JSON Schema (committed as specs/schema.json for editors)."""
+    from archgen.docs import json_schema
+
+    typer.echo(json_schema(), nl=False)
 
 
 @app.command("list")
@@ -243,7 +337,6 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
     if as_json:
         typer.echo(json.dumps(items, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table()
@@ -260,7 +353,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
             f"{it['macs'] / 1e9:.2f}",
             text or "-",
         )
-    Console(highlight=False).print(table)
+    _console().print(table)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ class Count:
     macs: int = 0
     children: tuple[Count, ...] = ()
     norm_extra: int = 0  # fvcore's norm terms; not MACs
+    op: str = ""  # leaves: linear, conv, matmul, norm, parameter (for ``archgen count --by op``)
 
     @staticmethod
     def group(name: str, children: list[Count] | tuple[Count, ...]) -> Count:
@@ -43,7 +44,19 @@ class Count:
 
     def repeat(self, names: list[str]) -> list[Count]:
         """The same count under several names (``blocks.0`` … ``blocks.11``)."""
-        return [Count(n, self.params, self.macs, self.children, self.norm_extra) for n in names]
+        return [Count(n, self.params, self.macs, self.children, self.norm_extra, self.op) for n in names]
+
+    def by_op(self) -> dict[str, Count]:
+        """Leaves summed by operation type."""
+        out: dict[str, Count] = {}
+        for _path, node in self.walk():
+            if node.children:
+                continue
+            op = node.op or "other"
+            prev = out.get(op, Count(op, op=op))
+            extra = prev.norm_extra + node.norm_extra
+            out[op] = Count(op, prev.params + node.params, prev.macs + node.macs, (), extra, op)
+        return dict(sorted(out.items()))
 
     def walk(self, prefix: str = "") -> list[tuple[str, Count]]:
         """Every node with its full dotted path, parents before children."""
@@ -55,14 +68,14 @@ class Count:
 
 
 def linear(name: str, fan_in: int, fan_out: int, tokens: int, bias: bool = True) -> Count:
-    return Count(name, fan_in * fan_out + (fan_out if bias else 0), tokens * fan_in * fan_out)
+    return Count(name, fan_in * fan_out + (fan_out if bias else 0), tokens * fan_in * fan_out, op="linear")
 
 
 def conv2d(
     name: str, c_in: int, c_out: int, kernel: int, out_hw: tuple[int, int], bias: bool = True, groups: int = 1
 ) -> Count:
     weights = c_out * (c_in // groups) * kernel * kernel
-    return Count(name, weights + (c_out if bias else 0), out_hw[0] * out_hw[1] * weights)
+    return Count(name, weights + (c_out if bias else 0), out_hw[0] * out_hw[1] * weights, op="conv")
 
 
 def norm(name: str, dim: int, elements: int, per_element: int = 5) -> Count:
@@ -70,8 +83,13 @@ def norm(name: str, dim: int, elements: int, per_element: int = 5) -> Count:
 
     Running statistics are buffers, not parameters.
     """
-    return Count(name, 2 * dim, 0, (), per_element * elements)
+    return Count(name, 2 * dim, 0, (), per_element * elements, "norm")
 
 
 def parameter(name: str, numel: int) -> Count:
-    return Count(name, numel, 0)
+    return Count(name, numel, 0, op="parameter")
+
+
+def matmul(name: str, macs: int) -> Count:
+    """Activation-by-activation products (q @ k^T, attn @ v): MACs, no parameters."""
+    return Count(name, 0, macs, op="matmul")

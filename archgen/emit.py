@@ -109,12 +109,15 @@ def _imports(kinds: list[Kind]) -> list[str]:
     for kind in kinds:
         lines.update(kind.imports)
 
-    def key(line: str) -> tuple[int, str]:
+    def key(line: str) -> tuple[int, int, str]:
         m = _IMPORT_KEY.match(line)
         assert m, line
-        return (0 if m[1] == "import" else 1, m[2])
+        third_party = m[2].split(".")[0] == "torch"
+        return (int(third_party), 0 if m[1] == "import" else 1, m[2])
 
-    return sorted(lines, key=key)
+    ordered = sorted(lines, key=key)
+    stdlib = [line for line in ordered if key(line)[0] == 0]
+    return [*stdlib, "", *ordered[len(stdlib) :]] if stdlib else ordered
 
 
 def _all_kinds(kind: Kind) -> list[Kind]:
@@ -138,7 +141,7 @@ def emit(ir: IR) -> dict[str, str]:
     final = walked[-1].s_out
     head_ctx = _Ctx(ir.head, model, final, final, 0)
     head = _macros(ir.head)
-    inits, forwards = [], []
+    inits, forwards, methods = [], [], []
     lists: set[str] = set()
     for w in walked:
         ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset)
@@ -146,6 +149,8 @@ def emit(ir: IR) -> dict[str, str]:
             lists.add(ctx.list_name)
             inits.append(f"self.{ctx.list_name} = nn.ModuleList()")
         macros = _macros(w.kind)
+        if hasattr(macros, "methods"):  # optional: methods a kind adds to the model class
+            methods.append(str(macros.methods(ctx)).strip("\n"))
         inits.append(str(macros.init(ctx)).strip("\n"))
         forwards.append(str(macros.forward(ctx)).strip("\n"))
     inits.append(str(head.init(head_ctx)).strip("\n"))
@@ -166,6 +171,8 @@ def emit(ir: IR) -> dict[str, str]:
             total_depth=model.total_depth,
             inits=[i for i in inits if i],
             forwards=[f for f in forwards if f],
+            methods=[m for m in methods if m],
+            uses_run=any("self._run(" in f for f in forwards),
             forward_head=str(head.forward_head(head_ctx)).strip("\n"),
             reset=str(head.reset(head_ctx)).strip("\n"),
             no_weight_decay=no_wd,

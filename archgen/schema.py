@@ -31,7 +31,7 @@ class Strict(BaseModel):
 class Published(Strict):
     """One number as a source printed it. Exactly one of ``params`` and ``macs``."""
 
-    img_size: int = Field(ge=16, le=4096, description="Resolution the number was measured at.")
+    img_size: int = Field(ge=1, le=4096, description="Resolution the number was measured at.")
     params: str | None = Field(default=None, description="Parameters as printed, e.g. `86M` or `22.1M`.")
     macs: str | None = Field(
         default=None, description="Multiply-accumulates as printed, e.g. `17.6G` (papers call these FLOPs)."
@@ -111,7 +111,7 @@ class Spec(Strict):
         description="Name of the generated nn.Module class."
     )
     reference: Reference | None = Field(default=None, description="Reference implementation for parity.")
-    img_size: int = Field(ge=16, le=4096, description="Default input resolution (square).")
+    img_size: int = Field(ge=1, le=4096, description="Default input resolution (square).")
     in_chans: int = Field(ge=1, le=64, description="Input channels.")
     num_classes: int = Field(ge=0, le=100000, description="Default classifier width (0: no classifier).")
     norm_eps: float = Field(gt=0, lt=1, description="Epsilon of every LayerNorm (write 1.0e-6).")

@@ -118,6 +118,8 @@ def _first_error(exc: ValidationError, located: Located) -> SpecError:
     placed = []
     for err in real:
         path = _data_path(located.data, err["loc"])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            path = (*path, "kind")  # point at the discriminator, not the mapping
         extra = err["type"] == "extra_forbidden"
         pos = located.where(path, key=extra)
         placed.append(((pos.line, pos.col), path, extra, err))

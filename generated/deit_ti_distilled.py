@@ -15,6 +15,8 @@ Published (printed precision; a deviation is explained in the spec):
   @224 params 6M [DeiT paper Table 5]: ok (+1.5%)
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,6 +102,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 192))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, 192))
         self.pos_embed = nn.Parameter(torch.zeros(1, 2 + grid * grid, 192))
+        self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.blocks = nn.Sequential(*[Block(192, 3, 768, dpr[i]) for i in range(12)])
         self.norm = nn.LayerNorm(192, eps=1e-06)
         self.head = nn.Linear(192, num_classes) if num_classes > 0 else nn.Identity()
@@ -115,6 +118,18 @@ class VisionTransformer(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+    def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+        """Load a checkpoint trained at another resolution: resize its patch grid bicubically, like timm."""
+        old = state_dict.get(prefix + "pos_embed")
+        if old is None or old.shape == self.pos_embed.shape:
+            return
+        n = 2  # prefix-token slots, kept as they are
+        side, new_side = math.isqrt(old.shape[1] - n), math.isqrt(self.pos_embed.shape[1] - n)
+        grid = old[:, n:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
+        grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", antialias=True)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, new_side * new_side, -1).to(old.dtype)
+        state_dict[prefix + "pos_embed"] = torch.cat((old[:, :n], grid), dim=1)
 
     def _run(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():

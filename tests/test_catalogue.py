@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ALL, ir_of
 
 from archgen.emit import environment
 from archgen.kinds import INTERNAL, KINDS
 from archgen.kinds.base import Kind, Step
 from archgen.kinds.heads import Head
+from conftest import ALL, ir_of
 
 MACROS = {"step": ("classes", "init", "forward"), "head": ("classes", "init", "forward_head", "reset")}
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, SPECS, ir_of
 
 BAD = ROOT / "tests" / "bad_specs"
@@ -102,7 +103,7 @@ def test_count_img_size_option_and_bad_size() -> None:
     assert proc.returncode == 2
     # patch_size is written in the parent spec, so the error points there
     assert proc.stderr.splitlines() == [
-        "error: specs/vit_b16.yaml:11:39: stem.patch_size: at img_size 450: 16 does not divide the image size 450"
+        "error: specs/vit_b16.yaml:12:39: stem.patch_size: at img_size 450: 16 does not divide the image size 450"
     ]
 
 
@@ -145,3 +146,29 @@ def test_count_never_imports_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_show_prints_the_merged_spec() -> None:
+    import yaml
+
+    proc = archgen("show", "deit_s_distilled")
+    assert proc.returncode == 0, proc.stderr
+    data = yaml.safe_load(proc.stdout)
+    assert data["stem"] == {"kind": "patch_embed", "patch_size": 16, "dim": 384}  # dim from deit_s, patch from vit_b16
+    assert data["prefix_tokens"] == ["cls", "dist"] and data["head"]["kind"] == "distilled"
+
+
+def test_diff_shows_spec_code_and_count_delta() -> None:
+    proc = archgen("diff", "deit_s", "deit_s_distilled")
+    assert proc.returncode == 0, proc.stderr
+    assert "+- dist" in proc.stdout
+    assert "+        self.head_dist = nn.Linear(384, num_classes)" in proc.stdout
+    a = ir_of(ROOT / "specs" / "deit_s.yaml").count(224)
+    b = ir_of(ROOT / "specs" / "deit_s_distilled.yaml").count(224)
+    assert f"params {a.params:,} -> {b.params:,} ({b.params - a.params:+,}" in proc.stdout
+
+
+def test_schema_command_prints_the_committed_schema() -> None:
+    proc = archgen("schema")
+    assert proc.returncode == 0
+    assert proc.stdout == (ROOT / "specs" / "schema.json").read_text(encoding="utf-8")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import ALL, LARGE, factory, ir_of
 
 SMALL = [p for p in ALL if ir_of(p).count(ir_of(p).spec.img_size).params <= LARGE]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ALL, factory, ids, ir_of, resolutions
 from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import ALL, factory, ids, ir_of, resolutions
 
 CASES = [(p, r) for p in ALL for r in resolutions(p)]
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SPECS, ids, ir_of, source_of
 
 from archgen.emit import emit
+from conftest import ROOT, SPECS, ids, ir_of, source_of
 
 
 @pytest.mark.parametrize("path", SPECS, ids=ids(SPECS))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import LARGE, SPECS, factory, ir_of
 
 timm = pytest.importorskip("timm")
@@ -19,9 +20,9 @@ TIMM_SPECS = [p for p in SPECS if (r := ir_of(p).spec.reference) is not None and
 
 def _pair(path: Path, img_size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     spec = ir_of(path).spec
-    kwargs = {"pretrained": False, "num_classes": spec.num_classes}
-    if img_size != spec.img_size:
-        kwargs["img_size"] = img_size
+    # img_size always: a reference may be registered at another resolution than the spec's default
+    # (CaiT's xs24/s36/m36 exist only at 384, m48 at 448; the specs default to 224 as the paper does).
+    kwargs = {"pretrained": False, "num_classes": spec.num_classes, "img_size": img_size}
     ref = timm.create_model(spec.reference.model, **kwargs).eval()
     with torch.no_grad():
         for p in ref.parameters():

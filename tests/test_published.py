@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPECS, factory, ids, ir_of
 
 from archgen.fidelity import checks
+from conftest import SPECS, factory, ids, ir_of
 
 # (spec, img_size, quantity, printed, source): every published number that our exact count does not
 # reproduce within printed precision. Each has a `deviation:` explanation in its spec.
@@ -40,6 +40,17 @@ KNOWN_DEVIATIONS = {
     ("volo_d5", 224, "macs", "69.0G", "VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)"),
     ("volo_d5", 448, "macs", "304G", "VOLO paper ImageNet table (as in the seed)"),
     ("volo_d5", 512, "macs", "412G", "VOLO paper ImageNet table (as in the seed)"),
+    ("ceit_t", 224, "macs", "1.2G", "CeiT paper Table 6 (as reproduced in the seed)"),
+    ("ceit_t", 384, "macs", "3.6G", "CeiT paper Table 6, CeiT-T up-384 (as reproduced in the seed)"),
+    ("ceit_s", 224, "macs", "4.5G", "CeiT paper Table 6 (as reproduced in the seed)"),
+    ("ceit_s", 384, "macs", "12.9G", "CeiT paper Table 6, CeiT-S up-384 (as reproduced in the seed)"),
+    ("ceit_s", 384, "params", "24.2M", "coeusguo/ceit README.md (ceit_small_patch16_384)"),
+    ("deepvit_16b", 224, "params", "24.5M", "zhoudaquan/dvit_repo README.md (DeepViT-16, table 1)"),
+    ("deepvit_s", 224, "macs", "6.2G", "DeepViT paper as quoted by CoAtNet Table 13 (secondary)"),
+    ("deepvit_s", 224, "params", "24.5M", "zhoudaquan/dvit_repo README.md (DeepViT-16 FC + BN, table 2)"),
+    ("deepvit_l", 224, "params", "55M", "DeepViT paper as quoted by CoAtNet Table 13 (secondary)"),
+    ("deepvit_l", 224, "macs", "12.5G", "DeepViT paper as quoted by CoAtNet Table 13 (secondary)"),
+    ("deepvit_l", 224, "params", "48.1M", "zhoudaquan/dvit_repo README.md (DeepViT-32 FC + BN, table 2)"),
 }
 
 

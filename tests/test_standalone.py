@@ -57,3 +57,18 @@ def test_generated_files_run_without_archgen() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     shapes = json.loads(proc.stdout.strip().splitlines()[-1])
     assert shapes == {path.stem: [1, 7] for path in SPECS}
+
+
+def test_torch_hub_loads_from_a_local_clone_without_archgen() -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys, torch
+        model = torch.hub.load({str(ROOT)!r}, "deit_ti", source="local", num_classes=5).eval()
+        assert not any(m == "archgen" or m.startswith("archgen.") for m in sys.modules), "archgen was imported"
+        with torch.no_grad():
+            print(tuple(model(torch.randn(1, 3, 224, 224)).shape))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "(1, 5)"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import ROOT, factory, ir_of, module_of
 
 VOLO = sorted((ROOT / "specs").glob("volo_d*.yaml"))

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.counting import Count, linear
+from archgen.counting import Count, linear, matmul
 from archgen.kinds.base import Kind
 
 
@@ -24,7 +24,7 @@ class MultiHeadAttention(Kind):
 
     def count(self, dim: int, heads: int, tokens: int) -> Count:
         # q @ k^T and attn @ v: each N x N x head_dim per head, i.e. N^2 * dim in all.
-        matmuls = Count("attn_matmuls", 0, 2 * tokens * tokens * dim)
+        matmuls = matmul("attn_matmuls", 2 * tokens * tokens * dim)
         return Count.group(
             "attn",
             [

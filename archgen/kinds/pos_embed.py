@@ -19,6 +19,7 @@ class LearnedPosEmbed(Step):
 
     slot = "pos_embed"
     template = "pos_embed.j2"
+    imports = ("import math", "import torch.nn.functional as F")
 
     kind: Literal["learned"] = Field(description="Learned 1-D table `pos_embed` of shape (1, N, dim).")
     covers: Literal["all", "patches"] = Field(description="Whether the table has slots for prefix tokens.")

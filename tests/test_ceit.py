@@ -1,0 +1,361 @@
+"""CeiT: the generated blocks against plain re-derivations from the paper's equations.
+
+No pip package implements CeiT, so exactness rests on (a) the state_dict layout of the official
+coeusguo/ceit `ceit_model.py`, written out below by hand, and (b) re-deriving every new block's
+forward with explicit reshapes and einsums (no nn.Conv2d, no LayerNorm module, no SDPA) and comparing
+on random weights, with BatchNorm running statistics perturbed so that BN is not the identity.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from archgen import specs
+from archgen.compiler import IR, resolve
+from archgen.errors import SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
+# spec -> (width, heads): the official ceit_{tiny,small,base}_patch16_224 registrations
+CEIT = {"ceit_t": (192, 3), "ceit_s": (384, 6), "ceit_b": (768, 12)}
+EPS_LN = 1e-6
+EPS_BN = 1e-5
+
+
+@cache
+def ir_of(name: str) -> IR:
+    return resolve(specs.load(ROOT / "specs" / f"{name}.yaml"))
+
+
+@cache
+def factory(name: str):
+    spec = importlib.util.spec_from_file_location(f"ceit_test_{name}", ROOT / "generated" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def _randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter distinct (LN weights no longer 1/0) and BatchNorm running stats non-trivial."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn_like(b) * 0.1)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand_like(b) + 0.5)
+    return model.eval()
+
+
+def _close(name: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
+    scale = ref.abs().max().item()
+    diff = (ours - ref).abs().max().item()
+    assert diff <= 1e-5 * max(scale, 1.0), f"{name}: max |diff| {diff:.3g} vs output scale {scale:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# state_dict layout of the official model (ceit_model.py), written out from its module definitions
+# ---------------------------------------------------------------------------------------------------
+def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
+            f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}  # fmt: skip
+
+
+def official_keys(dim: int, img_size: int, depth: int = 12, classes: int = 1000) -> dict[str, tuple[int, ...]]:
+    """Key -> shape, in the official registration order: CeIT's own parameters, then its children."""
+    hidden, patches = 4 * dim, (img_size // 16) ** 2
+    keys = {"cls_token": (1, 1, dim), "pos_embed": (1, patches + 1, dim), "pos_layer_embed": (1, depth, dim)}
+    keys["i2t.backbone.conv.weight"] = (64, 3, 7, 7)
+    keys |= _bn("i2t.backbone.bn", 64)
+    keys |= {"i2t.proj.weight": (dim, 64, 4, 4), "i2t.proj.bias": (dim,)}
+    for i in range(depth):
+        b = f"blocks.{i}"
+        for norm in ("norm2", "norm1"):  # Block declares norm2 first
+            keys |= {f"{b}.{norm}.weight": (dim,), f"{b}.{norm}.bias": (dim,)}
+        keys |= {f"{b}.attn.qkv.weight": (3 * dim, dim), f"{b}.attn.qkv.bias": (3 * dim,)}
+        keys |= {f"{b}.attn.proj.weight": (dim, dim), f"{b}.attn.proj.bias": (dim,)}
+        keys |= {f"{b}.leff.conv1.weight": (hidden, dim, 1, 1), f"{b}.leff.conv1.bias": (hidden,)}
+        keys |= {f"{b}.leff.conv2.weight": (hidden, 1, 3, 3), f"{b}.leff.conv2.bias": (hidden,)}
+        keys |= {f"{b}.leff.conv3.weight": (dim, hidden, 1, 1), f"{b}.leff.conv3.bias": (dim,)}
+        keys |= _bn(f"{b}.leff.bn1", hidden) | _bn(f"{b}.leff.bn2", hidden) | _bn(f"{b}.leff.bn3", dim)
+    for norm in ("norm2", "norm1"):
+        keys |= {f"lca.{norm}.weight": (dim,), f"lca.{norm}.bias": (dim,)}
+    keys |= {"lca.attn.qkv.weight": (3 * dim, dim), "lca.attn.qkv.bias": (3 * dim,)}
+    keys |= {"lca.attn.proj.weight": (dim, dim), "lca.attn.proj.bias": (dim,)}
+    keys |= {"lca.feedforward.fc1.weight": (hidden, dim), "lca.feedforward.fc1.bias": (hidden,)}
+    keys |= {"lca.feedforward.fc2.weight": (dim, hidden), "lca.feedforward.fc2.bias": (dim,)}
+    keys |= {"norm.weight": (dim,), "norm.bias": (dim,), "head.weight": (classes, dim), "head.bias": (classes,)}
+    return keys
+
+
+@pytest.mark.parametrize("img_size", [224, 384])
+@pytest.mark.parametrize("name", list(CEIT))
+def test_state_dict_equals_official_layout(name: str, img_size: int) -> None:
+    dim, _ = CEIT[name]
+    with torch.device("meta"):
+        model = factory(name)(img_size=img_size)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = official_keys(dim, img_size)
+    assert len(expected) == 375  # the official models' entry count at every size
+    assert set(ours) == set(expected), f"{name}@{img_size}: {set(ours) ^ set(expected)}"
+    assert list(ours) == list(expected), f"{name}@{img_size}: same keys, different order"
+    wrong = {k: (ours[k], s) for k, s in expected.items() if ours[k] != s}
+    assert not wrong, f"{name}@{img_size}: shapes differ {wrong}"
+
+
+def test_pos_layer_embed_starts_at_zero_and_is_decayed() -> None:
+    model = factory("ceit_t")()
+    assert torch.count_nonzero(model.pos_layer_embed) == 0  # official: zeros, never trunc_normal'd
+    assert model.no_weight_decay() == {"cls_token", "pos_embed"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plain re-derivations of each block, from the equations (paper Sec. 3, official code where it differs)
+# ---------------------------------------------------------------------------------------------------
+def layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + EPS_LN) * w + b
+
+
+def batch_norm(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> torch.Tensor:
+    """Eval BatchNorm over the channel axis 1 of (B, C, ...)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = sd[f"{p}.running_mean"].view(shape), sd[f"{p}.running_var"].view(shape)
+    return (x - mean) / torch.sqrt(var + EPS_BN) * sd[f"{p}.weight"].view(shape) + sd[f"{p}.bias"].view(shape)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def conv(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+    """Dense conv as patches x weights: unfold, then one einsum."""
+    b, _, h, wd = x.shape
+    k = w.shape[-1]
+    cols = F.unfold(x, k, padding=pad, stride=stride)  # (B, C*k*k, L)
+    out_h, out_w = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+    return torch.einsum("bkl,ok->bol", cols, w.flatten(1)).reshape(b, -1, out_h, out_w)
+
+
+def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """k x k depthwise conv with 'same' zero padding as a sum of shifted copies."""
+    k = w.shape[-1]
+    r = k // 2
+    h, wd = x.shape[-2:]
+    padded = F.pad(x, (r, r, r, r))
+    out = torch.zeros_like(x)
+    for i in range(k):
+        for j in range(k):
+            out += padded[:, :, i : i + h, j : j + wd] * w[:, 0, i, j].view(1, -1, 1, 1)
+    return out + bias.view(1, -1, 1, 1)
+
+
+def max_pool_3x3_s2(x: torch.Tensor) -> torch.Tensor:
+    padded = F.pad(x, (1, 1, 1, 1), value=-math.inf)
+    h, w = (x.shape[-2] - 1) // 2 + 1, (x.shape[-1] - 1) // 2 + 1
+    windows = [padded[:, :, i : i + 2 * h : 2, j : j + 2 * w : 2] for i in range(3) for j in range(3)]
+    return torch.stack(windows).amax(0)
+
+
+def i2t(x: torch.Tensor, sd: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Eq. (I2T): x' = MaxPool(BN(Conv(x))), then 4x4 patches of x' linearly projected to tokens."""
+    f = max_pool_3x3_s2(batch_norm(conv(x, sd["i2t.backbone.conv.weight"], 2, 3), sd, "i2t.backbone.bn"))
+    b, c, h, w = f.shape
+    patches = f.reshape(b, c, h // 4, 4, w // 4, 4).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 4) * (w // 4), -1)
+    return patches @ sd["i2t.proj.weight"].flatten(1).T + sd["i2t.proj.bias"]  # (B, N, dim)
+
+
+def attention(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, heads: int, queries: slice) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d)) V per head; Q only for the tokens in ``queries``."""
+    b, n, c = x.shape
+    d = c // heads
+    wq, wk, wv = sd[f"{p}.qkv.weight"].chunk(3)
+    bq, bk, bv = sd[f"{p}.qkv.bias"].chunk(3)
+    q = (x[:, queries] @ wq.T + bq).reshape(b, -1, heads, d)
+    k = (x @ wk.T + bk).reshape(b, n, heads, d)
+    v = (x @ wv.T + bv).reshape(b, n, heads, d)
+    a = torch.softmax(torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d), dim=-1)
+    out = torch.einsum("bhqk,bkhd->bqhd", a, v).reshape(b, -1, c)
+    return out @ sd[f"{p}.proj.weight"].T + sd[f"{p}.proj.bias"]
+
+
+def leff(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> torch.Tensor:
+    """Eqs. (7)-(11): patch tokens -> grid; 1x1 expand, BN, GELU; depthwise, BN, GELU; 1x1 reduce, BN
+    (the official code has no GELU after the last BN); the class token is passed on unchanged."""
+    b, n, c = x.shape
+    side = math.isqrt(n - 1)
+    cls, tokens = x[:, :1], x[:, 1:]
+    grid = tokens.reshape(b, side, side, c)  # token t sits at row t // side, column t % side
+    y = torch.einsum("bijc,oc->boij", grid, sd[f"{p}.conv1.weight"][:, :, 0, 0])
+    y = gelu(batch_norm(y + sd[f"{p}.conv1.bias"].view(1, -1, 1, 1), sd, f"{p}.bn1"))
+    y = gelu(batch_norm(depthwise(y, sd[f"{p}.conv2.weight"], sd[f"{p}.conv2.bias"]), sd, f"{p}.bn2"))
+    y = torch.einsum("bhij,oh->bijo", y, sd[f"{p}.conv3.weight"][:, :, 0, 0]) + sd[f"{p}.conv3.bias"]
+    y = batch_norm(y.permute(0, 3, 1, 2), sd, f"{p}.bn3").permute(0, 2, 3, 1)
+    return torch.cat([cls, y.reshape(b, side * side, c)], dim=1)
+
+
+def ceit_block(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, heads: int) -> torch.Tensor:
+    y = layer_norm(x, sd[f"{p}.norm1.weight"], sd[f"{p}.norm1.bias"])
+    x = x + attention(y, sd, f"{p}.attn", heads, slice(None))
+    return x + leff(layer_norm(x, sd[f"{p}.norm2.weight"], sd[f"{p}.norm2.bias"]), sd, f"{p}.leff")
+
+
+def lca(cls_tokens: list[torch.Tensor], sd: dict[str, torch.Tensor], heads: int) -> torch.Tensor:
+    """LCA: x = [c_1 .. c_L] + E_layer; the last token is the only query and the residual."""
+    x = torch.stack(cls_tokens, dim=1) + sd["pos_layer_embed"]
+    y = layer_norm(x, sd["lca.norm1.weight"], sd["lca.norm1.bias"])
+    x = x[:, -1:] + attention(y, sd, "lca.attn", heads, slice(-1, None))
+    z = layer_norm(x, sd["lca.norm2.weight"], sd["lca.norm2.bias"])
+    hidden = gelu(z @ sd["lca.feedforward.fc1.weight"].T + sd["lca.feedforward.fc1.bias"])
+    return x + hidden @ sd["lca.feedforward.fc2.weight"].T + sd["lca.feedforward.fc2.bias"]
+
+
+def ceit_forward(img: torch.Tensor, sd: dict[str, torch.Tensor], heads: int, depth: int = 12) -> torch.Tensor:
+    x = i2t(img, sd)
+    x = torch.cat([sd["cls_token"].expand(x.shape[0], -1, -1), x], dim=1) + sd["pos_embed"]
+    cls_tokens = []
+    for i in range(depth):
+        x = ceit_block(x, sd, f"blocks.{i}", heads)
+        cls_tokens.append(x[:, 0])
+    x = layer_norm(lca(cls_tokens, sd, heads), sd["norm.weight"], sd["norm.bias"])[:, 0]
+    return x @ sd["head.weight"].T + sd["head.bias"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    model = _randomised(factory("ceit_t")(img_size=64))  # 4x4 tokens: the same code at a small size
+    return model, {k: v.detach() for k, v in model.state_dict().items()}
+
+
+def test_i2t_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
+    model, sd = tiny
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        _close("ceit_t i2t", model.i2t(x), i2t(x, sd))
+
+
+def test_leff_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
+    model, sd = tiny
+    x = torch.randn(2, 1 + 16, 192)
+    with torch.no_grad():
+        out = model.blocks[3].leff(x)
+        _close("ceit_t leff", out, leff(x, sd, "blocks.3.leff"))
+    assert torch.equal(out[:, 0], x[:, 0]), "the class token must bypass LeFF unchanged"
+
+
+def test_block_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
+    model, sd = tiny
+    x = torch.randn(2, 1 + 16, 192)
+    with torch.no_grad():
+        out = model.blocks[5](x)
+        _close("ceit_t block", out, ceit_block(x, sd, "blocks.5", 3))
+        # the class token's feed-forward residual is its own normalised value (official behaviour)
+        mid = x + model.blocks[5].attn(model.blocks[5].norm1(x))
+        _close("ceit_t block cls", out[:, 0], mid[:, 0] + model.blocks[5].norm2(mid)[:, 0])
+
+
+def test_lca_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
+    model, sd = tiny
+    cls_tokens = [torch.randn(2, 192) for _ in range(12)]
+    with torch.no_grad():
+        out = model.lca(torch.stack(cls_tokens, dim=1) + model.pos_layer_embed)
+        assert tuple(out.shape) == (2, 1, 192)
+        _close("ceit_t lca", out, lca(cls_tokens, sd, 3))
+
+
+def test_whole_forward_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
+    model, sd = tiny
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        _close("ceit_t@64 logits", model(x), ceit_forward(x, sd, heads=3))
+
+
+def test_whole_forward_at_default_resolution() -> None:
+    torch.manual_seed(1)
+    model = _randomised(factory("ceit_t")())
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        _close("ceit_t@224 logits", model(x), ceit_forward(x, sd, heads=3))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The CeiT paper's FLOPs: MACs without the attention matmuls; the spec's arithmetic must stay true
+# ---------------------------------------------------------------------------------------------------
+MATMUL_OPS = ("bmm", "scaled_dot_product")  # q k^T and attn v; linear layers are mm/addmm, convs convolution
+
+
+def _split_counts(name: str, img_size: int) -> tuple[int, int]:
+    """(MACs of convs and linear layers, MACs of attention matmuls) measured by FlopCounterMode."""
+    with torch.device("meta"):
+        model = factory(name)(img_size=img_size).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.empty(1, 3, img_size, img_size, device="meta"))
+    layers = matmuls = 0
+    for op, flops in counter.get_flop_counts()["Global"].items():
+        if any(tag in str(op) for tag in MATMUL_OPS):
+            matmuls += flops // 2
+        else:
+            layers += flops // 2
+    return layers, matmuls
+
+
+def _analytic_split(name: str, img_size: int) -> tuple[int, int]:
+    total = ir_of(name).count(img_size)
+    matmuls = sum(node.macs for path, node in total.walk() if path.endswith("attn_matmuls"))
+    return total.macs - matmuls, matmuls
+
+
+@pytest.mark.parametrize(("name", "img_size"), [("ceit_t", 224), ("ceit_t", 384), ("ceit_s", 224), ("ceit_s", 384)])
+def test_paper_convention_is_macs_without_attention_matmuls(name: str, img_size: int) -> None:
+    layers, matmuls = _analytic_split(name, img_size)
+    assert (layers, matmuls) == _split_counts(name, img_size), f"{name}@{img_size}: split differs from the module"
+    dim, _ = CEIT[name]
+    tokens = (img_size // 16) ** 2 + 1
+    assert matmuls == 12 * 2 * tokens**2 * dim + 2 * 12 * dim  # blocks, then the LCA's single query
+    entry = next(p for p in ir_of(name).spec.published if p.quantity == "macs" and p.img_size == img_size)
+    text = entry.deviation or ""
+    numbers = {int(n.replace(",", "")) for n in re.findall(r"\d{1,3}(?:,\d{3})+", text)}
+    assert {layers + matmuls, matmuls, layers} <= numbers, f"{name}@{img_size}: deviation text arithmetic is stale"
+    if name == "ceit_s" and img_size == 224:
+        assert abs(layers - entry.value) > entry.half_ulp, "ceit_s 4.5G became reproducible: update the spec"
+    else:
+        assert abs(layers - entry.value) <= entry.half_ulp, f"{name}@{img_size}: {layers:,} is not {entry.printed}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Spec errors: the LCA needs collected class tokens; LeFF needs exactly one class token
+# ---------------------------------------------------------------------------------------------------
+BASE = (ROOT / "specs" / "ceit_t.yaml").read_text()
+
+
+def _load(tmp_path: Path, text: str) -> IR:
+    path = tmp_path / "ceit_x.yaml"
+    path.write_text(text.replace("name: ceit_t", "name: ceit_x"))
+    return resolve(specs.load(path))
+
+
+def test_lca_without_collecting_stage_is_a_spec_error(tmp_path: Path) -> None:
+    text = BASE.replace("kind: leff_blocks", "kind: transformer")
+    text = text.replace("leff: {kind: leff, kernel_size: 3}", "mlp: {kind: mlp}")
+    with pytest.raises(SpecError, match="collects class tokens"):
+        _load(tmp_path, text)
+
+
+def test_leff_blocks_need_one_class_token(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="exactly one class token"):
+        _load(tmp_path, BASE.replace("prefix_tokens: [cls]", "prefix_tokens: [cls, dist]"))
