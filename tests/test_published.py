@@ -51,6 +51,21 @@ KNOWN_DEVIATIONS = {
     ("deepvit_l", 224, "params", "55M", "DeepViT paper as quoted by CoAtNet Table 13 (secondary)"),
     ("deepvit_l", 224, "macs", "12.5G", "DeepViT paper as quoted by CoAtNet Table 13 (secondary)"),
     ("deepvit_l", 224, "params", "48.1M", "zhoudaquan/dvit_repo README.md (DeepViT-32 FC + BN, table 2)"),
+    ("cait_m24", 224, "macs", "36.0G", "CaiT paper Table 3"),
+    ("cait_m24", 384, "macs", "116.1G", "CaiT paper Table 3"),
+    ("cait_m36", 224, "macs", "53.7G", "CaiT paper Table 3"),
+    ("cait_m36", 384, "macs", "173.3G", "CaiT paper Table 3"),
+    ("cait_m48", 448, "macs", "329.6G", "facebookresearch/deit README_cait.md"),
+    ("cait_s24", 224, "macs", "9.4G", "CaiT paper Table 3"),
+    ("cait_s24", 384, "macs", "32.2G", "CaiT paper Table 3"),
+    ("cait_s36", 384, "macs", "48.0G", "CaiT paper Table 3"),
+    ("cait_s48", 224, "macs", "18.6G", "CaiT paper Table 3"),
+    ("cait_s48", 384, "macs", "63.8G", "CaiT paper Table 3"),
+    ("cait_xs24", 384, "macs", "19.3G", "CaiT paper Table 3"),
+    ("cait_xs36", 224, "macs", "8.1G", "CaiT paper Table 3"),
+    ("cait_xs36", 384, "macs", "28.8G", "CaiT paper Table 3"),
+    ("cait_xxs24", 384, "macs", "9.5G", "CaiT paper Table 3"),
+    ("cait_xxs36", 384, "macs", "14.2G", "CaiT paper Table 3"),
 }
 
 
