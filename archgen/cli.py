@@ -304,6 +304,38 @@ def diff(
 
 @app.command()
 @_guard
+def plot(
+    out: Annotated[Path, typer.Option("--out", "-o", help="SVG file to write.")] = Path("archgen-plot.svg"),
+) -> None:
+    """Write an SVG chart of params vs MACs for every spec, published points beside computed ones."""
+    from archgen import specs
+    from archgen.build import compile_path, write_atomic
+    from archgen.pictures import plot_svg
+
+    svg = plot_svg([compile_path(p) for p in specs.all_paths()])
+    for target in write_atomic(Path("."), {out.as_posix(): svg}):
+        typer.echo(f"wrote {target.as_posix()}")
+
+
+@app.command()
+@_guard
+def diagram(
+    spec: Annotated[str, typer.Argument(help="Spec name or file.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="SVG file (default: <name>.svg).")] = None,
+) -> None:
+    """Write an SVG of one spec's stage/block graph with token grids and widths."""
+    from archgen import specs
+    from archgen.build import compile_path, write_atomic
+    from archgen.pictures import diagram_svg
+
+    ir = compile_path(specs.find(spec))
+    target = out or Path(f"{ir.spec.name}.svg")
+    for written in write_atomic(Path("."), {target.as_posix(): diagram_svg(ir)}):
+        typer.echo(f"wrote {written.as_posix()}")
+
+
+@app.command()
+@_guard
 def schema() -> None:
     """Print the spec's JSON Schema (committed as specs/schema.json for editors)."""
     from archgen.docs import json_schema

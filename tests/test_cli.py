@@ -172,3 +172,32 @@ def test_schema_command_prints_the_committed_schema() -> None:
     proc = archgen("schema")
     assert proc.returncode == 0
     assert proc.stdout == (ROOT / "specs" / "schema.json").read_text(encoding="utf-8")
+
+
+def test_plot_is_valid_svg_with_every_spec(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "plot.svg"
+    proc = archgen("plot", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    root = ET.parse(out).getroot()
+    text = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+    for path in SPECS:
+        assert path.stem in text.split(), path.stem
+    circles = list(root.iter("{http://www.w3.org/2000/svg}circle"))
+    published = [c for c in circles if c.get("fill") == "none"]
+    assert len(published) >= 10  # hollow markers: the published points
+
+
+@pytest.mark.parametrize("name", ["volo_d3", "cait_s24", "ceit_t"])
+def test_diagram_is_valid_svg_with_every_stage(name: str, tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / f"{name}.svg"
+    proc = archgen("diagram", name, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(t.text or "" for t in ET.parse(out).getroot().iter("{http://www.w3.org/2000/svg}text"))
+    ir = ir_of(ROOT / "specs" / f"{name}.yaml")
+    for stage in ir.spec.stages:
+        assert f"{stage.key}:" in text, stage.key
+    assert f"tokens {ir.final(ir.spec.img_size).tokens()}" in text or "head:" in text
