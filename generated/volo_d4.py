@@ -219,6 +219,7 @@ class VOLO(nn.Module):
         self.network.append(Downsample(384, 768, stride=2))
         grid = grid // 2  # 14 at 28
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, 768))
+        self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.network.append(nn.Sequential(*[Block(768, 16, 2304, dpr[8 + i]) for i in range(8)]))
         self.network.append(nn.Sequential(*[Block(768, 16, 2304, dpr[16 + i]) for i in range(16)]))
         self.network.append(nn.Sequential(*[Block(768, 16, 2304, dpr[32 + i]) for i in range(4)]))
@@ -237,6 +238,15 @@ class VOLO(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+    def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+        """Load a checkpoint trained at another resolution: resize its (1, H, W, C) table bicubically."""
+        old = state_dict.get(prefix + "pos_embed")
+        if old is None or old.shape == self.pos_embed.shape:
+            return
+        grid = old.float().permute(0, 3, 1, 2)  # (1, C, H, W)
+        grid = F.interpolate(grid, size=self.pos_embed.shape[1:3], mode="bicubic", antialias=True)
+        state_dict[prefix + "pos_embed"] = grid.permute(0, 2, 3, 1).to(old.dtype)
 
     def _run(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():

@@ -38,3 +38,20 @@ def test_pos_embed_resampled_like_timm(path: Path) -> None:
     with torch.no_grad():
         x = torch.randn(1, ir.spec.in_chans, high, high)
         assert torch.isfinite(target(x)).all()
+
+
+GRID_CASES = [p for p in SPECS if ir_of(p).spec.pos_embed is not None and ir_of(p).spec.pos_embed.kind == "learned_2d"]
+
+
+@pytest.mark.parametrize("path", GRID_CASES[:2], ids=[p.stem for p in GRID_CASES[:2]])
+def test_grid_pos_embed_resampled_like_timm(path: Path) -> None:
+    ir = ir_of(path)
+    low, high = ir.spec.img_size, max(resolutions(path))
+    source = factory(path)(img_size=low)
+    state = source.state_dict()
+    target = factory(path)(img_size=high).eval()
+    target.load_state_dict(state, strict=True)
+    side = target.pos_embed.shape[1]
+    expected = timm_layers.resample_abs_pos_embed_nhwc(state["pos_embed"], new_size=[side, side])
+    torch.testing.assert_close(target.pos_embed.detach(), expected, rtol=0, atol=0)
+    assert side == next(w for w in ir.walk(high) if w.kind is ir.spec.pos_embed).s_in.h

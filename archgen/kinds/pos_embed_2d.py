@@ -20,6 +20,7 @@ class LearnedPosEmbed2d(Step):
 
     slot = "pos_embed"
     template = "pos_embed_2d.j2"
+    imports = ("import torch.nn.functional as F",)
 
     kind: Literal["learned_2d"] = Field(description="Learned 2-D table `pos_embed` of shape (1, H, W, dim).")
     before: StageKey | None = Field(
