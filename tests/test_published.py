@@ -66,6 +66,8 @@ KNOWN_DEVIATIONS = {
     ("cait_xs36", 384, "macs", "28.8G", "CaiT paper Table 3"),
     ("cait_xxs24", 384, "macs", "9.5G", "CaiT paper Table 3"),
     ("cait_xxs36", 384, "macs", "14.2G", "CaiT paper Table 3"),
+    ("vit_giant14", 224, "params", "1011M", "Zhai et al. 2021, Table 2 (model dimensions)"),
+    ("vit_gigantic14", 224, "params", "1843M", "Zhai et al. 2021, Table 2 (model dimensions)"),
 }
 
 
