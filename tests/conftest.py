@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import torch
 
 from archgen import specs
 from archgen.compiler import IR, resolve
@@ -79,3 +80,30 @@ def _torch_threads() -> None:
     import torch
 
     torch.manual_seed(0)
+
+
+def randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter distinct (LayerNorm weights no longer 1/0) and BatchNorm statistics non-trivial,
+    so that swapped or misplaced tensors change the output."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn_like(b) * 0.1)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand_like(b) + 0.5)
+    return model.eval()
+
+
+def assert_close_to_scale(name: str, ours: torch.Tensor, ref: torch.Tensor, tol: float = 1e-5) -> None:
+    """Max absolute difference within ``tol`` of the output scale (max |ref|, at least 1)."""
+    scale = ref.abs().max().item()
+    diff = (ours - ref).abs().max().item()
+    assert diff <= tol * max(scale, 1.0), f"{name}: max |diff| {diff:.3g} vs output scale {scale:.3g}"
+
+
+def bn_keys(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
+    """state_dict entries of a BatchNorm with ``c`` channels."""
+    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
+            f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}  # fmt: skip

@@ -8,11 +8,8 @@ on random weights, with BatchNorm running statistics perturbed so that BN is not
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -20,57 +17,29 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import conftest as shared
 from archgen import specs
 from archgen.compiler import IR, resolve
 from archgen.errors import SpecError
+from conftest import ROOT, assert_close_to_scale, bn_keys, randomised
 
-ROOT = Path(__file__).resolve().parent.parent
 # spec -> (width, heads): the official ceit_{tiny,small,base}_patch16_224 registrations
 CEIT = {"ceit_t": (192, 3), "ceit_s": (384, 6), "ceit_b": (768, 12)}
 EPS_LN = 1e-6
 EPS_BN = 1e-5
 
 
-@cache
 def ir_of(name: str) -> IR:
-    return resolve(specs.load(ROOT / "specs" / f"{name}.yaml"))
+    return shared.ir_of(ROOT / "specs" / f"{name}.yaml")
 
 
-@cache
 def factory(name: str):
-    spec = importlib.util.spec_from_file_location(f"ceit_test_{name}", ROOT / "generated" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, name)
-
-
-def _randomised(model: torch.nn.Module) -> torch.nn.Module:
-    """Every parameter distinct (LN weights no longer 1/0) and BatchNorm running stats non-trivial."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn_like(b) * 0.1)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand_like(b) + 0.5)
-    return model.eval()
-
-
-def _close(name: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
-    scale = ref.abs().max().item()
-    diff = (ours - ref).abs().max().item()
-    assert diff <= 1e-5 * max(scale, 1.0), f"{name}: max |diff| {diff:.3g} vs output scale {scale:.3g}"
+    return shared.factory(ROOT / "specs" / f"{name}.yaml")
 
 
 # ---------------------------------------------------------------------------------------------------
 # state_dict layout of the official model (ceit_model.py), written out from its module definitions
 # ---------------------------------------------------------------------------------------------------
-def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
-            f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}  # fmt: skip
 
 
 def official_keys(dim: int, img_size: int, depth: int = 12, classes: int = 1000) -> dict[str, tuple[int, ...]]:
@@ -78,7 +47,7 @@ def official_keys(dim: int, img_size: int, depth: int = 12, classes: int = 1000)
     hidden, patches = 4 * dim, (img_size // 16) ** 2
     keys = {"cls_token": (1, 1, dim), "pos_embed": (1, patches + 1, dim), "pos_layer_embed": (1, depth, dim)}
     keys["i2t.backbone.conv.weight"] = (64, 3, 7, 7)
-    keys |= _bn("i2t.backbone.bn", 64)
+    keys |= bn_keys("i2t.backbone.bn", 64)
     keys |= {"i2t.proj.weight": (dim, 64, 4, 4), "i2t.proj.bias": (dim,)}
     for i in range(depth):
         b = f"blocks.{i}"
@@ -89,7 +58,7 @@ def official_keys(dim: int, img_size: int, depth: int = 12, classes: int = 1000)
         keys |= {f"{b}.leff.conv1.weight": (hidden, dim, 1, 1), f"{b}.leff.conv1.bias": (hidden,)}
         keys |= {f"{b}.leff.conv2.weight": (hidden, 1, 3, 3), f"{b}.leff.conv2.bias": (hidden,)}
         keys |= {f"{b}.leff.conv3.weight": (dim, hidden, 1, 1), f"{b}.leff.conv3.bias": (dim,)}
-        keys |= _bn(f"{b}.leff.bn1", hidden) | _bn(f"{b}.leff.bn2", hidden) | _bn(f"{b}.leff.bn3", dim)
+        keys |= bn_keys(f"{b}.leff.bn1", hidden) | bn_keys(f"{b}.leff.bn2", hidden) | bn_keys(f"{b}.leff.bn3", dim)
     for norm in ("norm2", "norm1"):
         keys |= {f"lca.{norm}.weight": (dim,), f"lca.{norm}.bias": (dim,)}
     keys |= {"lca.attn.qkv.weight": (3 * dim, dim), "lca.attn.qkv.bias": (3 * dim,)}
@@ -237,7 +206,7 @@ def ceit_forward(img: torch.Tensor, sd: dict[str, torch.Tensor], heads: int, dep
 @pytest.fixture(scope="module")
 def tiny() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    model = _randomised(factory("ceit_t")(img_size=64))  # 4x4 tokens: the same code at a small size
+    model = randomised(factory("ceit_t")(img_size=64))  # 4x4 tokens: the same code at a small size
     return model, {k: v.detach() for k, v in model.state_dict().items()}
 
 
@@ -245,7 +214,7 @@ def test_i2t_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Te
     model, sd = tiny
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        _close("ceit_t i2t", model.i2t(x), i2t(x, sd))
+        assert_close_to_scale("ceit_t i2t", model.i2t(x), i2t(x, sd))
 
 
 def test_leff_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
@@ -253,7 +222,7 @@ def test_leff_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.T
     x = torch.randn(2, 1 + 16, 192)
     with torch.no_grad():
         out = model.blocks[3].leff(x)
-        _close("ceit_t leff", out, leff(x, sd, "blocks.3.leff"))
+        assert_close_to_scale("ceit_t leff", out, leff(x, sd, "blocks.3.leff"))
     assert torch.equal(out[:, 0], x[:, 0]), "the class token must bypass LeFF unchanged"
 
 
@@ -262,10 +231,10 @@ def test_block_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.
     x = torch.randn(2, 1 + 16, 192)
     with torch.no_grad():
         out = model.blocks[5](x)
-        _close("ceit_t block", out, ceit_block(x, sd, "blocks.5", 3))
+        assert_close_to_scale("ceit_t block", out, ceit_block(x, sd, "blocks.5", 3))
         # the class token's feed-forward residual is its own normalised value (official behaviour)
         mid = x + model.blocks[5].attn(model.blocks[5].norm1(x))
-        _close("ceit_t block cls", out[:, 0], mid[:, 0] + model.blocks[5].norm2(mid)[:, 0])
+        assert_close_to_scale("ceit_t block cls", out[:, 0], mid[:, 0] + model.blocks[5].norm2(mid)[:, 0])
 
 
 def test_lca_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
@@ -274,23 +243,23 @@ def test_lca_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Te
     with torch.no_grad():
         out = model.lca(torch.stack(cls_tokens, dim=1) + model.pos_layer_embed)
         assert tuple(out.shape) == (2, 1, 192)
-        _close("ceit_t lca", out, lca(cls_tokens, sd, 3))
+        assert_close_to_scale("ceit_t lca", out, lca(cls_tokens, sd, 3))
 
 
 def test_whole_forward_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
     model, sd = tiny
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        _close("ceit_t@64 logits", model(x), ceit_forward(x, sd, heads=3))
+        assert_close_to_scale("ceit_t@64 logits", model(x), ceit_forward(x, sd, heads=3))
 
 
 def test_whole_forward_at_default_resolution() -> None:
     torch.manual_seed(1)
-    model = _randomised(factory("ceit_t")())
+    model = randomised(factory("ceit_t")())
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        _close("ceit_t@224 logits", model(x), ceit_forward(x, sd, heads=3))
+        assert_close_to_scale("ceit_t@224 logits", model(x), ceit_forward(x, sd, heads=3))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,9 +8,7 @@ BatchNorm running statistics perturbed.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from functools import cache
 from pathlib import Path
 
@@ -18,11 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import conftest as shared
 from archgen import specs
 from archgen.compiler import IR, resolve
 from archgen.errors import SpecError
+from conftest import ROOT, assert_close_to_scale, bn_keys, randomised
 
-ROOT = Path(__file__).resolve().parent.parent
 EPS_LN = 1e-6
 EPS_BN = 1e-5
 # spec -> (width, depth, first re-attention block, conv stem, transform_scale, scale_adjustment),
@@ -37,45 +36,17 @@ DEEPVIT = {
 HEADS = 12
 
 
-@cache
 def ir_of(name: str) -> IR:
-    return resolve(specs.load(ROOT / "specs" / f"{name}.yaml"))
+    return shared.ir_of(ROOT / "specs" / f"{name}.yaml")
 
 
-@cache
-def factory(name: str):  # the generated factory function
-    spec = importlib.util.spec_from_file_location(f"deepvit_test_{name}", ROOT / "generated" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, name)
-
-
-def _randomised(model: torch.nn.Module) -> torch.nn.Module:
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn_like(b) * 0.1)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand_like(b) + 0.5)
-    return model.eval()
-
-
-def _close(name: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
-    scale = ref.abs().max().item()
-    diff = (ours - ref).abs().max().item()
-    assert diff <= 1e-5 * max(scale, 1.0), f"{name}: max |diff| {diff:.3g} vs output scale {scale:.3g}"
+def factory(name: str):
+    return shared.factory(ROOT / "specs" / f"{name}.yaml")
 
 
 # ---------------------------------------------------------------------------------------------------
 # state_dict layout of the official models (models/deep_vision_transformer.py, models/layers.py)
 # ---------------------------------------------------------------------------------------------------
-def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
-            f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}  # fmt: skip
 
 
 def official_keys(name: str, img_size: int, classes: int = 1000) -> dict[str, tuple[int, ...]]:
@@ -84,9 +55,9 @@ def official_keys(name: str, img_size: int, classes: int = 1000) -> dict[str, tu
     keys = {"cls_token": (1, 1, dim), "pos_embed": (1, (img_size // 16) ** 2 + 1, dim)}
     if cnn:  # PatchEmbed_CNN: conv1, bn1, (relu), conv2, bn2, proj (8x8 on the stride-2 map)
         keys["patch_embed.conv1.weight"] = (64, 3, 7, 7)
-        keys |= _bn("patch_embed.bn1", 64)
+        keys |= bn_keys("patch_embed.bn1", 64)
         keys["patch_embed.conv2.weight"] = (64, 64, 3, 3)
-        keys |= _bn("patch_embed.bn2", 64)
+        keys |= bn_keys("patch_embed.bn2", 64)
         keys |= {"patch_embed.proj.weight": (dim, 64, 8, 8), "patch_embed.proj.bias": (dim,)}
     else:
         keys |= {"patch_embed.proj.weight": (dim, 3, 16, 16), "patch_embed.proj.bias": (dim,)}
@@ -95,7 +66,7 @@ def official_keys(name: str, img_size: int, classes: int = 1000) -> dict[str, tu
         keys |= {f"{b}.norm1.weight": (dim,), f"{b}.norm1.bias": (dim,)}
         if i >= first:  # apply_transform: the head-mixing conv and its BatchNorm come before qkv
             keys |= {f"{b}.attn.reatten_matrix.weight": (HEADS, HEADS, 1, 1), f"{b}.attn.reatten_matrix.bias": (HEADS,)}
-            keys |= _bn(f"{b}.attn.var_norm", HEADS)
+            keys |= bn_keys(f"{b}.attn.var_norm", HEADS)
         keys |= {f"{b}.attn.qkv.weight": (3 * dim, dim), f"{b}.attn.qkv.bias": (3 * dim,)}
         keys |= {f"{b}.attn.proj.weight": (dim, dim), f"{b}.attn.proj.bias": (dim,)}
         keys |= {f"{b}.norm2.weight": (dim,), f"{b}.norm2.bias": (dim,)}
@@ -203,7 +174,7 @@ def deepvit_forward(name: str, img: torch.Tensor, sd: dict[str, torch.Tensor]) -
 @cache
 def small(name: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    model = _randomised(factory(name)(img_size=64))  # 4x4 tokens: the same code at a small size
+    model = randomised(factory(name)(img_size=64))  # 4x4 tokens: the same code at a small size
     return model, {k: v.detach() for k, v in model.state_dict().items()}
 
 
@@ -214,11 +185,13 @@ def test_reattention_equals_rederivation(name: str) -> None:
     x = torch.randn(2, 17, dim)
     with torch.no_grad():
         for i in (first, depth - 1):
-            _close(
+            assert_close_to_scale(
                 f"{name} blocks.{i}.attn", model.blocks[i].attn(x), re_attention(x, sd, f"blocks.{i}.attn", True, ts)
             )
         if first:  # the blocks before it are plain softmax attention
-            _close(f"{name} blocks.0.attn", model.blocks[0].attn(x), re_attention(x, sd, "blocks.0.attn", False, ts))
+            assert_close_to_scale(
+                f"{name} blocks.0.attn", model.blocks[0].attn(x), re_attention(x, sd, "blocks.0.attn", False, ts)
+            )
             assert not hasattr(model.blocks[first - 1].attn, "reatten_matrix")
 
 
@@ -242,14 +215,16 @@ def test_block_equals_rederivation(name: str) -> None:
     x = torch.randn(2, 17, dim)
     with torch.no_grad():
         for i in sorted({0, first, depth - 1}):
-            _close(f"{name} blocks.{i}", model.blocks[i](x), block(x, sd, f"blocks.{i}", i >= first, ts, s))
+            assert_close_to_scale(
+                f"{name} blocks.{i}", model.blocks[i](x), block(x, sd, f"blocks.{i}", i >= first, ts, s)
+            )
 
 
 def test_conv_stem_equals_rederivation() -> None:
     model, sd = small("deepvit_s")
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        _close("deepvit_s patch_embed", model.patch_embed(x), conv_stem(x, sd))
+        assert_close_to_scale("deepvit_s patch_embed", model.patch_embed(x), conv_stem(x, sd))
 
 
 @pytest.mark.parametrize("name", ["deepvit_s", "deepvit_16b"])
@@ -257,16 +232,16 @@ def test_whole_forward_equals_rederivation(name: str) -> None:
     model, sd = small(name)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        _close(f"{name}@64 logits", model(x), deepvit_forward(name, x, sd))
+        assert_close_to_scale(f"{name}@64 logits", model(x), deepvit_forward(name, x, sd))
 
 
 def test_whole_forward_at_default_resolution() -> None:
     torch.manual_seed(1)
-    model = _randomised(factory("deepvit_s")())
+    model = randomised(factory("deepvit_s")())
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        _close("deepvit_s@224 logits", model(x), deepvit_forward("deepvit_s", x, sd))
+        assert_close_to_scale("deepvit_s@224 logits", model(x), deepvit_forward("deepvit_s", x, sd))
 
 
 def test_reattention_parameters_are_counted_per_flagged_block() -> None:

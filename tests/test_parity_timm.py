@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import LARGE, SPECS, factory, ir_of
+from conftest import LARGE, SPECS, assert_close_to_scale, factory, ir_of
 
 timm = pytest.importorskip("timm")
 
@@ -30,12 +30,6 @@ def _pair(path: Path, img_size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     ours = factory(path)(img_size=img_size).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     return ref, ours
-
-
-def _assert_close(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
-    scale = a.abs().max().item()
-    diff = (a - b).abs().max().item()
-    assert diff <= 1e-5 * max(scale, 1.0), f"{name}: max |diff| {diff:.3g} vs output scale {scale:.3g}"
 
 
 # Above this, building two random CPU copies and running them costs minutes on CI's two cores; such
@@ -57,9 +51,9 @@ def test_eval_outputs_equal_timm(path: Path) -> None:
     batch = 1 if ir_of(path).count(spec.img_size).params > LARGE else 2
     x = torch.randn(batch, spec.in_chans, spec.img_size, spec.img_size)
     with torch.no_grad():
-        _assert_close(f"{path.stem}@{spec.img_size}", ref(x), ours(x))
-        _assert_close(f"{path.stem} features", ref.forward_features(x), ours.forward_features(x))
-        _assert_close(
+        assert_close_to_scale(f"{path.stem}@{spec.img_size}", ref(x), ours(x))
+        assert_close_to_scale(f"{path.stem} features", ref.forward_features(x), ours.forward_features(x))
+        assert_close_to_scale(
             f"{path.stem} pre_logits",
             ref.forward_head(ref.forward_features(x), pre_logits=True),
             ours.forward_head(ours.forward_features(x), pre_logits=True),
@@ -72,4 +66,4 @@ def test_eval_outputs_equal_timm_at_384(name: str) -> None:
     ref, ours = _pair(path, 384)
     x = torch.randn(1, 3, 384, 384)
     with torch.no_grad():
-        _assert_close(f"{name}@384", ref(x), ours(x))
+        assert_close_to_scale(f"{name}@384", ref(x), ours(x))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -35,7 +35,7 @@ class Transformer(Step):
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout != "seq":
-            raise KindError("kind", f"transformer blocks need a token sequence, got a {s.layout}")
+            raise KindError("kind", f"{self.label} blocks need a token sequence, got a {s.layout}")
         if s.dim % self.heads:
             raise KindError("heads", f"{self.heads} does not divide the token width {s.dim}")
         return s
@@ -43,21 +43,24 @@ class Transformer(Step):
     def hidden(self, dim: int) -> int:
         return int(dim * self.mlp_ratio)
 
+    def block_parts(self, s: Tokens) -> list[Count]:
+        """One block's parameters and MACs, by attribute (a subclass may add its own)."""
+        return [
+            norm("norm1", s.dim, s.n * s.dim),
+            self.attention.count(s.dim, self.heads, s.n),
+            norm("norm2", s.dim, s.n * s.dim),
+            self.mlp.count(s.dim, self.hidden(s.dim), s.n),
+        ]
+
     def count(self, s: Tokens, m: Model) -> Count:
         self.out(s, m)
-        block = Count.group(
-            "",
-            [
-                norm("norm1", s.dim, s.n * s.dim),
-                self.attention.count(s.dim, self.heads, s.n),
-                norm("norm2", s.dim, s.n * s.dim),
-                self.mlp.count(s.dim, self.hidden(s.dim), s.n),
-            ],
-        )
+        block = Count.group("", self.block_parts(s))
         return Count.group(self.key, block.repeat([str(i) for i in range(self.depth)]))
 
+    label: ClassVar[str] = "transformer"
+
     def row(self, s: Tokens, m: Model) -> Row:
-        return Row(f"transformer ({self.attention.kind})", str(self.depth), str(self.heads))
+        return Row(f"{self.label} ({self.attention.kind})", str(self.depth), str(self.heads))
 
     def num_blocks(self) -> int:
         return self.depth
