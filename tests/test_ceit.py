@@ -22,11 +22,10 @@ from archgen import specs
 from archgen.compiler import IR, resolve
 from archgen.errors import SpecError
 from conftest import ROOT, assert_close_to_scale, bn_keys, randomised
+from plain_ops import batch_norm, conv, gelu, layer_norm
 
 # spec -> (width, heads): the official ceit_{tiny,small,base}_patch16_224 registrations
 CEIT = {"ceit_t": (192, 3), "ceit_s": (384, 6), "ceit_b": (768, 12)}
-EPS_LN = 1e-6
-EPS_BN = 1e-5
 
 
 def ir_of(name: str) -> IR:
@@ -93,30 +92,6 @@ def test_pos_layer_embed_starts_at_zero_and_is_decayed() -> None:
 # ---------------------------------------------------------------------------------------------------
 # Plain re-derivations of each block, from the equations (paper Sec. 3, official code where it differs)
 # ---------------------------------------------------------------------------------------------------
-def layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mean = x.mean(-1, keepdim=True)
-    var = ((x - mean) ** 2).mean(-1, keepdim=True)
-    return (x - mean) / torch.sqrt(var + EPS_LN) * w + b
-
-
-def batch_norm(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> torch.Tensor:
-    """Eval BatchNorm over the channel axis 1 of (B, C, ...)."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    mean, var = sd[f"{p}.running_mean"].view(shape), sd[f"{p}.running_var"].view(shape)
-    return (x - mean) / torch.sqrt(var + EPS_BN) * sd[f"{p}.weight"].view(shape) + sd[f"{p}.bias"].view(shape)
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
-
-
-def conv(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
-    """Dense conv as patches x weights: unfold, then one einsum."""
-    b, _, h, wd = x.shape
-    k = w.shape[-1]
-    cols = F.unfold(x, k, padding=pad, stride=stride)  # (B, C*k*k, L)
-    out_h, out_w = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
-    return torch.einsum("bkl,ok->bol", cols, w.flatten(1)).reshape(b, -1, out_h, out_w)
 
 
 def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

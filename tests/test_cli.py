@@ -201,3 +201,21 @@ def test_diagram_is_valid_svg_with_every_stage(name: str, tmp_path: Path) -> Non
     for stage in ir.spec.stages:
         assert f"{stage.key}:" in text, stage.key
     assert f"tokens {ir.final(ir.spec.img_size).tokens()}" in text or "head:" in text
+
+
+def test_internal_error_is_one_line_with_a_hint_and_debug_shows_the_traceback() -> None:
+    code = (
+        "import archgen.fidelity as f\n"
+        "def boom(*a, **k):\n    raise RuntimeError('simulated bug')\n"
+        "f.resolutions = boom\n"
+        "import sys\nfrom archgen.cli import main\nsys.argv = ['archgen', *sys.argv[1:]]\nmain()\n"
+    )
+    plain = subprocess.run([sys.executable, "-c", code, "count", "deit_s"], cwd=ROOT, capture_output=True, text=True)
+    assert plain.returncode == 2
+    assert plain.stderr.splitlines() == [
+        "internal error: RuntimeError: simulated bug (rerun with --debug for the traceback)"
+    ]
+    debug = subprocess.run(
+        [sys.executable, "-c", code, "--debug", "count", "deit_s"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "Traceback" in debug.stderr and "simulated bug" in debug.stderr

@@ -55,3 +55,12 @@ def test_breakdown_sums_to_total(path: Path) -> None:
         if node.children:
             assert node.params == sum(c.params for c in node.children)
             assert node.macs == sum(c.macs for c in node.children)
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_every_mac_has_an_operation_type(path: Path) -> None:
+    """``archgen count --by op`` must account for all MACs: no leaf with MACs lacks its op."""
+    total = ir_of(path).count(ir_of(path).spec.img_size)
+    untyped = [name for name, node in total.walk() if not node.children and node.macs and not node.op]
+    assert not untyped, f"{path.stem}: {untyped[:5]}"
+    assert sum(c.macs for c in total.by_op().values()) == total.macs

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import conftest as shared
 from archgen import specs
 from archgen.compiler import IR, resolve
 from archgen.errors import SpecError
 from conftest import ROOT, assert_close_to_scale, bn_keys, randomised
+from plain_ops import batch_norm, conv, gelu, layer_norm
 
-EPS_LN = 1e-6
-EPS_BN = 1e-5
 # spec -> (width, depth, first re-attention block, conv stem, transform_scale, scale_adjustment),
 # from the official registrations deepvit_patch16_224_re_attn_{16,24,32}b, deepvit_S, deepvit_L
 DEEPVIT = {
@@ -97,28 +95,6 @@ def test_state_dict_equals_official_layout(name: str, img_size: int) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Plain re-derivations
 # ---------------------------------------------------------------------------------------------------
-def layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mean = x.mean(-1, keepdim=True)
-    var = ((x - mean) ** 2).mean(-1, keepdim=True)
-    return (x - mean) / torch.sqrt(var + EPS_LN) * w + b
-
-
-def batch_norm(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> torch.Tensor:
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    mean, var = sd[f"{p}.running_mean"].view(shape), sd[f"{p}.running_var"].view(shape)
-    return (x - mean) / torch.sqrt(var + EPS_BN) * sd[f"{p}.weight"].view(shape) + sd[f"{p}.bias"].view(shape)
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
-
-
-def conv(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
-    b, _, h, wd = x.shape
-    k = w.shape[-1]
-    cols = F.unfold(x, k, padding=pad, stride=stride)  # (B, C*k*k, L)
-    out_h, out_w = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
-    return torch.einsum("bkl,ok->bol", cols, w.flatten(1)).reshape(b, -1, out_h, out_w)
 
 
 def patches(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

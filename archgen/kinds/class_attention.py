@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.counting import Count, linear, norm, parameter
+from archgen.counting import Count, linear, matmul, norm, parameter
 from archgen.errors import KindError
 from archgen.kinds.base import Kind, Model, Row, StageKey, Step, Tokens
 
@@ -64,7 +64,7 @@ class ClassAttention(Step):
                 linear("q", d, d, 1, bias=self.qkv_bias),
                 linear("k", d, d, t, bias=self.qkv_bias),
                 linear("v", d, d, t, bias=self.qkv_bias),
-                Count("attn_matmuls", 0, 2 * t * d),  # one query: q @ k^T and attn @ v, t x head_dim per head
+                matmul("attn_matmuls", 2 * t * d),  # one query: q @ k^T and attn @ v, t x head_dim per head
                 linear("proj", d, d, 1),
             ],
         )

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.counting import Count, linear
+from archgen.counting import Count, linear, matmul
 from archgen.errors import KindError
 from archgen.kinds.base import Kind, Tokens
 
@@ -63,7 +63,7 @@ class OutlookAttention(Kind):
                 linear("v", s.dim, s.dim, n, bias=self.qkv_bias),
                 linear("attn", s.dim, kk * kk * heads, windows),
                 # each window: (heads, k^2, k^2) @ (heads, k^2, head_dim) = k^4 * dim MACs
-                Count("weighted_sum", 0, windows * kk * kk * s.dim),
+                matmul("weighted_sum", windows * kk * kk * s.dim),
                 linear("proj", s.dim, s.dim, n),
             ],
         )

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.counting import Count, linear
+from archgen.counting import Count, linear, matmul
 from archgen.kinds.base import Kind
 
 
@@ -34,7 +34,7 @@ class TalkingHeadsAttention(Kind):
             "attn",
             [
                 linear("qkv", dim, 3 * dim, tokens, bias=self.qkv_bias),
-                Count("attn_matmuls", 0, 2 * pairs * dim),  # q @ k^T and attn @ v
+                matmul("attn_matmuls", 2 * pairs * dim),  # q @ k^T and attn @ v
                 linear("proj_l", heads, heads, pairs),
                 linear("proj_w", heads, heads, pairs),
                 linear("proj", dim, dim, tokens),

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.counting import Count, linear, norm
+from archgen.counting import Count, linear, matmul, norm
 from archgen.errors import KindError
 from archgen.kinds.base import Kind, Model, Row, StageKey, Step, Tokens
 from archgen.kinds.mlp import Mlp
@@ -56,7 +56,7 @@ class VoloClassAttention(Step):
             [
                 linear("kv", c, 2 * c, n, bias=False),
                 linear("q", c, c, 1, bias=False),
-                Count("attn_matmuls", 0, 2 * n * c),  # q @ k^T and attn @ v for one query
+                matmul("attn_matmuls", 2 * n * c),  # q @ k^T and attn @ v for one query
                 linear("proj", c, c, 1),
             ],
         )
