@@ -6,7 +6,7 @@ Reference implementation: official ceit_base_patch16_224.
 step    kind                                 depth  dim  heads  tokens @224
 stem    conv 7/2 + BN + pool 3/2, 4x4 patch  -      768  -      196
 blocks  mhsa + LeFF                          12     768  12     1 + 196
-lca     class attention over 12 layers       1      768  12     1 + 0
+lca     class attention over 12 layers       1      768  12     1
 head    linear on cls                        -      768  -      1000 classes
 
 @224: params 94,405,416  MACs 17,748,854,784 (17.75 G)  [analytic]

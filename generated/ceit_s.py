@@ -6,7 +6,7 @@ Reference implementation: official ceit_small_patch16_224.
 step    kind                                 depth  dim  heads  tokens @224
 stem    conv 7/2 + BN + pool 3/2, 4x4 patch  -      384  -      196
 blocks  mhsa + LeFF                          12     384  6      1 + 196
-lca     class attention over 12 layers       1      384  6      1 + 0
+lca     class attention over 12 layers       1      384  6      1
 head    linear on cls                        -      384  -      1000 classes
 
 @224: params 24,204,840  MACs 4,759,544,832 (4.76 G)  [analytic]

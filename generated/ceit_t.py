@@ -6,7 +6,7 @@ Reference implementation: official ceit_tiny_patch16_224.
 step    kind                                 depth  dim  heads  tokens @224
 stem    conv 7/2 + BN + pool 3/2, 4x4 patch  -      192  -      196
 blocks  mhsa + LeFF                          12     192  3      1 + 196
-lca     class attention over 12 layers       1      192  3      1 + 0
+lca     class attention over 12 layers       1      192  3      1
 head    linear on cls                        -      192  -      1000 classes
 
 @224: params 6,356,904  MACs 1,395,307,008 (1.40 G)  [analytic]

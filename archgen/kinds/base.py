@@ -53,6 +53,8 @@ class Tokens:
         """Human description for tables: ``1 + 196`` or ``14x14``."""
         if self.layout != "seq":
             return f"{self.h}x{self.w}"
+        if not self.h * self.w:
+            return str(self.prefix)  # prefix tokens only (CeiT's layer-wise class tokens)
         return f"{self.prefix} + {self.h * self.w}" if self.prefix else str(self.h * self.w)
 
     def with_(self, **changes: Any) -> Tokens:
