@@ -345,11 +345,20 @@ def schema() -> None:
 
 @app.command("list")
 @_guard
-def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    fidelity: Annotated[
+        bool, typer.Option("--fidelity", help="Every published number vs our count, as a Markdown table.")
+    ] = False,
+) -> None:
     """Every spec with its family, params and MACs at its default resolution, and published numbers."""
     from archgen import specs
     from archgen.build import compile_path
-    from archgen.fidelity import checks
+    from archgen.fidelity import checks, markdown_table
+
+    if fidelity:
+        typer.echo(markdown_table([compile_path(p) for p in specs.all_paths()]), nl=False)
+        return
 
     items = []
     for path in specs.all_paths():

@@ -47,3 +47,25 @@ def checks(ir: IR, img_size: int | None = None) -> list[Check]:
 def resolutions(ir: IR) -> list[int]:
     """The spec's default resolution and every resolution with a published number."""
     return sorted({ir.spec.img_size} | {p.img_size for p in ir.spec.published})
+
+
+def markdown_table(irs: list[IR]) -> str:
+    """Every published number against our count, as the README's fidelity table (drift-checked)."""
+    rows = [
+        "| spec | @ | quantity | published (source) | computed | rel. err "
+        "| status: explanation (abridged; full text in the spec) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ir in irs:
+        for c in checks(ir):
+            e = c.entry
+            conv = "" if e.convention == "macs" else ", fvcore convention"
+            val = f"{c.computed / 1e6:,.2f}M" if e.quantity == "params" else f"{c.computed / 1e9:,.3f}G"
+            why = ""
+            if e.deviation:
+                text = " ".join(e.deviation.split())
+                why = ": " + (text if len(text) <= 190 else text[:187].rsplit(" ", 1)[0] + " …")
+            cells = [ir.spec.name, str(e.img_size), e.quantity, f"{e.printed} ({e.source}{conv})", val]
+            cells += [f"{c.rel_err:+.1%}", f"{c.status}{why}"]
+            rows.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"

@@ -42,3 +42,13 @@ def test_reference_documents_every_kind_field() -> None:
     for kind in KINDS:
         for name in kind.model_fields:
             assert f"| `{name}` |" in text
+
+
+def test_readme_fidelity_table_is_current() -> None:
+    from archgen.fidelity import markdown_table
+    from conftest import ir_of
+
+    table = markdown_table([ir_of(p) for p in SPECS])
+    assert table in (ROOT / "README.md").read_text(encoding="utf-8"), (
+        "README fidelity table is stale: paste `archgen list --fidelity`"
+    )
