@@ -88,25 +88,28 @@ def resolve(loaded: LoadedSpec) -> IR:
     stages = [Placed(stage, ("stages", i)) for i, stage in enumerate(spec.stages)]
     joins = any(stage.joins_prefix_tokens for stage in spec.stages)
     _check_keys(loaded)
-    steps = [Placed(spec.stem, ("stem",))]
-    pos = Placed(spec.pos_embed, ("pos_embed",)) if spec.pos_embed is not None else None
-    before = getattr(spec.pos_embed, "before", None)  # a table added later, e.g. after a downsample
-    early = [] if pos is None or before is not None else [pos]
+    # Where the prefix tokens and the position table enter forward_features:
+    # - the tokens join after the stem, unless a stage joins them itself (then right before it);
+    # - a table with prefix slots is added after the tokens, a patch-only table before them;
+    # - a table with `before: <key>` is added right before that stage.
+    tokens = None
     if spec.prefix_tokens:
         tokens = Placed(PrefixTokens(tokens=spec.prefix_tokens, joined_by_stage=joins), ("prefix_tokens",))
-        # A table with prefix slots is added after the tokens join; a patch-only one before.
+    pos = Placed(spec.pos_embed, ("pos_embed",)) if spec.pos_embed is not None else None
+    before = getattr(spec.pos_embed, "before", None)
+    steps = [Placed(spec.stem, ("stem",))]
+    if pos is not None and before is None:
+        steps.append(pos)
+    if tokens is not None and not joins:
         covers_prefix = pos is not None and getattr(pos.kind, "covers_prefix", False)
-        # Tokens that a stage joins itself are created right before it, at that stage's width.
-        steps += [tokens, *early] if covers_prefix and not joins else [*early] if joins else [*early, tokens]
-    else:
-        steps += early
+        steps.insert(1 if covers_prefix else len(steps), tokens)
     for stage in stages:
         if pos is not None and before is not None and getattr(stage.kind, "key", None) == before:
             steps.append(pos)
-        if joins and spec.prefix_tokens and stage.kind.joins_prefix_tokens and tokens not in steps:
+        if tokens is not None and stage.kind.joins_prefix_tokens and tokens not in steps:
             steps.append(tokens)
         steps.append(stage)
-    if pos is not None and before is not None and pos not in steps:
+    if pos is not None and pos not in steps:
         raise loaded.error(("pos_embed", "before"), f"no stage has key '{before}'")
     steps.append(Placed(spec.norm, ("norm",)))
     model = Model(

@@ -10,7 +10,6 @@ from typing import Any
 import jinja2
 
 from archgen.compiler import IR
-from archgen.counting import Count
 from archgen.fidelity import checks
 from archgen.kinds.base import Kind, Model
 from archgen.safety import check_source
@@ -224,7 +223,3 @@ def table(ir: IR, img_size: int) -> str:
     rows.append(("head", head_row.kind, "-", str(final.dim), "-", str(ir.model.num_classes) + " classes"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def stage_counts(ir: IR, img_size: int) -> Count:
-    return ir.count(img_size)
