@@ -15,6 +15,8 @@ from archgen.kinds.base import Kind, Model
 from archgen.safety import check_source
 
 HERE = Path(__file__).resolve().parent
+LINE_LENGTH = 120  # ruff's line-length for generated/ (pyproject.toml)
+BODY_INDENT = 8  # model __init__ lines sit inside a class and a method
 BASE_IMPORTS = ("import torch", "from torch import nn", "from torch.utils.checkpoint import checkpoint")
 # isort order: plain imports before from-imports, each alphabetical (ruff's I001 checks this).
 _IMPORT_KEY = re.compile(r"^(import|from) ([\w.]+)")
@@ -76,9 +78,12 @@ class _Ctx:
         self.indexed = bool(index)
 
     def define(self, expr: str) -> str:
-        if self.indexed:
-            return f"self.{self.list_name}.append({expr})"
-        return f"{self.attr} = {expr}"
+        line = f"self.{self.list_name}.append({expr})" if self.indexed else f"{self.attr} = {expr}"
+        if len(line) + BODY_INDENT <= LINE_LENGTH or not expr.endswith(")"):
+            return line
+        # Too long for one line: break inside the outermost call, as ruff format would.
+        head, _, inner = expr.partition("(")
+        return self.define(f"{head}(\n    {inner[:-1]}\n)") if "\n" not in expr else line
 
 
 def _macros(kind: Kind) -> Any:

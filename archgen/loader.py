@@ -132,34 +132,31 @@ def _build(loader: _Loader, node: Any, path: Path_, out: Located, label: str) ->
     out.values[path] = _pos(label, node.start_mark)
     if isinstance(node, yaml.MappingNode):
         if node.tag != _MAP_TAG:
-            raise SpecError(out.values[path], _dotted(path), f"tag {node.tag} is not allowed")
+            raise SpecError(out.values[path], dotted(path), f"tag {node.tag} is not allowed")
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_pos = _pos(label, key_node.start_mark)
             if isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<":
-                raise SpecError(key_pos, _dotted(path), "merge keys (<<) are not allowed")
+                raise SpecError(key_pos, dotted(path), "merge keys (<<) are not allowed")
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-                raise SpecError(key_pos, _dotted(path), "keys must be plain strings")
+                raise SpecError(key_pos, dotted(path), "keys must be plain strings")
             key = key_node.value
             if key in result:
-                raise SpecError(key_pos, _dotted((*path, key)), "duplicate key")
+                raise SpecError(key_pos, dotted((*path, key)), "duplicate key")
             out.keys[(*path, key)] = key_pos
             result[key] = _build(loader, value_node, (*path, key), out, label)
         return result
     if isinstance(node, yaml.SequenceNode):
         if node.tag != _SEQ_TAG:
-            raise SpecError(out.values[path], _dotted(path), f"tag {node.tag} is not allowed")
+            raise SpecError(out.values[path], dotted(path), f"tag {node.tag} is not allowed")
         return [_build(loader, item, (*path, i), out, label) for i, item in enumerate(node.value)]
     if node.tag not in _SAFE_TAGS:
-        raise SpecError(out.values[path], _dotted(path), f"tag {node.tag} is not allowed")
+        raise SpecError(out.values[path], dotted(path), f"tag {node.tag} is not allowed")
     return loader.construct_object(node, deep=True)
 
 
-def _dotted(path: Path_) -> str:
+def dotted(path: Path_) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-
-
-dotted = _dotted
