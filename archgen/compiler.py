@@ -1,25 +1,36 @@
-"""Spec -> IR (every number decided) -> counts and generated source. Pure: no file I/O here."""
+"""Spec -> IR (every number decided) -> counts and generated source. Pure: no file I/O here.
+
+The compiler places the steps a spec implies (prefix tokens joining, the position table) and, while it
+walks the token state through them, converts between the patch sequence and the patch grid wherever the
+next step needs the other layout. Parts never convert tokens themselves.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from archgen.base import Model, Step, Tokens
 from archgen.counting import Count
 from archgen.errors import KindError
-from archgen.kinds.base import Model, Step, Tokens
-from archgen.kinds.heads import Head
-from archgen.kinds.prefix_tokens import PrefixTokens
+from archgen.heads.head import Head
 from archgen.loader import Path_
 from archgen.specs import LoadedSpec
+from archgen.stages.reshape import Reshape
+from archgen.tokens.join import JoinTokens
 
 
 @dataclass(frozen=True)
 class Placed:
-    """A step of ``forward_features`` and the spec path it came from (for error positions)."""
+    """A step of ``forward_features`` and the spec path it came from (for error positions).
+
+    ``container``/``start``: where a stage's blocks live when it continues another stage's container.
+    """
 
     kind: Step
     path: Path_
+    container: str | None = None
+    start: int = 0
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,8 @@ class Walked:
     s_in: Tokens
     s_out: Tokens
     offset: int  # index of the step's first block in the stochastic-depth schedule
+    container: str | None = None
+    start: int = 0
 
 
 @dataclass(frozen=True)
@@ -39,26 +52,40 @@ class IR:
     model: Model
     steps: tuple[Placed, ...]
     head: Head
+    norm_moved: bool  # the final norm runs after the head's pooling (timm's fc_norm)
 
     @property
     def spec(self) -> Any:
         return self.loaded.spec
 
     def walk(self, img_size: int) -> list[Walked]:
-        """Thread the token state through every step; bad hyper-parameters raise ``SpecError``."""
-        s = Tokens(self.model.in_chans, img_size, img_size, 0, "image")
+        """Thread the token state through every step, converting layouts where a step needs it; bad
+        hyper-parameters raise ``SpecError`` at the field that causes them."""
+        s = Tokens(self.model.in_chans, img_size, img_size, "image")
         out: list[Walked] = []
         offset = 0
-        for placed in self.steps:
+        for placed in [*self.steps, None]:
+            step = placed.kind if placed is not None else None
+            path = placed.path if placed is not None else ("head",)
+            need = "seq" if step is None else (step.needs(s) if s.layout != "image" else None)
             try:
-                nxt = placed.kind.out(s, self.model)
+                if need is not None and need != s.layout:
+                    if placed is not None and placed.container is not None:
+                        raise KindError("block", f"its blocks need a {need}, the container's a {s.layout}")
+                    reshape = Reshape(to=need)
+                    nxt = reshape.out(s, self.model)
+                    out.append(Walked(reshape, path, s, nxt, offset))
+                    s = nxt
+                if step is None:
+                    self.head.check(s, self.model)
+                    break
+                nxt = step.out(s, self.model)
             except KindError as exc:
-                raise self.loaded.error((*placed.path, exc.field), _at(exc.message, img_size, self)) from None
-            out.append(Walked(placed.kind, placed.path, s, nxt, offset))
-            offset += placed.kind.num_blocks()
+                raise self.loaded.error((*path, *field_path(exc.field)), _at(exc.message, img_size, self)) from None
+            assert placed is not None
+            out.append(Walked(step, path, s, nxt, offset, placed.container, placed.start))
+            offset += step.num_blocks()
             s = nxt
-        if s.layout != "seq":
-            raise self.loaded.error(("head",), "the head needs a token sequence after the last stage")
         return out
 
     def final(self, img_size: int) -> Tokens:
@@ -66,9 +93,27 @@ class IR:
 
     def count(self, img_size: int) -> Count:
         walked = self.walk(img_size)
-        parts = [w.kind.count(w.s_in, self.model) for w in walked]
-        parts.append(self.head.count(walked[-1].s_out, self.model))
+        parts = [_placed_count(w, self.model) for w in walked]
+        parts.append(self.head.count(walked[-1].s_out, self.model, self.norm_moved))
         return Count.group("", _flatten(parts))
+
+
+def _placed_count(w: Walked, m: Model) -> Count:
+    count = w.kind.count(w.s_in, m)
+    if w.container is None:
+        return count
+    # a stage continuing another's container: its blocks are numbered on under the container's name
+    blocks = [Count(str(w.start + int(c.name)), c.params, c.macs, c.children, c.norm_extra) for c in count.children]
+    return Count.group(w.container, blocks)
+
+
+def field_path(field: str) -> Path_:
+    """``block[0].op.kind`` -> ``("block", 0, "op", "kind")``."""
+    out: list[str | int] = []
+    for part in field.split("."):
+        name, *indices = part.replace("]", "").split("[")
+        out += [name, *(int(i) for i in indices)] if name else [int(i) for i in indices]
+    return tuple(out)
 
 
 def _at(message: str, img_size: int, ir: IR) -> str:
@@ -76,69 +121,106 @@ def _at(message: str, img_size: int, ir: IR) -> str:
 
 
 def _flatten(parts: list[Count]) -> list[Count]:
-    """Unnamed groups (several top-level attributes from one step) dissolve into their children."""
+    """Unnamed groups (several top-level attributes from one step) dissolve into their children; groups
+    with the same name (a container two stages fill) merge."""
     out: list[Count] = []
     for part in parts:
-        out.extend(part.children if not part.name else (part,))
+        for child in part.children if not part.name else (part,):
+            if out and out[-1].name == child.name and child.children:
+                out[-1] = Count.group(child.name, [*out[-1].children, *child.children])
+            else:
+                out.append(child)
     return out
 
 
 def resolve(loaded: LoadedSpec) -> IR:
     spec = loaded.spec
-    stages = [Placed(stage, ("stages", i)) for i, stage in enumerate(spec.stages)]
-    joins = any(stage.joins_prefix_tokens for stage in spec.stages)
-    _check_keys(loaded)
-    # Where the prefix tokens and the position table enter forward_features:
-    # - the tokens join after the stem, unless a stage joins them itself (then right before it);
-    # - a table with prefix slots is added after the tokens, a patch-only table before them;
-    # - a table with `before: <key>` is added right before that stage.
-    tokens = None
-    if spec.prefix_tokens:
-        tokens = Placed(PrefixTokens(tokens=spec.prefix_tokens, joined_by_stage=joins), ("prefix_tokens",))
-    pos = Placed(spec.pos_embed, ("pos_embed",)) if spec.pos_embed is not None else None
-    before = getattr(spec.pos_embed, "before", None)
+    stages = _stages(loaded)
+    late = _late_tokens(loaded)
+    early = tuple(g for g, _ in spec.prefix_tokens.sizes() if g not in late)
     steps = [Placed(spec.stem, ("stem",))]
+    pos = spec.pos_embed
+    before = getattr(pos, "before", None)
     if pos is not None and before is None:
-        steps.append(pos)
-    if tokens is not None and not joins:
-        covers_prefix = pos is not None and getattr(pos.kind, "covers_prefix", False)
-        steps.insert(1 if covers_prefix else len(steps), tokens)
-    for stage in stages:
-        if pos is not None and before is not None and getattr(stage.kind, "key", None) == before:
-            steps.append(pos)
-        if tokens is not None and stage.kind.joins_prefix_tokens and tokens not in steps:
-            steps.append(tokens)
-        steps.append(stage)
-    if pos is not None and pos not in steps:
+        first = pos.joins_first(early)
+        steps += [Placed(JoinTokens(groups=first), ("prefix_tokens",))] if first else []
+        steps.append(Placed(pos, ("pos_embed",)))
+        early = tuple(g for g in early if g not in first)
+    if early:
+        steps.append(Placed(JoinTokens(groups=early), ("prefix_tokens",)))
+    for placed in stages:
+        if pos is not None and before is not None and getattr(placed.kind, "key", None) == before:
+            steps.append(Placed(pos, ("pos_embed",)))
+        joins = getattr(placed.kind, "joins", ())
+        if joins:
+            steps.append(Placed(JoinTokens(groups=joins), (*placed.path, "joins")))
+        steps.append(placed)
+    if pos is not None and all(p.kind is not pos for p in steps):
         raise loaded.error(("pos_embed", "before"), f"no stage has key '{before}'")
-    steps.append(Placed(spec.norm, ("norm",)))
+    norm_moved = spec.norm is not None and spec.head.takes_norm()
+    if spec.norm is not None and not norm_moved:
+        steps.append(Placed(spec.norm, ("norm",)))
     model = Model(
         in_chans=spec.in_chans,
         num_classes=spec.num_classes,
         norm_eps=spec.norm_eps,
-        prefix_tokens=tuple(spec.prefix_tokens),
+        token_sizes=spec.prefix_tokens.sizes(),
         total_depth=sum(p.kind.num_blocks() for p in steps),
     )
-    ir = IR(loaded, model, tuple(steps), spec.head)
-    try:
-        spec.head.check(model)
-    except KindError as exc:
-        raise loaded.error(("head", exc.field), exc.message) from None
-    for entry in {p.img_size for p in spec.published} | {spec.img_size}:
-        ir.walk(entry)
+    ir = IR(loaded, model, tuple(steps), spec.head, norm_moved)
+    for size in {p.img_size for p in spec.published} | {spec.img_size}:
+        ir.walk(size)
     return ir
 
 
-def _check_keys(loaded: LoadedSpec) -> None:
-    """Stage keys are unique; ``name.i`` keys fill a ModuleList in order 0, 1, 2, …"""
+def _stages(loaded: LoadedSpec) -> list[Placed]:
+    """Stages in order, with the container of each stage that ``continues`` another. Stage keys are unique;
+    ``name.i`` keys fill a ModuleList in order 0, 1, 2, …"""
     seen: dict[str, int] = {}
+    placed: list[Placed] = []
     for i, stage in enumerate(loaded.spec.stages):
-        key = getattr(stage, "key", None)
-        if key is None:
+        key = stage.key
+        if key in {p.kind.key for p in placed}:  # type: ignore[attr-defined]
+            raise loaded.error(("stages", i, "key"), f"'{key}' is used by an earlier stage")
+        target = getattr(stage, "continues", None)
+        if target is not None:
+            placed.append(_continuing(loaded, i, stage, target, placed))
             continue
         name, _, index = key.partition(".")
-        if key in seen or (not index and name in seen) or (index and seen.get(name, -1) != int(index) - 1):
+        if (not index and name in seen) or (index and seen.get(name, -1) != int(index) - 1):
             expected = f"{name}.{seen.get(name, -1) + 1}" if index else "a key used once"
             raise loaded.error(("stages", i, "key"), f"'{key}' out of order or repeated; expected {expected}")
-        seen[key] = 0
         seen[name] = int(index) if index else 0
+        placed.append(Placed(stage, ("stages", i)))
+    return placed
+
+
+def _continuing(loaded: LoadedSpec, i: int, stage: Any, target: str, placed: list[Placed]) -> Placed:
+    prev = placed[-1] if placed else None
+    if prev is None or target not in (prev.kind.key, prev.container):  # type: ignore[attr-defined]
+        raise loaded.error(("stages", i, "continues"), f"'{target}' is not the stage just before this one")
+    for field in ("collect_cls", "updates"):
+        if getattr(prev.kind, field, None) != getattr(stage, field):
+            raise loaded.error(("stages", i, field), f"must equal the continued stage's `{field}`")
+    if stage.joins:
+        raise loaded.error(("stages", i, "joins"), "tokens cannot join inside a block container")
+    pos = loaded.spec.pos_embed
+    if pos is not None and getattr(pos, "before", None) == stage.key:
+        raise loaded.error(("pos_embed", "before"), "a position table cannot be added inside a block container")
+    container = prev.container or prev.kind.key  # type: ignore[attr-defined]
+    start = prev.start + prev.kind.depth  # type: ignore[attr-defined]
+    return Placed(stage, ("stages", i), container, start)
+
+
+def _late_tokens(loaded: LoadedSpec) -> set[str]:
+    """Prefix tokens that stages join (the rest join right after the stem)."""
+    present = {g for g, _ in loaded.spec.prefix_tokens.sizes()}
+    late: set[str] = set()
+    for i, stage in enumerate(loaded.spec.stages):
+        for group in getattr(stage, "joins", ()):
+            if group not in present:
+                raise loaded.error(("stages", i, "joins"), f"no `{group}` token in prefix_tokens")
+            if group in late:
+                raise loaded.error(("stages", i, "joins"), f"`{group}` already joins at an earlier stage")
+            late.add(group)
+    return late

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from archgen.kinds import KINDS, SLOTS
-from archgen.kinds.base import Kind
-from archgen.schema import Published, Reference, Spec
+from archgen.base import Part
+from archgen.blocks.stage import Branch, LayerScaleSpec
+from archgen.catalogue import SLOTS, of_slot
+from archgen.schema import PrefixTokens, Published, Reference, Spec
 
 SCHEMA_PATH = "specs/schema.json"
 REFERENCE_PATH = "specs/README.md"
@@ -35,8 +36,8 @@ def _fmt(tp: Any) -> str:
     import typing
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if isinstance(tp, type) and issubclass(tp, Kind):
-        return f"kind `{tp.model_fields['kind'].annotation.__args__[0]}`"  # type: ignore[union-attr]
+    if isinstance(tp, type) and issubclass(tp, Part):
+        return f"kind `{tp.tag()}`"
     if origin is typing.Annotated:
         return _fmt(args[0])
     if origin in (typing.Union, types.UnionType):
@@ -66,8 +67,14 @@ def reference_markdown() -> str:
         "One YAML file per variant, `specs/<name>.yaml`. Start it with",
         "`# yaml-language-server: $schema=schema.json` so VS Code (YAML extension) validates and completes",
         "it against `schema.json`. `extends: <other spec>` starts from another spec in the same folder:",
-        "mappings merge key by key (a key the parent lacks is an error unless `kind` changes), lists are",
-        "replaced whole. Floats need a dot or an exponent with a mantissa dot (`1.0e-6`; `1e-6` is read too).",
+        "mappings merge key by key (a mapping whose `kind` changes is replaced whole), lists are replaced",
+        "whole, and `stages:` given as a mapping from stage key to fields merges into the parent's stages",
+        "(`stages: {blocks: {heads: 8}}`). `published:` and `reference:` are never inherited: they belong to",
+        "the variant they were measured on. Floats need a dot or an exponent (`1.0e-6`; `1e-6` is read too).",
+        "",
+        "A stage of blocks is `depth` copies of one residual block; a block is its branches (`block:`), each",
+        "`x + drop_path(layerscale(op(norm(x))))`. Any op works in any branch where the tokens fit: the",
+        "compiler turns the patch sequence into its grid (and back) where an op or a step needs it.",
         "",
         "## Top level",
         "",
@@ -81,17 +88,25 @@ def reference_markdown() -> str:
         "",
         *_fields(Published),
         "",
-        "## Block kinds by slot",
+        "### `prefix_tokens`",
+        "",
+        *_fields(PrefixTokens),
+        "",
+        "### A stage's `block:` branches",
+        "",
+        *_fields(Branch),
+        "",
+        "### `layerscale`",
+        "",
+        *_fields(LayerScaleSpec),
+        "",
+        "## Parts by slot",
     ]
     for slot in SLOTS:
-        kinds = [k for k in KINDS if k.slot == slot]
-        if not kinds:
-            continue
         lines += ["", f"### slot `{slot}`"]
-        for kind in kinds:
-            tag = kind.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+        for kind in of_slot(slot):
             doc = " ".join((kind.__doc__ or "").split())
-            lines += ["", f"#### `kind: {tag}`", "", doc, "", *_fields(kind)]
+            lines += ["", f"#### `kind: {kind.tag()}`", "", doc, "", *_fields(kind)]
     return "\n".join(lines) + "\n"
 
 

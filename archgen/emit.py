@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from archgen.compiler import IR
+from archgen.base import Model, Op, Part, Tokens
+from archgen.compiler import IR, Walked
 from archgen.fidelity import checks
-from archgen.kinds.base import Kind, Model
+from archgen.naming import block_names, op_names
 from archgen.safety import check_source
 
 HERE = Path(__file__).resolve().parent
@@ -26,7 +30,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(HERE / "kinds"), str(HERE / "templates")]),
+        loader=jinja2.FileSystemLoader(str(HERE)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -59,20 +63,25 @@ def docstring_literal(text: str) -> str:
     return f'"""{body}\n"""' if "\n" in body else f'"""{body}"""'
 
 
+@dataclass
 class _Ctx:
-    """What a kind's ``init``/``forward`` macros see for one step.
+    """What a step's ``init``/``forward`` macros see.
 
     ``c.attr`` is how code reaches the step's module (``self.blocks``, ``self.network[2]``) and
     ``c.define(expr)`` the statement that creates it; keys like ``network.2`` become ModuleList entries.
+    ``c.members`` lists the entries of a block container (several when stages continue it).
     """
 
-    def __init__(self, kind: Kind, model: Model, s_in: Any, s_out: Any, offset: int) -> None:
-        self.k = kind
-        self.m = model
-        self.s_in = s_in
-        self.s_out = s_out
-        self.offset = offset
-        key = str(getattr(kind, "key", ""))
+    k: Any
+    m: Model
+    s_in: Tokens
+    s_out: Tokens
+    offset: int
+    members: list[str] = field(default_factory=list)
+    norm_moved: bool = False
+
+    def __post_init__(self) -> None:
+        key = str(getattr(self.k, "key", ""))
         self.list_name, _, index = key.partition(".")
         self.attr = f"self.{self.list_name}[{index}]" if index else f"self.{key}"
         self.indexed = bool(index)
@@ -85,31 +94,33 @@ class _Ctx:
         head, _, inner = expr.partition("(")
         return self.define(f"{head}(\n    {inner[:-1]}\n)") if "\n" not in expr else line
 
+    def define_call(self, func: str, args: list[str]) -> str:
+        """``func(*args)`` on one line if it fits, else one argument a line with a trailing comma."""
+        if len(args) == 1:
+            return self.define(f"{func}({args[0]})")
+        return self.define(func + "(\n" + "".join(f"    {a},\n" for a in args) + ")")
 
-def _macros(kind: Kind) -> Any:
-    return environment().get_template(kind.template).module
+
+@dataclass(frozen=True)
+class _ClassCtx:
+    """What a part's ``classes`` macro sees: the model, its own class name, the names of the classes it uses."""
+
+    m: Model
+    name: str
+    names: Callable[[Part], str]
+    code: Any = None
 
 
-def _classes(kind: Kind, model: Model, out: dict[str, str]) -> None:
-    """Class definitions of ``kind`` and its children, leaf first, each once."""
-    for child in kind.children():
-        _classes(child, model, out)
-    text = str(_macros(kind).classes(kind, model)).strip("\n")
-    for block in _split_classes(text):
-        name = re.match(r"class (\w+)", block)
-        assert name, block
-        prev = out.get(name[1])
-        if prev is not None and prev != block:
-            raise ValueError(f"two different definitions of class {name[1]}: give one of them another name")
-        out[name[1]] = block
+def _macros(kind: Part) -> Any:
+    return environment().get_template(kind.template()).module
 
 
 def _split_classes(text: str) -> list[str]:
-    return [b.strip("\n") for b in re.split(r"\n(?=class )", text) if b.strip()]
+    return [b.strip("\n") for b in re.split(r"\n(?=class |def )", text) if b.strip()]
 
 
-def _imports(kinds: list[Kind]) -> list[str]:
-    lines = set(BASE_IMPORTS)
+def _imports(kinds: list[Part], extra: set[str]) -> list[str]:
+    lines = set(BASE_IMPORTS) | extra
     for kind in kinds:
         lines.update(kind.imports)
 
@@ -124,68 +135,118 @@ def _imports(kinds: list[Kind]) -> list[str]:
     return [*stdlib, "", *ordered[len(stdlib) :]] if stdlib else ordered
 
 
-def _all_kinds(kind: Kind) -> list[Kind]:
-    out = [kind]
-    for child in kind.children():
-        out.extend(_all_kinds(child))
-    return out
+def _parts(kind: Part) -> list[Part]:
+    """The part and the parts its classes use, leaf first."""
+    out: list[Part] = []
+    for helper in kind.helpers():
+        out.extend(_parts(helper))
+    return [*out, kind]
+
+
+class _Classes:
+    """Every class definition of the file, leaf first, each once, under the names naming gave it."""
+
+    def __init__(self, walked: list[Walked], ir: IR) -> None:
+        self.m = ir.model
+        self.ops = op_names([p for w in walked for p in _parts(w.kind) if isinstance(p, Op)])
+        self.blocks = block_names(walked, ir.model)
+        self.text: dict[str, str] = {}
+        for w in walked:
+            for part in _parts(w.kind):
+                self.add(part, w)
+        for part in _parts(ir.head):
+            self.add(part, None)
+
+    def name(self, part: Part) -> str:
+        return self.ops[part.identity()] if isinstance(part, Op) else type(part).__name__
+
+    def add(self, part: Part, w: Walked | None) -> None:
+        code = None
+        name = self.name(part)
+        if w is not None and part is w.kind and hasattr(part, "code"):
+            name = self.blocks[part.identity(w.s_in, self.m)]
+            code = part.code(w.s_in, self.m, self.ops)
+        text = str(_macros(part).classes(part, _ClassCtx(self.m, name, self.name, code))).strip("\n")
+        for block in _split_classes(text):
+            found = re.match(r"(?:class|def) (\w+)", block)
+            assert found, block
+            prev = self.text.get(found[1])
+            assert prev is None or prev == block, f"two definitions of {found[1]}"  # naming keeps them apart
+            self.text[found[1]] = block
 
 
 def emit(ir: IR) -> dict[str, str]:
     spec = ir.spec
     model = ir.model
     walked = ir.walk(spec.img_size)
-    kinds: list[Kind] = []
-    for w in walked:
-        kinds.extend(_all_kinds(w.kind))
-    kinds.extend(_all_kinds(ir.head))
-    classes: dict[str, str] = {}
-    for kind in [w.kind for w in walked] + [ir.head]:
-        _classes(kind, model, classes)
+    classes = _Classes(walked, ir)
     final = walked[-1].s_out
-    head_ctx = _Ctx(ir.head, model, final, final, 0)
+    head_ctx = _Ctx(ir.head, model, final, final, 0, norm_moved=ir.norm_moved)
     head = _macros(ir.head)
-    inits, forwards, methods = [], [], []
+    inits: list[str | _Ctx] = []
+    forwards: list[str] = []
+    methods: list[_Ctx] = []
     lists: set[str] = set()
+    containers: dict[str, _Ctx] = {}
     for w in walked:
         ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset)
+        if hasattr(w.kind, "entry"):
+            entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset)
+            if w.container is not None:  # continues a container: its blocks join that stage's entries
+                containers[w.container].members.append(entry)
+                continue
+            ctx.members.append(entry)
+            containers[w.kind.key] = ctx
         if ctx.indexed and ctx.list_name not in lists:
             lists.add(ctx.list_name)
             inits.append(f"self.{ctx.list_name} = nn.ModuleList()")
         macros = _macros(w.kind)
-        if hasattr(macros, "methods"):  # optional: methods a kind adds to the model class
-            methods.append(str(macros.methods(ctx)).strip("\n"))
-        inits.append(str(macros.init(ctx)).strip("\n"))
+        if hasattr(macros, "methods"):  # optional: methods a part adds to the model class
+            methods.append(ctx)
+        inits.append(ctx)
         forwards.append(str(macros.forward(ctx)).strip("\n"))
-    inits.append(str(head.init(head_ctx)).strip("\n"))
+    # rendered after the walk: a container's entries are complete once every stage that continues it is seen
+    init_lines = [i if isinstance(i, str) else str(_macros(i.k).init(i)).strip("\n") for i in inits]
+    init_lines.append(str(head.init(head_ctx)).strip("\n"))
+    method_text = [str(_macros(c.k).methods(c)).strip("\n") for c in methods]
     no_wd = sorted({name for w in walked for name in w.kind.no_weight_decay()})
+    trunc = sorted({name for w in walked for name in w.kind.trunc_normal()})
     text = (
         environment()
-        .get_template("model.py.j2")
+        .get_template("templates/model.py.j2")
         .render(
             source=comment_text(ir.loaded.source),
             docstring=docstring_literal(describe(ir)),
-            imports=_imports(kinds),
-            classes=list(classes.values()),
+            imports=_imports(
+                [p for w in walked for p in _parts(w.kind)] + _parts(ir.head),
+                _uses([*classes.text.values(), *forwards, *method_text]),
+            ),
+            classes=list(classes.text.values()),
             class_name=spec.class_name,
             name=spec.name,
             img_size=spec.img_size,
             num_classes=spec.num_classes,
             num_features=final.dim,
             total_depth=model.total_depth,
-            inits=[i for i in inits if i],
+            inits=[i for i in init_lines if i],
             forwards=[f for f in forwards if f],
-            methods=[m for m in methods if m],
+            methods=[m for m in method_text if m],
             uses_run=any("self._run(" in f for f in forwards),
             forward_head=str(head.forward_head(head_ctx)).strip("\n"),
             reset=str(head.reset(head_ctx)).strip("\n"),
             no_weight_decay=no_wd,
+            trunc_normal=trunc,
             factory_doc=docstring_literal(comment_text(f"{spec.title}; {spec.img_size}x{spec.img_size} by default.")),
         )
     )
     path = f"generated/{spec.name}.py"
     check_source(text, path)
     return {path: text}
+
+
+def _uses(code: list[str]) -> set[str]:
+    """Imports the code needs beyond its parts' (``math.isqrt`` where the patch tokens become a grid)."""
+    return {"import math"} if any("math." in line for line in code) else set()
 
 
 def describe(ir: IR) -> str:
@@ -210,8 +271,6 @@ def describe(ir: IR) -> str:
 
 
 def _fill(text: str, indent: str = "") -> str:
-    import textwrap
-
     return textwrap.fill(comment_text(text), width=100, initial_indent=indent, subsequent_indent=indent + "  ")
 
 

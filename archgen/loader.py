@@ -81,6 +81,12 @@ class Located:
     values: dict[Path_, Pos] = field(default_factory=dict)
     keys: dict[Path_, Pos] = field(default_factory=dict)
 
+    def drop(self, path: Path_) -> None:
+        """Forget the positions of ``path`` and everything below it."""
+        for table in (self.values, self.keys):
+            for p in [p for p in table if p[: len(path)] == path]:
+                del table[p]
+
     def where(self, path: Path_, *, key: bool = False) -> Pos:
         """The position of ``path`` or of its nearest ancestor that exists."""
         table = self.keys if key else self.values
@@ -106,6 +112,11 @@ def read_yaml(path: Path, label: str) -> Located:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise SpecError(f"{label}:{line}:1", "", "not valid UTF-8") from None
+    bad = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        col = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise SpecError(f"{label}:{line}:{col}", "", f"control character U+{ord(bad.group()):04X} is not allowed")
     loader = _Loader(text, label)
     try:
         node = loader.get_single_node()

@@ -6,9 +6,10 @@ import keyword
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from archgen.kinds import SLOT_TYPES
+from archgen.base import TOKEN_ORDER, Strict
+from archgen.catalogue import SLOT_TYPES
 
 StemSlot = SLOT_TYPES["StemSlot"]
 PosEmbedSlot = SLOT_TYPES["PosEmbedSlot"]
@@ -17,15 +18,13 @@ NormSlot = SLOT_TYPES["NormSlot"]
 HeadSlot = SLOT_TYPES["HeadSlot"]
 
 # Names the generated module defines or imports; a spec name must not shadow them.
-RESERVED = frozenset({"torch", "nn", "F", "checkpoint", "math", "dpr", "grid", "img_size", "num_classes"})
+RESERVED = frozenset(
+    {"torch", "nn", "F", "checkpoint", "math", "dpr", "grid", "img_size", "num_classes", "sincos_1d", "sincos_2d"}
+)
 
 Text = Annotated[str, Field(min_length=1, max_length=300)]
 LongText = Annotated[str, Field(min_length=1, max_length=1000)]
 PRINTED = re.compile(r"^(?P<num>[0-9]+(?:\.(?P<frac>[0-9]+))?)(?P<unit>[MG])$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Published(Strict):
@@ -96,6 +95,19 @@ class Reference(Strict):
     )
 
 
+class PrefixTokens(Strict):
+    """Learned tokens in front of the patch tokens; in the sequence they stand in this order."""
+
+    cls: bool = Field(default=False, description="A class token `cls_token` (ViT).")
+    dist: bool = Field(default=False, description="A distillation token `dist_token` (DeiT distilled).")
+    reg: int = Field(default=0, ge=0, le=64, description="Register tokens, one parameter `reg_token` (1, reg, dim).")
+
+    def sizes(self) -> tuple[tuple[str, int], ...]:
+        """Each group present and its token count, in sequence order."""
+        counts = {"cls": int(self.cls), "dist": int(self.dist), "reg": self.reg}
+        return tuple((g, counts[g]) for g in TOKEN_ORDER if counts[g])
+
+
 class Spec(Strict):
     """One published variant, compiled to `generated/<name>.py`."""
 
@@ -116,12 +128,16 @@ class Spec(Strict):
     num_classes: int = Field(ge=0, le=100000, description="Default classifier width (0: no classifier).")
     norm_eps: float = Field(gt=0, lt=1, description="Epsilon of every LayerNorm (write 1.0e-6).")
     stem: StemSlot = Field(description="Image to tokens.")
-    prefix_tokens: tuple[Literal["cls", "dist"], ...] = Field(
-        description="Learned tokens in front of the patch tokens, in order: [cls] or [cls, dist]."
+    prefix_tokens: PrefixTokens = Field(
+        default=PrefixTokens(), description="Learned tokens in front of the patch tokens: `{cls: true}` for ViT."
     )
     pos_embed: PosEmbedSlot | None = Field(default=None, description="Position embedding (none: no table).")
-    stages: tuple[StageSlot, ...] = Field(min_length=1, max_length=64, description="Stages, in order.")
-    norm: NormSlot = Field(description="Final normalisation of every token.")
+    stages: tuple[StageSlot, ...] = Field(
+        min_length=1,
+        max_length=64,
+        description="Stages, in order. A child spec may give a mapping from stage key to the fields it changes.",
+    )
+    norm: NormSlot | None = Field(default=None, description="Final normalisation (none: no final norm).")
     head: HeadSlot = Field(description="Classifier head(s).")
     published: tuple[Published, ...] = Field(default=(), description="Numbers the literature prints.")
 
@@ -130,13 +146,4 @@ class Spec(Strict):
     def _not_reserved(cls, value: str) -> str:
         if keyword.iskeyword(value) or value in RESERVED:
             raise ValueError(f"'{value}' is a Python keyword or a name the generated module uses")
-        return value
-
-    @field_validator("prefix_tokens")
-    @classmethod
-    def _tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("each prefix token at most once")
-        if value and value[0] != "cls":
-            raise ValueError("the class token comes first")
         return value

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import os
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from archgen.errors import SpecError
+from archgen.catalogue import DEFAULT_KIND, INTERNAL, KINDS
+from archgen.errors import Pos, SpecError
 from archgen.loader import Located, Path_, dotted, read_yaml
 from archgen.schema import Spec
 
 MAX_CHAIN = 16
+TAGS = frozenset(k.tag() for k in (*KINDS, *INTERNAL))
+# Fields that belong to the variant they were measured on: a child never inherits them.
+NOT_INHERITED = ("published", "reference")
 
 
 @dataclass(frozen=True)
@@ -22,9 +29,21 @@ class LoadedSpec:
     spec: Spec
     source: str  # how the file is named in generated headers and errors (posix, relative)
     located: Located  # merged data with positions, for errors raised after validation
+    extends: Pos | None = None  # the `extends:` line of the user's file
 
     def error(self, path: Path_, message: str, *, key: bool = False) -> SpecError:
-        return SpecError(self.located.where(path, key=key), dotted(path), message)
+        return _error(self.located, self.source, self.extends, path, message, key=key)
+
+
+def _error(
+    located: Located, source: str, extends: Pos | None, path: Path_, message: str, *, key: bool = False
+) -> SpecError:
+    """An error at ``path``; a value inherited from a parent file is reported at the user's ``extends:``
+    line (the user edits their own spec), naming where the value stands."""
+    pos = located.where(path, key=key)
+    if extends is not None and pos.file != source:
+        return SpecError(extends, dotted(path), f"{message} (inherited from {pos})")
+    return SpecError(pos, dotted(path), message)
 
 
 def label_for(path: Path) -> str:
@@ -39,22 +58,22 @@ def label_for(path: Path) -> str:
 
 def load(path: Path) -> LoadedSpec:
     label = label_for(path)
-    located = _with_parents(path, label, [])
+    located, extends = _with_parents(path, label, [])
     try:
         spec = Spec.model_validate(located.data)
     except ValidationError as exc:
-        raise _first_error(exc, located) from None
+        raise _first_error(exc, located, label, extends) from None
     if spec.name != path.stem:
         raise SpecError(located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'")
-    return LoadedSpec(spec, label, located)
+    return LoadedSpec(spec, label, located, extends)
 
 
-def _with_parents(path: Path, label: str, chain: list[str]) -> Located:
+def _with_parents(path: Path, label: str, chain: list[str]) -> tuple[Located, Pos | None]:
     chain = [*chain, path.stem]
     child = read_yaml(path, label)
     parent_name = child.data.pop("extends", None)
     if parent_name is None:
-        return child
+        return child, None
     where = child.where(("extends",))
     if not isinstance(parent_name, str) or not parent_name.isidentifier():
         raise SpecError(where, "extends", "must name another spec in the same folder")
@@ -65,74 +84,87 @@ def _with_parents(path: Path, label: str, chain: list[str]) -> Located:
     parent_path = path.with_name(f"{parent_name}.yaml")
     if not parent_path.is_file():
         raise SpecError(where, "extends", f"parent '{parent_name}' not found (chain: {' -> '.join(chain)})")
-    parent = _with_parents(parent_path, label_for(parent_path), chain)
-    return _merge(parent, child, " -> ".join([*chain, parent_name]))
+    parent, _ = _with_parents(parent_path, label_for(parent_path), chain)
+    for name in NOT_INHERITED:
+        parent.data.pop(name, None)
+        parent.drop((name,))
+    return _merge(parent, child), where
 
 
-def _merge(parent: Located, child: Located, chain: str) -> Located:
-    """Child values replace the parent's; mappings merge key by key, lists are replaced whole.
-
-    A nested key the parent lacks is an error (a misspelt override would otherwise be silently
-    added), unless the child changes the mapping's ``kind``, which replaces it whole.
-    """
+def _merge(parent: Located, child: Located) -> Located:
+    """Child values replace the parent's; mappings merge key by key (a mapping whose ``kind`` changes is
+    replaced whole), lists are replaced whole, and a mapping given for the parent's ``stages`` list merges
+    into the stage with that ``key``. Misspelt keys are caught by the schema afterwards."""
     out = Located(copy.deepcopy(parent.data), dict(parent.values), dict(parent.keys))
 
-    def drop(path: Path_) -> None:
-        for table in (out.values, out.keys):
-            for p in [p for p in table if p[: len(path)] == path and len(p) > len(path)]:
-                del table[p]
+    def take(src: Path_, dst: Path_) -> None:
+        """Positions of the child's ``src`` subtree, filed under ``dst`` in the merged data."""
+        out.drop(dst)
+        for table, own in ((out.values, child.values), (out.keys, child.keys)):
+            table.update({(*dst, *p[len(src) :]): v for p, v in own.items() if p[: len(src)] == src})
 
-    def take(path: Path_) -> None:
-        for table, src in ((out.values, child.values), (out.keys, child.keys)):
-            table.update({p: v for p, v in src.items() if p[: len(path)] == path})
-
-    def merge(target: dict[str, Any], source: dict[str, Any], path: Path_) -> None:
+    def merge(target: dict[str, Any], source: dict[str, Any], src: Path_, dst: Path_) -> None:
         for key, value in source.items():
-            sub = (*path, key)
             old = target.get(key)
-            if path and key not in target:
-                raise SpecError(child.where(sub, key=True), dotted(sub), f"not in the parent spec (chain: {chain})")
-            if (
-                isinstance(value, dict)
-                and isinstance(old, dict)
-                and value.get("kind", old.get("kind")) == old.get("kind")
+            s, d = (*src, key), (*dst, key)
+            if dst == () and key == "stages" and isinstance(value, dict) and isinstance(old, list):
+                out.keys[d] = child.keys[s]
+                _merge_stages(old, value, s, d)
+            elif isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == old.get(
+                "kind"
             ):
-                out.keys[sub] = child.keys[sub]
-                merge(old, value, sub)
+                out.keys[d] = child.keys[s]
+                merge(old, value, s, d)
             else:
                 target[key] = copy.deepcopy(value)
-                drop(sub)
-                take(sub)
+                take(s, d)
 
-    merge(out.data, child.data, ())
+    def _merge_stages(stages: list[Any], changes: dict[str, Any], src: Path_, dst: Path_) -> None:
+        keys = [st.get("key") if isinstance(st, dict) else None for st in stages]
+        for key, value in changes.items():
+            if key not in keys:
+                close = difflib.get_close_matches(key, [k for k in keys if k], n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f" (stages: {', '.join(k for k in keys if k)})"
+                raise SpecError(child.where((*src, key), key=True), dotted((*dst, key)), f"no stage with this key{hint}")
+            i = keys.index(key)
+            if not isinstance(value, dict):
+                raise SpecError(child.where((*src, key)), dotted((*dst, i)), "give the stage's changed fields as a mapping")
+            out.keys[(*dst, i)] = child.keys[(*src, key)]
+            merge(stages[i], value, (*src, key), (*dst, i))
+
+    merge(out.data, child.data, (), ())
     out.values[()] = child.values[()]
     return out
 
 
-def _first_error(exc: ValidationError, located: Located) -> SpecError:
-    """The first real error in file order; errors that only echo a deeper one (a tuple left empty
-    because its item failed) are dropped."""
+def _first_error(exc: ValidationError, located: Located, source: str, extends: Pos | None) -> SpecError:
+    """The most useful error: a misspelt key with a close match first, then the first in file order.
+    Errors that only echo a deeper one (a tuple left empty because its item failed) are dropped."""
     errs = exc.errors(include_url=False)
     locs = [tuple(e["loc"]) for e in errs]
     real = [e for e, loc in zip(errs, locs, strict=True) if not any(o[: len(loc)] == loc and o != loc for o in locs)]
     placed = []
     for err in real:
         path = _data_path(located.data, err["loc"])
+        extra = err["type"] == "extra_forbidden"
+        message = _message(err)
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path = (*path, "kind")  # point at the discriminator, not the mapping
-        extra = err["type"] == "extra_forbidden"
+        elif extra:
+            close = difflib.get_close_matches(str(path[-1]), fields_at(located.data, path[:-1]), n=1)
+            message = f"unknown field; did you mean '{close[0]}'?" if close else "unknown field"
         pos = located.where(path, key=extra)
-        placed.append(((pos.line, pos.col), path, extra, err))
+        misspelt = extra and "did you mean" in message
+        placed.append(((not misspelt, pos.line, pos.col), path, extra, message))
     placed.sort(key=lambda item: item[0])
-    _, path, extra, err = placed[0]
-    message = "unknown field" if extra else _message(err)
+    _, path, extra, message = placed[0]
     if len(placed) > 1:
         message += f" (and {len(placed) - 1} more)"
-    return SpecError(located.where(path, key=extra), dotted(path), message)
+    return _error(located, source, extends, path, message, key=extra)
 
 
 def _data_path(data: Any, loc: tuple[Any, ...]) -> Path_:
-    """Pydantic's location minus the union-tag steps it inserts (``stages.0.transformer.heads``)."""
+    """Pydantic's location minus the union-tag steps it inserts (``stages.0.blocks.heads``)."""
     path: list[str | int] = []
     node = data
     for part in loc:
@@ -140,8 +172,8 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path_:
             isinstance(node, list) and isinstance(part, int) and part < len(node)
         ):
             node = node[part]
-        elif isinstance(node, dict) and node.get("kind") == part:
-            continue  # the discriminator's own step
+        elif isinstance(node, dict) and part in TAGS and node.get("kind", part) == part:
+            continue  # the discriminator's own step (a stage without `kind:` is `blocks`)
         elif isinstance(node, dict) and isinstance(part, str):
             return (*path, part)  # a missing field: name it; its position is its mapping's
         else:
@@ -150,11 +182,49 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path_:
     return tuple(path)
 
 
+def fields_at(data: Any, path: Path_) -> list[str]:
+    """The field names the schema allows in the mapping at ``path`` (for "did you mean …?")."""
+    tp: Any = Spec
+    node = data
+    for part in path:
+        model = _model_of(tp, node)
+        if isinstance(part, int):
+            tp = typing.get_args(tp)[0] if typing.get_origin(tp) is tuple else tp
+        elif model is not None and part in model.model_fields:
+            tp = model.model_fields[part].annotation
+        else:
+            return []
+        node = node[part] if isinstance(node, (dict, list)) else None
+    model = _model_of(tp, node)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_of(tp: Any, node: Any) -> type[BaseModel] | None:
+    """The pydantic model that validates ``node`` as type ``tp`` (a union member picked by ``kind``)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _model_of(args[0], node)
+    if origin in (typing.Union, types.UnionType):
+        models = [m for a in args if (m := _model_of(a, node)) is not None]
+        if len(models) == 1:
+            return models[0]
+        kind = node.get("kind") if isinstance(node, dict) else None
+        if kind is None:
+            kind = next((DEFAULT_KIND[m.slot] for m in models if getattr(m, "slot", None) in DEFAULT_KIND), None)
+        return next((m for m in models if hasattr(m, "tag") and m.tag() == kind), None)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
 def _message(err: dict[str, Any]) -> str:
-    if err["type"] == "missing":
+    kind = err["type"]
+    if kind == "missing":
         return "required field is missing"
-    msg = str(err["msg"])
-    return msg.removeprefix("Value error, ")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        ctx = err.get("ctx", {})
+        valid = str(ctx.get("expected_tags", "")).replace("'", "")
+        tag = ctx.get("tag")
+        return f"unknown kind '{tag}'; valid here: {valid}" if tag else f"`kind:` is missing; valid here: {valid}"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def spec_dir() -> Path:
@@ -174,10 +244,7 @@ def find(name_or_path: str) -> Path:
         return Path(name_or_path)
     path = spec_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
-        import difflib
-
-        names = all_names()
-        close = difflib.get_close_matches(name_or_path, names, n=1)
+        close = difflib.get_close_matches(name_or_path, all_names(), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise SpecError(f"{label_for(path)}:1:1", "", f"no spec named '{name_or_path}'{hint}")
     return path

@@ -2,11 +2,11 @@
 # Regenerate: archgen build specs/cait_m24.yaml
 """CaiT-M-24 (Touvron et al., Going deeper with Image Transformers, arXiv:2103.17239).
 
-step               kind                        depth  dim  heads  tokens @224
-stem               patch 16x16                 -      768  -      196
-blocks             LayerScale (talking_heads)  24     768  16     196
-blocks_token_only  class attention             2      768  16     1 + 196
-head               linear on cls               -      768  -      1000 classes
+step               kind                                          depth  dim  heads  tokens @224
+stem               patch 16x16                                   -      768  -      196
+blocks             talking_heads + mlp (LayerScale)              24     768  16     196
+blocks_token_only  class_attention + mlp (cls only, LayerScale)  2      768  16     1 + 196
+head               linear on cls                                 -      768  -      1000 classes
 
 @224: params 185,850,088  MACs 35,776,164,864 (35.78 G)  [analytic]
 @384: params 186,141,928  MACs 115,867,567,104 (115.87 G)  [analytic]
@@ -90,18 +90,16 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class LayerScaleBlock(nn.Module):
-    """Pre-norm block whose two residual branches are scaled per channel by learned gamma_1, gamma_2."""
-
-    def __init__(self, dim: int, num_heads: int, hidden: int, init_values: float, drop_path: float) -> None:
+class TalkingHeadsBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = TalkingHeadAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
         self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
-        self.gamma_1 = nn.Parameter(torch.full((dim,), init_values))
-        self.gamma_2 = nn.Parameter(torch.full((dim,), init_values))
+        self.gamma_1 = nn.Parameter(torch.full((dim,), 1e-05))
+        self.gamma_2 = nn.Parameter(torch.full((dim,), 1e-05))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
@@ -109,7 +107,7 @@ class LayerScaleBlock(nn.Module):
 
 
 class ClassAttention(nn.Module):
-    """The class token is the only query; keys and values come from the class and patch tokens."""
+    """The class token (first token) is the only query; keys and values come from all tokens."""
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -120,31 +118,30 @@ class ClassAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
+        B, N, C = x.shape
         H = self.num_heads
         q = self.q(x[:, :1]).view(B, 1, H, C // H).transpose(1, 2)  # (B, heads, 1, head_dim)
-        k = self.k(x).view(B, T, H, C // H).transpose(1, 2)  # (B, heads, T, head_dim)
-        v = self.v(x).view(B, T, H, C // H).transpose(1, 2)  # (B, heads, T, head_dim)
+        k = self.k(x).view(B, N, H, C // H).transpose(1, 2)  # (B, heads, N, head_dim)
+        v = self.v(x).view(B, N, H, C // H).transpose(1, 2)  # (B, heads, N, head_dim)
         x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, 1, head_dim)
         return self.proj(x.transpose(1, 2).reshape(B, 1, C))  # (B, 1, C)
 
 
 class ClassAttentionBlock(nn.Module):
-    """Updates the class token only; the patch tokens are read (as keys and values), never written."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, init_values: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = ClassAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
-        self.gamma_1 = nn.Parameter(torch.full((dim,), init_values))
-        self.gamma_2 = nn.Parameter(torch.full((dim,), init_values))
+        self.mlp = Mlp(dim, hidden)
+        self.gamma_1 = nn.Parameter(torch.full((dim,), 1e-05))
+        self.gamma_2 = nn.Parameter(torch.full((dim,), 1e-05))
 
-    def forward(self, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        u = torch.cat((cls, x), dim=1)  # (B, 1 + N, C): class token first
-        cls = cls + self.gamma_1 * self.attn(self.norm1(u))
-        return cls + self.gamma_2 * self.mlp(self.norm2(cls))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cls = x[:, :1]  # (B, 1, C): the only token these blocks write
+        cls = cls + self.gamma_1 * self.attn(self.norm1(x))
+        cls = cls + self.gamma_2 * self.mlp(self.norm2(cls))
+        return torch.cat((cls, x[:, 1:]), dim=1)  # the other tokens pass unchanged
 
 
 class Cait(nn.Module):
@@ -159,9 +156,9 @@ class Cait(nn.Module):
         grid = img_size // 16  # 14 at 224
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, 768))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
-        self.blocks = nn.Sequential(*[LayerScaleBlock(768, 16, 3072, 1e-05, dpr[i]) for i in range(24)])
+        self.blocks = nn.Sequential(*[TalkingHeadsBlock(768, 16, 3072, dpr[i]) for i in range(24)])
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
-        self.blocks_token_only = nn.ModuleList([ClassAttentionBlock(768, 16, 3072, 1e-05) for _ in range(2)])
+        self.blocks_token_only = nn.Sequential(*[ClassAttentionBlock(768, 16, 3072) for _ in range(2)])
         self.norm = nn.LayerNorm(768, eps=1e-06)
         self.head = nn.Linear(768, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
@@ -198,12 +195,9 @@ class Cait(nn.Module):
         x = self.patch_embed(x)  # (B, 196, 768)
         x = x + self.pos_embed  # (B, 196, 768)
         x = self._run(self.blocks, x)  # (B, 196, 768)
-        # repeat, not expand: a view of a parameter made under no_grad still requires grad, which breaks
-        # module hooks (FlopCounterMode's among them) on the blocks it is passed to
-        cls = self.cls_token.repeat(x.shape[0], 1, 1)  # (B, 1, 768)
-        for block in self.blocks_token_only:
-            cls = block(x, cls)  # (B, 1, 768): patch tokens unchanged
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
+        x = self._run(self.blocks_token_only, x)  # (B, 197, 768)
         x = self.norm(x)  # (B, 197, 768)
         return x
 

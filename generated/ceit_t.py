@@ -5,7 +5,7 @@ Reference implementation: official ceit_tiny_patch16_224.
 
 step    kind                                 depth  dim  heads  tokens @224
 stem    conv 7/2 + BN + pool 3/2, 4x4 patch  -      192  -      196
-blocks  mhsa + LeFF                          12     192  3      1 + 196
+blocks  mhsa + leff (collects cls)           12     192  3      1 + 196
 lca     class attention over 12 layers       1      192  3      1
 head    linear on cls                        -      192  -      1000 classes
 
@@ -83,13 +83,13 @@ class Attention(nn.Module):
 
 
 class LeFF(nn.Module):
-    """Locally-enhanced feed-forward (CeiT): the patch tokens go back to their grid for a depthwise
-    conv between the two pointwise ones; the class token passes through unchanged."""
+    """Locally-enhanced feed-forward (CeiT) on the patch grid: pointwise expand, depthwise 3x3,
+    pointwise reduce; BatchNorm after each conv, GELU after the first two."""
 
-    def __init__(self, dim: int, hidden: int, kernel_size: int) -> None:
+    def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(dim, hidden, kernel_size=1)
-        self.conv2 = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden)
+        self.conv2 = nn.Conv2d(hidden, hidden, kernel_size=3, padding=1, groups=hidden)
         self.conv3 = nn.Conv2d(hidden, dim, kernel_size=1)
         self.act = nn.GELU()
         self.bn1 = nn.BatchNorm2d(hidden)
@@ -97,27 +97,30 @@ class LeFF(nn.Module):
         self.bn3 = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        side = int((N - 1) ** 0.5)  # square grid after the class token
-        cls, x = x[:, :1], x[:, 1:].transpose(1, 2).reshape(B, C, side, side)  # (B, C, H, W)
+        x = x.permute(0, 3, 1, 2)  # (B, C, H, W), a view: the convs read it channels-last
         x = self.act(self.bn1(self.conv1(x)))  # expand: (B, hidden, H, W)
         x = self.act(self.bn2(self.conv2(x)))  # depthwise
         x = self.bn3(self.conv3(x))  # reduce: (B, C, H, W), no activation
-        return torch.cat((cls, x.flatten(2).transpose(1, 2)), dim=1)  # (B, N, C)
+        return x.permute(0, 2, 3, 1)  # (B, H, W, C)
 
 
 class LeFFBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-06)  # declared before norm1, as in the official code
+        # declared in the reference's order, which is its state_dict (and optimizer state) order
+        self.norm2 = nn.LayerNorm(dim, eps=1e-06)
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = Attention(dim, num_heads)
-        self.leff = LeFF(dim, hidden, kernel_size=3)
+        self.leff = LeFF(dim, hidden)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = math.isqrt(x.shape[1] - 1)  # the patch tokens form a square grid
         x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.leff(self.norm2(x)))
+        y = self.norm2(x)
+        grid = self.leff(y[:, 1:].unflatten(1, (side, side))).flatten(1, 2)
+        y = torch.cat((y[:, :1], grid), dim=1)  # prefix tokens pass leff unchanged
+        return x + self.drop_path(y)
 
 
 class Mlp(nn.Module):

@@ -3,10 +3,10 @@
 """DeepViT-24 (Zhou et al., DeepViT - Towards Deeper Vision Transformer, arXiv:2103.11886).
 Reference implementation: official deepvit_patch16_224_re_attn_24b.
 
-step    kind                 depth  dim  heads  tokens @224
-stem    patch 16x16          -      384  -      196
-blocks  re-attention in all  24     384  12     1 + 196
-head    linear on cls        -      384  -      1000 classes
+step    kind               depth  dim  heads  tokens @224
+stem    patch 16x16        -      384  -      196
+blocks  reattention + mlp  24     384  12     1 + 196
+head    linear on cls      -      384  -      1000 classes
 
 @224: params 36,261,448  MACs 7,879,357,824 (7.88 G)  [analytic]
 
@@ -82,12 +82,12 @@ class Mlp(nn.Module):
 
 
 class ReAttentionBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = ReAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

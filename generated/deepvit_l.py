@@ -3,10 +3,11 @@
 """DeepViT-L (Zhou et al., DeepViT - Towards Deeper Vision Transformer, arXiv:2103.11886).
 Reference implementation: official deepvit_L.
 
-step    kind                       depth  dim  heads  tokens @224
-stem    conv 7/2, 3x3 + 8x8 patch  -      420  -      196
-blocks  re-attention in 20-31      32     420  12     1 + 196
-head    linear on cls              -      420  -      1000 classes
+step         kind                       depth  dim  heads  tokens @224
+stem         conv 7/2, 3x3 + 8x8 patch  -      420  -      196
+blocks       mhsa + mlp                 20     420  12     1 + 196
+reattention  reattention + mlp          12     420  12     1 + 196
+head         linear on cls              -      420  -      1000 classes
 
 @224: params 58,883,708  MACs 13,148,542,560 (13.15 G)  [analytic]
 
@@ -72,6 +73,32 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-06)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-06)
+        self.mlp = Mlp(dim, hidden)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # scale adjustment (DeepViT): the norms see x * 0.5, the branches are divided by it
+        x = x + self.drop_path(self.attn(self.norm1(x * 0.5)) / 0.5)
+        return x + self.drop_path(self.mlp(self.norm2(x * 0.5)) / 0.5)
+
+
 class ReAttention(nn.Module):
     """Re-attention (DeepViT): each head's softmax map becomes a learned mix of all heads' maps
     (a 1x1 conv over the head axis), batch-normalised over heads, before it weighs the values."""
@@ -94,30 +121,19 @@ class ReAttention(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class ReAttentionBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float, reattention: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = ReAttention(dim, num_heads) if reattention else Attention(dim, num_heads)
+        self.attn = ReAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # scale adjustment 0.5 (official): the norms see x * 0.5, both branches are divided by 0.5
+        # scale adjustment (DeepViT): the norms see x * 0.5, the branches are divided by it
         x = x + self.drop_path(self.attn(self.norm1(x * 0.5)) / 0.5)
-        return x + self.drop_path(self.mlp(self.norm2(x * 0.5))) / 0.5
+        return x + self.drop_path(self.mlp(self.norm2(x * 0.5)) / 0.5)
 
 
 class DeepViT(nn.Module):
@@ -133,7 +149,10 @@ class DeepViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 420))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, 420))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
-        self.blocks = nn.Sequential(*[ReAttentionBlock(420, 12, 1260, dpr[i], reattention=i >= 20) for i in range(32)])
+        self.blocks = nn.Sequential(
+            *[Block(420, 12, 1260, dpr[i]) for i in range(20)],
+            *[ReAttentionBlock(420, 12, 1260, dpr[20 + i]) for i in range(12)],
+        )
         self.norm = nn.LayerNorm(420, eps=1e-06)
         self.head = nn.Linear(420, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)

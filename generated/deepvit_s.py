@@ -3,10 +3,11 @@
 """DeepViT-S (Zhou et al., DeepViT - Towards Deeper Vision Transformer, arXiv:2103.11886).
 Reference implementation: official deepvit_S.
 
-step    kind                       depth  dim  heads  tokens @224
-stem    conv 7/2, 3x3 + 8x8 patch  -      396  -      196
-blocks  re-attention in 11-15      16     396  12     1 + 196
-head    linear on cls              -      396  -      1000 classes
+step         kind                       depth  dim  heads  tokens @224
+stem         conv 7/2, 3x3 + 8x8 patch  -      396  -      196
+blocks       mhsa + mlp                 11     396  12     1 + 196
+reattention  reattention + mlp          5      396  12     1 + 196
+head         linear on cls              -      396  -      1000 classes
 
 @224: params 27,312,632  MACs 6,361,317,552 (6.36 G)  [analytic]
 
@@ -72,6 +73,32 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-06)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-06)
+        self.mlp = Mlp(dim, hidden)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # scale adjustment (DeepViT): the norms see x * 0.5, the branches are divided by it
+        x = x + self.drop_path(self.attn(self.norm1(x * 0.5)) / 0.5)
+        return x + self.drop_path(self.mlp(self.norm2(x * 0.5)) / 0.5)
+
+
 class ReAttention(nn.Module):
     """Re-attention (DeepViT): each head's softmax map becomes a learned mix of all heads' maps
     (a 1x1 conv over the head axis), batch-normalised over heads, before it weighs the values."""
@@ -94,30 +121,19 @@ class ReAttention(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class ReAttentionBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float, reattention: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = ReAttention(dim, num_heads) if reattention else Attention(dim, num_heads)
+        self.attn = ReAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # scale adjustment 0.5 (official): the norms see x * 0.5, both branches are divided by 0.5
+        # scale adjustment (DeepViT): the norms see x * 0.5, the branches are divided by it
         x = x + self.drop_path(self.attn(self.norm1(x * 0.5)) / 0.5)
-        return x + self.drop_path(self.mlp(self.norm2(x * 0.5))) / 0.5
+        return x + self.drop_path(self.mlp(self.norm2(x * 0.5)) / 0.5)
 
 
 class DeepViT(nn.Module):
@@ -133,7 +149,10 @@ class DeepViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 396))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, 396))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
-        self.blocks = nn.Sequential(*[ReAttentionBlock(396, 12, 1188, dpr[i], reattention=i >= 11) for i in range(16)])
+        self.blocks = nn.Sequential(
+            *[Block(396, 12, 1188, dpr[i]) for i in range(11)],
+            *[ReAttentionBlock(396, 12, 1188, dpr[11 + i]) for i in range(5)],
+        )
         self.norm = nn.LayerNorm(396, eps=1e-06)
         self.head = nn.Linear(396, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)

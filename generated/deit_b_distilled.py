@@ -6,7 +6,7 @@ Reference implementation: timm deit_base_distilled_patch16_224.
 
 step    kind                  depth  dim  heads  tokens @224
 stem    patch 16x16           -      768  -      196
-blocks  transformer (mhsa)    12     768  12     2 + 196
+blocks  mhsa + mlp            12     768  12     2 + 196
 head    linear on cls + dist  -      768  -      1000 classes
 
 @224: params 87,338,192  MACs 17,656,811,520 (17.66 G)  [analytic]
@@ -80,12 +80,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

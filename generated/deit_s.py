@@ -4,10 +4,10 @@
   arXiv:2012.12877).
 Reference implementation: timm deit_small_patch16_224.
 
-step    kind                depth  dim  heads  tokens @224
-stem    patch 16x16         -      384  -      196
-blocks  transformer (mhsa)  12     384  6      1 + 196
-head    linear on cls       -      384  -      1000 classes
+step    kind           depth  dim  heads  tokens @224
+stem    patch 16x16    -      384  -      196
+blocks  mhsa + mlp     12     384  6      1 + 196
+head    linear on cls  -      384  -      1000 classes
 
 @224: params 22,050,664  MACs 4,598,882,304 (4.60 G)  [analytic]
 
@@ -77,12 +77,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

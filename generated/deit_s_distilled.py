@@ -6,7 +6,7 @@ Reference implementation: timm deit_small_distilled_patch16_224.
 
 step    kind                  depth  dim  heads  tokens @224
 stem    patch 16x16           -      384  -      196
-blocks  transformer (mhsa)    12     384  6      2 + 196
+blocks  mhsa + mlp            12     384  6      2 + 196
 head    linear on cls + dist  -      384  -      1000 classes
 
 @224: params 22,436,432  MACs 4,624,140,288 (4.62 G)  [analytic]
@@ -76,12 +76,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

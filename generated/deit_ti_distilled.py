@@ -6,7 +6,7 @@ Reference implementation: timm deit_tiny_distilled_patch16_224.
 
 step    kind                  depth  dim  heads  tokens @224
 stem    patch 16x16           -      192  -      196
-blocks  transformer (mhsa)    12     192  3      2 + 196
+blocks  mhsa + mlp            12     192  3      2 + 196
 head    linear on cls + dist  -      192  -      1000 classes
 
 @224: params 5,910,800  MACs 1,261,003,776 (1.26 G)  [analytic]
@@ -76,12 +76,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,10 +3,10 @@
 """ViT-B/16 (Dosovitskiy et al., An Image is Worth 16x16 Words, arXiv:2010.11929).
 Reference implementation: timm vit_base_patch16_224.
 
-step    kind                depth  dim  heads  tokens @224
-stem    patch 16x16         -      768  -      196
-blocks  transformer (mhsa)  12     768  12     1 + 196
-head    linear on cls       -      768  -      1000 classes
+step    kind           depth  dim  heads  tokens @224
+stem    patch 16x16    -      768  -      196
+blocks  mhsa + mlp     12     768  12     1 + 196
+head    linear on cls  -      768  -      1000 classes
 
 @224: params 86,567,656  MACs 17,563,828,224 (17.56 G)  [analytic]
 @384: params 86,859,496  MACs 55,484,350,464 (55.48 G)  [analytic]
@@ -81,12 +81,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

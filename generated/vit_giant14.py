@@ -3,10 +3,10 @@
 """ViT-g/14 (Zhai et al., Scaling Vision Transformers, arXiv:2106.04560).
 Reference implementation: timm vit_giant_patch14_224.
 
-step    kind                depth  dim   heads  tokens @224
-stem    patch 14x14         -      1408  -      256
-blocks  transformer (mhsa)  40     1408  16     1 + 256
-head    linear on cls       -      1408  -      1000 classes
+step    kind           depth  dim   heads  tokens @224
+stem    patch 14x14    -      1408  -      256
+blocks  mhsa + mlp     40     1408  16     1 + 256
+head    linear on cls  -      1408  -      1000 classes
 
 @224: params 1,012,611,432  MACs 267,031,491,584 (267.03 G)  [analytic]
 
@@ -75,12 +75,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

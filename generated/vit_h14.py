@@ -3,10 +3,10 @@
 """ViT-H/14 (Dosovitskiy et al., An Image is Worth 16x16 Words, arXiv:2010.11929).
 Reference implementation: timm vit_huge_patch14_224.
 
-step    kind                depth  dim   heads  tokens @224
-stem    patch 14x14         -      1280  -      256
-blocks  transformer (mhsa)  32     1280  16     1 + 256
-head    linear on cls       -      1280  -      1000 classes
+step    kind           depth  dim   heads  tokens @224
+stem    patch 14x14    -      1280  -      256
+blocks  mhsa + mlp     32     1280  16     1 + 256
+head    linear on cls  -      1280  -      1000 classes
 
 @224: params 632,045,800  MACs 167,295,109,120 (167.30 G)  [analytic]
 
@@ -77,12 +77,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

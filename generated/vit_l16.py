@@ -3,10 +3,10 @@
 """ViT-L/16 (Dosovitskiy et al., An Image is Worth 16x16 Words, arXiv:2010.11929).
 Reference implementation: timm vit_large_patch16_224.
 
-step    kind                depth  dim   heads  tokens @224
-stem    patch 16x16         -      1024  -      196
-blocks  transformer (mhsa)  24     1024  16     1 + 196
-head    linear on cls       -      1024  -      1000 classes
+step    kind           depth  dim   heads  tokens @224
+stem    patch 16x16    -      1024  -      196
+blocks  mhsa + mlp     24     1024  16     1 + 196
+head    linear on cls  -      1024  -      1000 classes
 
 @224: params 304,326,632  MACs 61,554,712,576 (61.55 G)  [analytic]
 @384: params 304,715,752  MACs 191,066,300,416 (191.07 G)  [analytic]
@@ -80,12 +80,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,15 +3,15 @@
 """VOLO-D1 (Yuan et al., VOLO: Vision Outlooker for Visual Recognition, arXiv:2106.13112).
 Reference implementation: timm volo_d1_224.
 
-step          kind                         depth  dim  heads  tokens @224
-stem          conv 7/2, 3, 3 (64) + 4x4/4  -      192  -      28x28
-network.0     outlooker (k=3, s=2)         4      192  6      28x28
-network.1     conv 2x2/2                   -      384  -      196
-network.2     transformer (mhsa)           4      384  12     196
-network.3     transformer (mhsa)           8      384  12     196
-network.4     transformer (mhsa)           2      384  12     196
-post_network  class attention              2      384  12     1 + 196
-head          linear on cls + 0.5 max aux  -      384  -      1000 classes
+step          kind                              depth  dim  heads  tokens @224
+stem          conv 7/2, 3, 3 (64) + 4x4/4       -      192  -      28x28
+network.0     outlook + mlp                     4      192  6      28x28
+network.1     conv 2x2/2                        -      384  -      14x14
+network.2     mhsa + mlp                        4      384  12     196
+network.3     mhsa + mlp                        8      384  12     196
+network.4     mhsa + mlp                        2      384  12     196
+post_network  class_attention + mlp (cls only)  2      384  12     1 + 196
+head          linear on cls + 0.5 max aux       -      384  -      1000 classes
 
 @224: params 26,632,040  MACs 6,918,741,504 (6.92 G)  [analytic]
 @384: params 26,777,960  MACs 22,679,560,704 (22.68 G)  [analytic]
@@ -117,17 +117,17 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Outlooker(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+class OutlookBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-05)
         self.attn = OutlookAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-05)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))  # (B, H, W, C)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -140,7 +140,7 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x.permute(0, 3, 1, 2))  # (B, C_out, H / stride, W / stride)
-        return x.flatten(2).transpose(1, 2)  # (B, N, C_out): a token sequence from here on
+        return x.permute(0, 2, 3, 1)  # (B, H / stride, W / stride, C_out)
 
 
 class Attention(nn.Module):
@@ -159,12 +159,12 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-05)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-05)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,7 +173,7 @@ class Block(nn.Module):
 
 
 class ClassAttention(nn.Module):
-    """The class token (first token) attends to all tokens; only its update is returned."""
+    """The class token (first token) is the only query; keys and values come from all tokens."""
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -184,25 +184,26 @@ class ClassAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
-        heads, d = self.num_heads, C // self.num_heads
-        k, v = self.kv(x).reshape(B, N, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, N, d)
-        q = self.q(x[:, :1]).reshape(B, 1, heads, d).transpose(1, 2)  # (B, heads, 1, d)
-        x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, 1, d)
+        H = self.num_heads
+        q = self.q(x[:, :1]).view(B, 1, H, C // H).transpose(1, 2)  # (B, heads, 1, head_dim)
+        k, v = self.kv(x).view(B, N, 2, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, N, head_dim)
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, 1, head_dim)
         return self.proj(x.transpose(1, 2).reshape(B, 1, C))  # (B, 1, C)
 
 
-class ClassBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int) -> None:
+class ClassAttentionBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden: int) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-05)
         self.attn = ClassAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-05)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cls = x[:, :1] + self.attn(self.norm1(x))  # (B, 1, C)
+        cls = x[:, :1]  # (B, 1, C): the only token these blocks write
+        cls = cls + self.attn(self.norm1(x))
         cls = cls + self.mlp(self.norm2(cls))
-        return torch.cat((cls, x[:, 1:]), dim=1)  # patch tokens pass through unchanged
+        return torch.cat((cls, x[:, 1:]), dim=1)  # the other tokens pass unchanged
 
 
 class VOLO(nn.Module):
@@ -216,7 +217,7 @@ class VOLO(nn.Module):
         self.patch_embed = ConvStem(in_chans=3, hidden=64, dim=192, patch=4)
         grid = img_size // 8  # 28 at 224
         self.network = nn.ModuleList()
-        self.network.append(nn.Sequential(*[Outlooker(192, 6, 576, dpr[i]) for i in range(4)]))
+        self.network.append(nn.Sequential(*[OutlookBlock(192, 6, 576, dpr[i]) for i in range(4)]))
         self.network.append(Downsample(192, 384, stride=2))
         grid = grid // 2  # 14 at 28
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, 384))
@@ -225,7 +226,7 @@ class VOLO(nn.Module):
         self.network.append(nn.Sequential(*[Block(384, 12, 1152, dpr[8 + i]) for i in range(8)]))
         self.network.append(nn.Sequential(*[Block(384, 12, 1152, dpr[16 + i]) for i in range(2)]))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 384))
-        self.post_network = nn.Sequential(*[ClassBlock(384, 12, 1152) for _ in range(2)])
+        self.post_network = nn.Sequential(*[ClassAttentionBlock(384, 12, 1152) for _ in range(2)])
         self.norm = nn.LayerNorm(384, eps=1e-05)
         self.head = nn.Linear(384, num_classes) if num_classes > 0 else nn.Identity()
         self.aux_head = nn.Linear(384, num_classes) if num_classes > 0 else nn.Identity()
@@ -259,12 +260,14 @@ class VOLO(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, 28, 28, 192)
         x = self._run(self.network[0], x)  # (B, 28, 28, 192)
-        x = self.network[1](x)  # (B, 196, 384)
-        x = x + self.pos_embed.flatten(1, 2)  # the (1, 14, 14, 384) table as a sequence: (B, 196, 384)
+        x = self.network[1](x)  # (B, 14, 14, 384)
+        x = x + self.pos_embed  # (B, 14, 14, 384)
+        x = x.flatten(1, 2)  # (B, 196, 384)
         x = self._run(self.network[2], x)  # (B, 196, 384)
         x = self._run(self.network[3], x)  # (B, 196, 384)
         x = self._run(self.network[4], x)  # (B, 196, 384)
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 197, 384)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 384)
+        x = torch.cat((cls, x), dim=1)  # (B, 197, 384)
         x = self._run(self.post_network, x)  # (B, 197, 384)
         x = self.norm(x)  # (B, 197, 384)
         return x

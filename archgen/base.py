@@ -1,0 +1,192 @@
+"""What every part shares: the token state it transforms and the interfaces the compiler calls.
+
+A part is a pydantic model (its schema, ``extra="forbid"``) that also knows how to transform the token
+state, count itself and render itself. Its Jinja template is the ``.j2`` file beside its module (one part
+per module). The compiler core only calls the methods below; it never looks at a part's fields.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from archgen.counting import Count
+
+StageKey = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z_][a-z0-9_]*(\.[0-9]+)?$",
+        max_length=40,
+        description="Attribute path and state_dict prefix: `blocks`, or `network.2` (a ModuleList entry).",
+    ),
+]
+
+# Prefix-token groups in the order they stand in the sequence (timm's order: class, distillation, registers).
+TOKEN_ORDER = ("cls", "dist", "reg")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The activation between steps: an image, a token grid or a token sequence.
+
+    ``layout`` is ``image`` (B, C, H, W), ``grid`` (B, H, W, C) or ``seq`` (B, N, C) where
+    N = prefix + h * w. ``groups`` names the prefix-token groups in the sequence, in order, and ``prefix``
+    counts their tokens (a register group holds several). ``collected`` counts the class tokens that
+    earlier blocks handed on for layer-wise class attention (the list ``cls_tokens``).
+    """
+
+    dim: int
+    h: int
+    w: int
+    layout: str = "seq"
+    groups: tuple[str, ...] = ()
+    prefix: int = 0
+    collected: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.prefix + self.h * self.w
+
+    @property
+    def patches(self) -> int:
+        return self.h * self.w
+
+    def shape(self) -> str:
+        if self.layout == "image":
+            return f"(B, {self.dim}, {self.h}, {self.w})"
+        if self.layout == "grid":
+            return f"(B, {self.h}, {self.w}, {self.dim})"
+        return f"(B, {self.n}, {self.dim})"
+
+    def tokens(self) -> str:
+        """Human description for tables: ``1 + 196`` or ``14x14``."""
+        if self.layout != "seq":
+            return f"{self.h}x{self.w}"
+        if not self.patches:
+            return str(self.prefix)  # prefix tokens only (after layer-wise class attention)
+        return f"{self.prefix} + {self.patches}" if self.prefix else str(self.patches)
+
+    def with_(self, **changes: Any) -> Tokens:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Model:
+    """Model-wide facts every part may read (fixed by the spec, not by the step)."""
+
+    in_chans: int
+    num_classes: int
+    norm_eps: float
+    token_sizes: tuple[tuple[str, int], ...]  # prefix-token groups of the spec and their token counts
+    total_depth: int  # blocks that take a stochastic-depth rate
+
+    def size(self, group: str) -> int:
+        return dict(self.token_sizes)[group]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the stage table in a generated docstring and in ``archgen count``."""
+
+    kind: str
+    depth: str = "-"
+    heads: str = "-"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Part(Strict):
+    """Base of every part. Subclasses set ``kind: Literal[...]`` and ``slot``."""
+
+    slot: ClassVar[str]
+    imports: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def template(cls) -> str:
+        """The template beside the part's module: ``archgen/mixers/mhsa.py`` -> ``mixers/mhsa.j2``."""
+        module = Path(sys.modules[cls.__module__].__file__ or "")
+        return f"{module.parent.name}/{module.stem}.j2"
+
+    @classmethod
+    def tag(cls) -> str:
+        return cls.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+
+    def helpers(self) -> tuple[Part, ...]:
+        """Parts whose classes this part's classes use (rendered first)."""
+        return ()
+
+
+class Step(Part):
+    """A part that is a step of ``forward_features``: stem, position table, stage, or a step the
+    compiler adds itself (prefix tokens joining, a change of token layout)."""
+
+    def needs(self, s: Tokens) -> str | None:
+        """The token layout this step needs (``grid`` or ``seq``); the compiler converts to it."""
+        return None
+
+    def out(self, s: Tokens, m: Model) -> Tokens:
+        """The state after this step; raise ``KindError`` for hyper-parameters that do not fit."""
+        raise NotImplementedError
+
+    def count(self, s: Tokens, m: Model) -> Count:
+        raise NotImplementedError
+
+    def row(self, s: Tokens, m: Model) -> Row | None:
+        """A stage-table row, or None for steps too small to list (a norm, a reshape)."""
+        return None
+
+    def num_blocks(self) -> int:
+        """How many residual blocks take a stochastic-depth rate."""
+        return 0
+
+    def no_weight_decay(self) -> tuple[str, ...]:
+        return ()
+
+    def trunc_normal(self) -> tuple[str, ...]:
+        """Model-level parameters initialised with trunc_normal(std=0.02) (learned tokens and tables)."""
+        return self.no_weight_decay()
+
+
+@dataclass(frozen=True)
+class OpCtx:
+    """What an op sees inside one block: the widths it is built with and the tokens it reads."""
+
+    dim: int
+    heads: int
+    hidden: int
+    s: Tokens  # what the op reads: a grid for grid ops, the class token alone for token-wise ops in a cls stage
+
+
+class Op(Part):
+    """A token mixer or feed-forward: the ``op`` of a residual branch. Any op works in any block where
+    the token layout fits; the block decides how the tokens reach it (``reads``)."""
+
+    slot = "op"
+    attr: ClassVar[str]  # default attribute name in the block: attn, mlp, leff
+    # seq: all tokens (B, N, C); grid: the patch tokens as a grid (B, H, W, C), prefix tokens pass through
+    # unchanged; token: each token on its own, in any layout
+    reads: ClassVar[str] = "seq"
+    writes_first: ClassVar[bool] = False  # returns the first token only (class attention)
+    args: ClassVar[tuple[str, ...]] = ("dim",)  # constructor arguments among dim, num_heads, hidden
+    class_name: ClassVar[str]
+    label: ClassVar[str] = ""  # names a block class that uses this op (``ReAttention`` -> ReAttentionBlock)
+
+    key: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)] | None = Field(
+        default=None, description="Attribute name in the block (default: the op's usual name, e.g. `attn`, `mlp`)."
+    )
+
+    def check(self, c: OpCtx) -> None:
+        """Raise ``KindError`` when the op cannot work on these tokens."""
+
+    def count(self, c: OpCtx) -> Count:
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """Everything that shapes the op's class (its attribute name does not)."""
+        return repr(sorted(self.model_dump(exclude={"key"}).items()))

@@ -1,0 +1,50 @@
+"""CeiT's locally-enhanced feed-forward: the MLP as 1x1 convs around a depthwise conv on the patch grid."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from archgen.base import Op, OpCtx
+from archgen.counting import Count, conv2d, norm
+
+
+class LeFF(Op):
+    """1x1 expand + BN + GELU, depthwise k x k + BN + GELU, 1x1 reduce + BN (no activation after it).
+
+    Works on the patch tokens as a grid; in a block whose tokens are a sequence the prefix tokens pass
+    it unchanged ("the class token conducts an identical mapping", CeiT Sec. 3.2), so the residual adds a
+    class token's own normalised value.
+    """
+
+    attr = "leff"
+    reads = "grid"
+    args = ("dim", "hidden")
+    class_name = "LeFF"
+    label = "LeFF"
+
+    kind: Literal["leff"] = Field(description="Locally-enhanced feed-forward (official CeiT `leff`).")
+    kernel_size: int = Field(default=3, ge=1, le=15, description="Side of the depthwise conv (odd).")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("the depthwise kernel must be odd to keep the grid size")
+        return value
+
+    def count(self, c: OpCtx) -> Count:
+        at = (c.s.h, c.s.w)
+        pixels = c.s.patches
+        return Count.group(
+            "leff",
+            [
+                conv2d("conv1", c.dim, c.hidden, 1, at),
+                conv2d("conv2", c.hidden, c.hidden, self.kernel_size, at, groups=c.hidden),
+                conv2d("conv3", c.hidden, c.dim, 1, at),
+                norm("bn1", c.hidden, pixels * c.hidden, per_element=2),
+                norm("bn2", c.hidden, pixels * c.hidden, per_element=2),
+                norm("bn3", c.dim, pixels * c.dim, per_element=2),
+            ],
+        )

@@ -1,0 +1,32 @@
+"""Global average pooling over the patch tokens, then a linear classifier (timm's ``global_pool='avg'``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archgen.base import Model, Row, Tokens
+from archgen.errors import KindError
+from archgen.heads.head import Head
+
+
+class AvgPoolHead(Head):
+    """``head`` = Linear(dim, num_classes) on the mean of the patch tokens (prefix tokens, e.g. registers,
+    are left out). timm's ``fc_norm`` rule: by default the spec's final norm moves after the pooling and is
+    stored as ``fc_norm``; ``fc_norm: false`` keeps it on every token, before the pooling."""
+
+    kind: Literal["avg"] = Field(description="Average of the patch tokens, then `head` (timm `global_pool='avg'`).")
+    fc_norm: bool = Field(
+        default=True, description="Apply the final norm after pooling, as `fc_norm` (timm's default for avg)."
+    )
+
+    def takes_norm(self) -> bool:
+        return self.fc_norm
+
+    def check(self, s: Tokens, m: Model) -> None:
+        if not s.patches:
+            raise KindError("kind", "average pooling needs patch tokens")
+
+    def row(self, s: Tokens, m: Model) -> Row:
+        return Row("linear on the mean of the patches" + (", fc_norm" if self.fc_norm else ""))

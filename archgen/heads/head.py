@@ -1,0 +1,39 @@
+"""What every classifier head shares. Not a part itself: the heads in this folder subclass it."""
+
+from __future__ import annotations
+
+from archgen.base import Model, Part, Row, Tokens
+from archgen.counting import Count, linear, norm
+
+
+class Head(Part):
+    """The part after ``forward_features``: pooling or token selection, then the classifier(s).
+
+    ``norm`` says whether the spec's final norm moved into the head (timm's ``fc_norm``); only heads whose
+    ``takes_norm`` is true ever get it.
+    """
+
+    slot = "head"
+
+    def takes_norm(self) -> bool:
+        """Whether the final norm runs after pooling, as ``fc_norm``, instead of on every token."""
+        return False
+
+    def check(self, s: Tokens, m: Model) -> None:
+        """Raise ``KindError`` when the head needs tokens the sequence does not have."""
+
+    def classifiers(self) -> tuple[str, ...]:
+        return ("head",)
+
+    def count(self, s: Tokens, m: Model, norm_moved: bool = False) -> Count:
+        parts = [norm("fc_norm", s.dim, s.dim)] if norm_moved else []
+        for name in self.classifiers():
+            tokens = self.tokens_per_classifier(s)[name]
+            parts.append(linear(name, s.dim, m.num_classes, tokens) if m.num_classes else Count(name))
+        return Count.group("", parts)
+
+    def tokens_per_classifier(self, s: Tokens) -> dict[str, int]:
+        return {name: 1 for name in self.classifiers()}
+
+    def row(self, s: Tokens, m: Model) -> Row:
+        raise NotImplementedError

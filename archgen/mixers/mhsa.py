@@ -1,0 +1,33 @@
+"""Multi-head self-attention over all tokens, with the fused scaled-dot-product kernel."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archgen.base import Op, OpCtx
+from archgen.counting import Count, linear, matmul
+
+
+class MultiHeadAttention(Op):
+    """softmax(Q K^T / sqrt(d)) V per head; one ``qkv`` projection, one output ``proj``."""
+
+    attr = "attn"
+    args = ("dim", "num_heads")
+    class_name = "Attention"
+    imports = ("import torch.nn.functional as F",)
+
+    kind: Literal["mhsa"] = Field(description="Standard multi-head self-attention (timm `Attention`).")
+    qkv_bias: bool = Field(default=True, description="Bias on the fused q, k, v projection.")
+
+    def count(self, c: OpCtx) -> Count:
+        n = c.s.n
+        return Count.group(
+            "attn",
+            [
+                linear("qkv", c.dim, 3 * c.dim, n, bias=self.qkv_bias),
+                matmul("attn_matmuls", 2 * n * n * c.dim),  # q @ k^T and attn @ v: N x N x head_dim per head
+                linear("proj", c.dim, c.dim, n),
+            ],
+        )

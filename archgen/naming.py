@@ -1,0 +1,71 @@
+"""Class names in a generated file: one class per distinct definition, named for what it is.
+
+An op's class keeps its usual name (``Attention``) unless two different definitions of it meet in one
+model; then each is named by the options that tell them apart (``AttentionQkvBias``,
+``AttentionNoQkvBias``). A block class is named by its ops (``Block``, ``ReAttentionBlock``,
+``ClassAttentionBlock``); where that is not enough, by the features that differ (``LayerScaleBlock``).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from typing import Any
+
+from archgen.base import Model, Op
+
+
+def op_names(ops: Sequence[Op]) -> dict[str, str]:
+    """identity -> class name for every op."""
+    by_name: dict[str, dict[str, Op]] = {}
+    for op in ops:
+        by_name.setdefault(op.class_name, {})[op.identity()] = op
+    names: dict[str, str] = {}
+    for base, variants in by_name.items():
+        if len(variants) == 1:
+            names.update(dict.fromkeys(variants, base))
+            continue
+        fields = [dict(ast.literal_eval(identity)) for identity in variants]
+        differing = sorted(k for k in fields[0] if len({repr(f.get(k)) for f in fields}) > 1)
+        for identity, values in zip(variants, fields, strict=True):
+            names[identity] = base + "".join(_word(k, values[k]) for k in differing)
+    return names
+
+
+def _word(field: str, value: Any) -> str:
+    camel = "".join(p.title() for p in field.split("_"))
+    if isinstance(value, bool):
+        return camel if value else f"No{camel}"
+    return camel + "".join(p.title() for p in str(value).replace(".", "_").split("_"))
+
+
+def block_names(walked: Sequence[Any], m: Model) -> dict[str, str]:
+    """identity -> class name for every block stage in ``walked``."""
+    stages = [w for w in walked if hasattr(w.kind, "code")]
+    found: dict[str, tuple[str, ...]] = {}
+    for w in stages:
+        stage = w.kind
+        identity = stage.identity(w.s_in, m)
+        if identity in found:
+            continue
+        ops = tuple(b.op.label for b in stage.block)
+        features = (
+            "LayerScale" if any(stage.ls(b) for b in stage.block) else "",
+            "Scaled" if any(b.scale != 1.0 for b in stage.block) else "",
+            "Class" if stage.updates == "cls" else "",
+            "Grid" if stage.layout(w.s_in) == "grid" else "",
+        )
+        found[identity] = (*ops, *features)
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for identity, (words) in found.items():
+        ops, features = words[: -4], words[-4:]
+        name = "".join(dict.fromkeys(w for w in ops if w)) + "Block"
+        if any(found[o][: -4] == ops for o in found if o != identity):  # ops alone do not tell them apart
+            name = "".join(f for f in features if f) + name
+        base, i = name, 2
+        while name in taken:
+            name, i = f"{base}{i}", i + 1
+        taken.add(name)
+        names[identity] = name
+    return names

@@ -1,0 +1,40 @@
+"""A strided conv between stages: a token grid in, a smaller (and usually wider) grid out."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archgen.base import Model, Row, StageKey, Step, Tokens
+from archgen.counting import Count, conv2d
+from archgen.errors import KindError
+
+
+class ConvDownsample(Step):
+    """``<key>.proj`` = Conv2d(dim_in, dim, stride x stride, stride) on the patch grid. After a stage whose
+    tokens are a sequence, the compiler turns them back into their grid first."""
+
+    slot = "stage"
+
+    kind: Literal["conv_downsample"] = Field(
+        description="Patch-merging conv on the token grid (timm `volo` Downsample); a pyramid's stage boundary."
+    )
+    key: StageKey
+    dim: int = Field(ge=1, le=16384, description="Token width after the conv.")
+    stride: int = Field(ge=1, le=16, description="Kernel side and stride.")
+
+    def needs(self, s: Tokens) -> str | None:
+        return "grid"
+
+    def out(self, s: Tokens, m: Model) -> Tokens:
+        if s.h % self.stride or s.w % self.stride:
+            raise KindError("stride", f"{self.stride} does not divide the {s.h}x{s.w} token grid")
+        return Tokens(self.dim, s.h // self.stride, s.w // self.stride, "grid")
+
+    def count(self, s: Tokens, m: Model) -> Count:
+        o = self.out(s, m)
+        return Count.group(self.key, [conv2d("proj", s.dim, self.dim, self.stride, (o.h, o.w))])
+
+    def row(self, s: Tokens, m: Model) -> Row:
+        return Row(f"conv {self.stride}x{self.stride}/{self.stride}")

@@ -1,0 +1,34 @@
+"""A change of token layout between steps: the patch sequence as its grid, or the grid as a sequence.
+
+The compiler adds it wherever the next step needs the other layout (an outlooker after a patch
+embedding, a downsample after a sequence stage, a sequence stage after a downsample).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from archgen.base import Model, Step, Tokens
+from archgen.counting import Count
+from archgen.errors import KindError
+
+
+class Reshape(Step):
+    """(B, H * W, C) <-> (B, H, W, C); a view, no parameters, no MACs."""
+
+    slot = "layout"
+
+    kind: Literal["reshape"] = "reshape"
+    to: Literal["grid", "seq"]
+
+    def out(self, s: Tokens, m: Model) -> Tokens:
+        if self.to == "seq":
+            return s.with_(layout="seq")
+        if s.prefix:
+            raise KindError("kind", f"{s.prefix} prefix token(s) cannot enter a token grid; join them after it")
+        if s.h != s.w:
+            raise KindError("kind", f"the patch sequence is turned back into a square grid, not {s.h}x{s.w}")
+        return s.with_(layout="grid")
+
+    def count(self, s: Tokens, m: Model) -> Count:
+        return Count.group("", [])

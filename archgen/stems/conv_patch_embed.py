@@ -1,0 +1,53 @@
+"""DeepViT's convolutional patch stem: two conv + BN + ReLU layers, then a patch conv."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archgen.counting import Count, conv2d, norm
+from archgen.errors import KindError
+from archgen.base import Model, Row, Step, Tokens
+
+
+class ConvPatchEmbed(Step):
+    """``patch_embed.conv1`` 7x7/2 + ``bn1`` + ReLU, ``conv2`` 3x3 + ``bn2`` + ReLU (convs without bias),
+    then ``proj``: a ``patch_size`` x ``patch_size`` conv with stride ``patch_size`` and a bias."""
+
+    slot = "stem"
+
+    kind: Literal["conv_patch_embed"] = Field(
+        description="DeepViT's CNN patch embedding (official `PatchEmbed_CNN`, stored as `patch_embed`)."
+    )
+    channels: int = Field(default=64, ge=1, le=4096, description="Channels of the two stem convs.")
+    patch_size: int = Field(ge=1, le=64, description="Patch side on the stride-2 feature map.")
+    dim: int = Field(ge=1, le=16384, description="Token width after the patch conv.")
+
+    def out(self, s: Tokens, m: Model) -> Tokens:
+        if s.layout != "image":
+            raise KindError("kind", "the conv patch stem takes the image")
+        half = (s.h - 1) // 2 + 1
+        if half % self.patch_size:
+            raise KindError("patch_size", f"{self.patch_size} does not divide the {half}x{half} feature map")
+        grid = half // self.patch_size
+        return Tokens(self.dim, grid, grid, "seq")
+
+    def count(self, s: Tokens, m: Model) -> Count:
+        o = self.out(s, m)
+        half = (s.h - 1) // 2 + 1
+        at = (half, half)
+        c = self.channels
+        return Count.group(
+            "patch_embed",
+            [
+                conv2d("conv1", s.dim, c, 7, at, bias=False),
+                norm("bn1", c, c * half * half, per_element=2),
+                conv2d("conv2", c, c, 3, at, bias=False),
+                norm("bn2", c, c * half * half, per_element=2),
+                conv2d("proj", c, self.dim, self.patch_size, (o.h, o.w)),
+            ],
+        )
+
+    def row(self, s: Tokens, m: Model) -> Row:
+        return Row(f"conv 7/2, 3x3 + {self.patch_size}x{self.patch_size} patch")

@@ -1,0 +1,56 @@
+"""CeiT's Image-to-Tokens stem: a small conv + BN + max-pool backbone, then a patch conv on its map."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archgen.counting import Count, conv2d, norm
+from archgen.errors import KindError
+from archgen.base import Model, Row, Step, Tokens
+
+
+def _down(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+class ImageToTokens(Step):
+    """``i2t.backbone`` (conv 7x7/2 without bias, BatchNorm, max-pool 3x3/2; no activation), then
+    ``i2t.proj``, a ``patch_size`` x ``patch_size`` conv with stride ``patch_size`` and a bias."""
+
+    slot = "stem"
+
+    kind: Literal["i2t"] = Field(description="CeiT Image-to-Tokens stem (official `i2t`).")
+    channels: int = Field(default=64, ge=1, le=4096, description="Channels of the conv + BN + pool backbone.")
+    patch_size: int = Field(ge=1, le=64, description="Patch side on the backbone's stride-4 map.")
+    dim: int = Field(ge=1, le=16384, description="Token width after the patch conv.")
+
+    def _maps(self, s: Tokens) -> tuple[int, int]:
+        conv = _down(s.h, 7, 2, 3)
+        return conv, _down(conv, 3, 2, 1)
+
+    def out(self, s: Tokens, m: Model) -> Tokens:
+        if s.layout != "image":
+            raise KindError("kind", "the Image-to-Tokens stem takes the image")
+        _, pooled = self._maps(s)
+        if pooled % self.patch_size:
+            raise KindError("patch_size", f"{self.patch_size} does not divide the {pooled}x{pooled} map")
+        grid = pooled // self.patch_size
+        return Tokens(self.dim, grid, grid, "seq")
+
+    def count(self, s: Tokens, m: Model) -> Count:
+        o = self.out(s, m)
+        conv, _ = self._maps(s)
+        backbone = Count.group(
+            "backbone",
+            [
+                conv2d("conv", s.dim, self.channels, 7, (conv, conv), bias=False),
+                norm("bn", self.channels, self.channels * conv * conv, per_element=2),
+            ],
+        )
+        proj = conv2d("proj", self.channels, self.dim, self.patch_size, (o.h, o.w))
+        return Count.group("i2t", [backbone, proj])
+
+    def row(self, s: Tokens, m: Model) -> Row:
+        return Row(f"conv 7/2 + BN + pool 3/2, {self.patch_size}x{self.patch_size} patch")

@@ -1,0 +1,33 @@
+"""Linear patch embedding: non-overlapping P x P patches projected to ``dim`` (a strided conv)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archgen.counting import Count, conv2d
+from archgen.errors import KindError
+from archgen.base import Model, Row, Step, Tokens
+
+
+class PatchEmbed(Step):
+    """Split the image into ``patch_size`` x ``patch_size`` patches, each linearly projected to ``dim``."""
+
+    slot = "stem"
+
+    kind: Literal["patch_embed"] = Field(description="Linear patch embedding (timm `patch_embed.proj`).")
+    patch_size: int = Field(ge=1, le=64, description="Patch side in pixels; also the conv stride.")
+    dim: int = Field(ge=1, le=16384, description="Token width after the projection.")
+
+    def out(self, s: Tokens, m: Model) -> Tokens:
+        if s.h % self.patch_size or s.w % self.patch_size:
+            raise KindError("patch_size", f"{self.patch_size} does not divide the image size {s.h}")
+        return Tokens(self.dim, s.h // self.patch_size, s.w // self.patch_size, "seq")
+
+    def count(self, s: Tokens, m: Model) -> Count:
+        o = self.out(s, m)
+        return Count.group("patch_embed", [conv2d("proj", s.dim, self.dim, self.patch_size, (o.h, o.w))])
+
+    def row(self, s: Tokens, m: Model) -> Row:
+        return Row(f"patch {self.patch_size}x{self.patch_size}")
