@@ -259,8 +259,15 @@ def show(
     typer.echo(_resolved_text(loaded, as_json), nl=False)
 
 
+def _kind_first(data: Any) -> Any:
+    """Each part's ``kind`` before its other fields, as specs are written."""
+    if isinstance(data, dict):
+        return {k: _kind_first(v) for k, v in sorted(data.items(), key=lambda item: item[0] != "kind")}
+    return [_kind_first(v) for v in data] if isinstance(data, list) else data
+
+
 def _resolved_text(loaded: Any, as_json: bool = False) -> str:
-    data = loaded.spec.model_dump(mode="json", exclude_defaults=False)
+    data = _kind_first(loaded.spec.model_dump(mode="json", exclude_defaults=False))
     if as_json:
         return json.dumps(data, indent=2) + "\n"
     import yaml

@@ -23,7 +23,27 @@ def json_schema() -> str:
         "type": "string",
         "description": "Name of another spec in the same folder whose fields this one starts from.",
     }
+    # A child may give `stages:` as a mapping from stage key to the fields it changes.
+    stages = schema["properties"]["stages"]
+    schema["properties"]["stages"] = {"description": stages.pop("description"), "anyOf": [stages, {"type": "object"}]}
+    _allow_op_names(schema)
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _allow_op_names(node: Any) -> None:
+    """Where an op is expected, its bare kind name is allowed too (`op: mlp`)."""
+    ops = {f"#/$defs/{k.__name__}" for k in of_slot("op")}
+    if isinstance(node, dict):
+        for key, value in list(node.items()):
+            refs = {item.get("$ref") for item in value.get("oneOf", [])} if isinstance(value, dict) else set()
+            if refs and refs == ops:
+                names = {"type": "string", "enum": sorted(k.tag() for k in of_slot("op"))}
+                node[key] = {"description": value.pop("description", ""), "anyOf": [value, names]}
+            else:
+                _allow_op_names(value)
+    elif isinstance(node, list):
+        for item in node:
+            _allow_op_names(item)
 
 
 def _type(info: Any) -> str:

@@ -158,6 +158,9 @@ def _first_error(exc: ValidationError, located: Located, source: str, extends: P
         placed.append(((not misspelt, pos.line, pos.col), path, extra, message))
     placed.sort(key=lambda item: item[0])
     _, path, extra, message = placed[0]
+    if "did you mean" in message:  # the field it meant is reported missing too: one problem, not two
+        meant = (*path[:-1], message.split("'")[1])
+        placed = [p for p in placed if p[1] != meant or p[3] != "required field is missing"]
     if len(placed) > 1:
         message += f" (and {len(placed) - 1} more)"
     return _error(located, source, extends, path, message, key=extra)

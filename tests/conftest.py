@@ -107,3 +107,31 @@ def bn_keys(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
     """state_dict entries of a BatchNorm with ``c`` channels."""
     return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
             f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}  # fmt: skip
+
+
+def compile_data(data: dict, folder: Path) -> tuple[IR, str, types.ModuleType]:
+    """A spec given as data, written to ``folder``, compiled and executed: (IR, source, module)."""
+    import yaml
+
+    path = folder / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    ir = resolve(specs.load(path))
+    (text,) = emit(ir).values()
+    module = types.ModuleType(f"archgen_test_data_{data['name']}")
+    exec(compile(text, f"<{path.name}>", "exec"), module.__dict__)
+    return ir, text, module
+
+
+def assert_counts_exact(label: str, ir: IR, build, img_size: int) -> None:
+    """Analytic params == sum(numel) and analytic MACs == FlopCounterMode / 2, on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counted = ir.count(img_size)
+    with torch.device("meta"):
+        meta = build(img_size=img_size).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(torch.empty(1, ir.spec.in_chans, img_size, img_size, device="meta"))
+    actual = sum(p.numel() for p in meta.parameters())
+    assert counted.params == actual, f"{label}@{img_size}: analytic params {counted.params:,} != module {actual:,}"
+    measured = counter.get_total_flops() // 2
+    assert counted.macs == measured, f"{label}@{img_size}: analytic MACs {counted.macs:,} != counted {measured:,}"

@@ -57,9 +57,9 @@ def _hyper(name: str) -> dict[str, float]:
         "patch_size": spec.stem.patch_size,
         "embed_dim": spec.stem.dim,
         "depth": sa.depth,
-        "num_heads": sa.heads,
+        "num_heads": sa.resolve_heads(spec.stem.dim),
         "mlp_ratio": sa.mlp_ratio,
-        "init_values": sa.init_values,
+        "init_values": sa.layerscale.init,
         "depth_token_only": ca.depth,
         "mlp_ratio_token_only": ca.mlp_ratio,
     }
@@ -112,7 +112,9 @@ def test_layerscale_init_equals_timm(name: str, timm_name: str) -> None:
     expected = ref.blocks[0].gamma_1[0].item()
     assert ref.blocks_token_only[0].gamma_2[0].item() == expected
     for stage in ir_of(SPECS / f"{name}.yaml").spec.stages:
-        assert stage.init_values == pytest.approx(expected, rel=1e-6), f"{name}.{stage.key}: {stage.init_values}"
+        for branch in stage.block:
+            init = stage.ls(branch).init
+            assert init == pytest.approx(expected, rel=1e-6), f"{name}.{stage.key}: LayerScale init {init}"
 
 
 def test_generated_layerscale_holds_init_values() -> None:

@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import conftest as shared
 from archgen import specs
 from archgen.compiler import IR, resolve
+from archgen.emit import emit
 from archgen.errors import SpecError
 from conftest import ROOT, assert_close_to_scale, bn_keys, randomised
 from plain_ops import batch_norm, conv, gelu, layer_norm
@@ -193,12 +194,12 @@ def test_i2t_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Te
 
 
 def test_leff_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
+    """LeFF works on the patch grid; the block passes the class token around it (tested below)."""
     model, sd = tiny
     x = torch.randn(2, 1 + 16, 192)
     with torch.no_grad():
-        out = model.blocks[3].leff(x)
-        assert_close_to_scale("ceit_t leff", out, leff(x, sd, "blocks.3.leff"))
-    assert torch.equal(out[:, 0], x[:, 0]), "the class token must bypass LeFF unchanged"
+        out = model.blocks[3].leff(x[:, 1:].reshape(2, 4, 4, 192))  # row-major grid, (B, H, W, C)
+        assert_close_to_scale("ceit_t leff", out.reshape(2, 16, 192), leff(x, sd, "blocks.3.leff")[:, 1:])
 
 
 def test_block_equals_rederivation(tiny: tuple[torch.nn.Module, dict[str, torch.Tensor]]) -> None:
@@ -282,7 +283,8 @@ def test_paper_convention_is_macs_without_attention_matmuls(name: str, img_size:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Spec errors: the LCA needs collected class tokens; LeFF needs exactly one class token
+# Spec errors: the LCA needs handed-on class tokens; LeFF cannot serve a stage that writes the class
+# token alone. LeFF lets every prefix token pass, however many there are.
 # ---------------------------------------------------------------------------------------------------
 BASE = (ROOT / "specs" / "ceit_t.yaml").read_text()
 
@@ -294,12 +296,26 @@ def _load(tmp_path: Path, text: str) -> IR:
 
 
 def test_lca_without_collecting_stage_is_a_spec_error(tmp_path: Path) -> None:
-    text = BASE.replace("kind: leff_blocks", "kind: transformer")
-    text = text.replace("leff: {kind: leff, kernel_size: 3}", "mlp: {kind: mlp}")
-    with pytest.raises(SpecError, match="collects class tokens"):
+    text = "\n".join(line for line in BASE.splitlines() if "collect_cls" not in line)
+    with pytest.raises(SpecError, match=r"ceit_x.yaml:\d+:\d+: stages\[1\].kind: lca needs an earlier stage"):
         _load(tmp_path, text)
 
 
-def test_leff_blocks_need_one_class_token(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="exactly one class token"):
-        _load(tmp_path, BASE.replace("prefix_tokens: [cls]", "prefix_tokens: [cls, dist]"))
+def test_leff_in_a_class_token_stage_is_a_spec_error(tmp_path: Path) -> None:
+    text = BASE.replace("    collect_cls: true", "    updates: cls\n    collect_cls: true")
+    line = next(i for i, text_line in enumerate(text.splitlines(), 1) if "op: {kind: leff" in text_line)
+    with pytest.raises(SpecError, match=rf"ceit_x.yaml:{line}:\d+: stages\[0\].block\[1\].op.kind: leff changes"):
+        _load(tmp_path, text)
+
+
+def test_leff_passes_every_prefix_token(tmp_path: Path) -> None:
+    ir = _load(tmp_path, BASE.replace("prefix_tokens: {cls: true}", "prefix_tokens: {cls: true, dist: true}"))
+    (text,) = emit(ir).values()
+    namespace: dict = {}
+    exec(compile(text, "<ceit_x>", "exec"), namespace)
+    block = randomised(namespace["ceit_x"](img_size=64)).blocks[0]
+    x = torch.randn(2, 2 + 16, 192)
+    with torch.no_grad():
+        mid = x + block.attn(block.norm1(x))
+        out = block(x)
+    assert_close_to_scale("two prefix tokens", out[:, :2], mid[:, :2] + block.norm2(mid)[:, :2])

@@ -101,9 +101,10 @@ def test_count_img_size_option_and_bad_size() -> None:
     assert json.loads(proc.stdout)["counts"][0]["published"] is None
     proc = archgen("count", "deit_s", "--img-size", "450")
     assert proc.returncode == 2
-    # patch_size is written in the parent spec, so the error points there
+    # patch_size is written in the parent spec: the error points at the user's spec and names where it stands
     assert proc.stderr.splitlines() == [
-        "error: specs/vit_b16.yaml:12:39: stem.patch_size: at img_size 450: 16 does not divide the image size 450"
+        "error: specs/deit_s.yaml:2:10: stem.patch_size: at img_size 450: 16 does not divide the image size 450 "
+        "(inherited from specs/vit_b16.yaml:12:39)"
     ]
 
 
@@ -155,13 +156,13 @@ def test_show_prints_the_merged_spec() -> None:
     assert proc.returncode == 0, proc.stderr
     data = yaml.safe_load(proc.stdout)
     assert data["stem"] == {"kind": "patch_embed", "patch_size": 16, "dim": 384}  # dim from deit_s, patch from vit_b16
-    assert data["prefix_tokens"] == ["cls", "dist"] and data["head"]["kind"] == "distilled"
+    assert data["prefix_tokens"] == {"cls": True, "dist": True, "reg": 0} and data["head"]["kind"] == "distilled"
 
 
 def test_diff_shows_spec_code_and_count_delta() -> None:
     proc = archgen("diff", "deit_s", "deit_s_distilled")
     assert proc.returncode == 0, proc.stderr
-    assert "+- dist" in proc.stdout
+    assert "-  dist: false\n+  dist: true" in proc.stdout
     assert "+        self.head_dist = nn.Linear(384, num_classes)" in proc.stdout
     a = ir_of(ROOT / "specs" / "deit_s.yaml").count(224)
     b = ir_of(ROOT / "specs" / "deit_s_distilled.yaml").count(224)

@@ -233,20 +233,24 @@ def test_reattention_parameters_are_counted_per_flagged_block() -> None:
 # ---------------------------------------------------------------------------------------------------
 # Spec errors
 # ---------------------------------------------------------------------------------------------------
-BASE = (ROOT / "specs" / "deepvit_16b.yaml").read_text()
+BASE = (ROOT / "specs" / "deepvit_s.yaml").read_text()
 
 
 def _load(tmp_path: Path, text: str) -> IR:
     path = tmp_path / "deepvit_x.yaml"
-    path.write_text(text.replace("name: deepvit_16b", "name: deepvit_x"))
+    path.write_text(text.replace("name: deepvit_s", "name: deepvit_x"))
     return resolve(specs.load(path))
 
 
-def test_plain_blocks_need_an_attention_kind(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="need an attention kind"):
-        _load(tmp_path, BASE.replace("reattention_from: 0", "reattention_from: 4"))
+def test_reattention_needs_heads(tmp_path: Path) -> None:
+    text = BASE.replace("    depth: 5\n    heads: 12\n", "    depth: 5\n")
+    with pytest.raises(SpecError, match=r"stages\[1\].heads: required by reattention in block\[0\]"):
+        _load(tmp_path, text)
 
 
-def test_reattention_from_must_leave_a_block(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="must be below depth 16"):
-        _load(tmp_path, BASE.replace("reattention_from: 0", "reattention_from: 16"))
+def test_a_container_is_continued_by_the_next_stage_only(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"stages\[1\].continues: 'blokcs' is not the stage just before"):
+        _load(tmp_path, BASE.replace("continues: blocks", "continues: blokcs"))
+    text = BASE.replace("    continues: blocks\n", "    continues: blocks\n    updates: cls\n")
+    with pytest.raises(SpecError, match=r"stages\[1\].updates: must equal the continued stage's `updates`"):
+        _load(tmp_path, text)

@@ -67,6 +67,8 @@ KNOWN_DEVIATIONS = {
     ("cait_xxs24", 384, "macs", "9.5G", "CaiT paper Table 3"),
     ("cait_xxs36", 384, "macs", "14.2G", "CaiT paper Table 3"),
     ("vit_giant14", 224, "params", "1011M", "Zhai et al. 2021, Table 2 (model dimensions)"),
+    ("deit3_s", 224, "params", "22.0M", "facebookresearch/deit README_revenge.md (ViT-S, 224x224)"),
+    ("deit3_b", 224, "macs", "17.5G", "facebookresearch/deit README_revenge.md (ViT-B, 224x224)"),
     ("vit_gigantic14", 224, "params", "1843M", "Zhai et al. 2021, Table 2 (model dimensions)"),
 }
 

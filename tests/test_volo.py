@@ -135,9 +135,10 @@ def _paper_convention(name: str, img_size: int, stem_from: str | None = None) ->
         other = {c.name: c.macs for c in ir_of(_spec(stem_from)).count(img_size).children}
         total += other["patch_embed"] - parts["patch_embed"]
     for w in ir.walk(img_size):
-        if w.kind.kind == "transformer":
+        if w.kind.kind == "blocks" and w.kind.block[0].op.kind == "mhsa":  # the transformer blocks
             n, c = w.s_in.n, w.s_in.dim
-            total += w.kind.depth * (10 * n * n * w.kind.heads + (22 * c + 9 * w.kind.hidden(c)) * n)
+            heads = w.kind.resolve_heads(c)
+            total += w.kind.depth * (10 * n * n * heads + (22 * c + 9 * w.kind.hidden(c)) * n)
     return total
 
 

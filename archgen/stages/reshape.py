@@ -25,7 +25,9 @@ class Reshape(Step):
         if self.to == "seq":
             return s.with_(layout="seq")
         if s.prefix:
-            raise KindError("kind", f"{s.prefix} prefix token(s) cannot enter a token grid; join them after it")
+            names = ", ".join(s.groups)
+            raise KindError("kind", f"prefix tokens ({names}) cannot enter the token grid this step needs; let a "
+                            "later stage join them (`joins:`)")  # fmt: skip
         if s.h != s.w:
             raise KindError("kind", f"the patch sequence is turned back into a square grid, not {s.h}x{s.w}")
         return s.with_(layout="grid")
