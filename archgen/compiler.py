@@ -33,17 +33,13 @@ class Placed:
     start: int = 0
 
 
-@dataclass(frozen=True)
-class Walked:
+@dataclass(frozen=True, kw_only=True)
+class Walked(Placed):
     """A step with the token state before and after it, at one resolution."""
 
-    kind: Step
-    path: Path_
     s_in: Tokens
     s_out: Tokens
     offset: int  # index of the step's first block in the stochastic-depth schedule
-    container: str | None = None
-    start: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,7 @@ class IR:
                         raise KindError("block", f"its blocks need a {need}, the container's a {s.layout}")
                     reshape = Reshape(to=need)
                     nxt = reshape.out(s, self.model)
-                    out.append(Walked(reshape, path, s, nxt, offset))
+                    out.append(Walked(reshape, path, s_in=s, s_out=nxt, offset=offset))
                     s = nxt
                 if step is None:
                     self.head.check(s, self.model)
@@ -83,7 +79,7 @@ class IR:
             except KindError as exc:
                 raise self.loaded.error((*path, *field_path(exc.field)), _at(exc.message, img_size, self)) from None
             assert placed is not None
-            out.append(Walked(step, path, s, nxt, offset, placed.container, placed.start))
+            out.append(Walked(step, path, placed.container, placed.start, s_in=s, s_out=nxt, offset=offset))
             offset += step.num_blocks()
             s = nxt
         return out

@@ -59,9 +59,9 @@ def block_names(walked: Sequence[Any], m: Model) -> dict[str, str]:
     names: dict[str, str] = {}
     taken: set[str] = set()
     for identity, (words) in found.items():
-        ops, features = words[: -4], words[-4:]
+        ops, features = words[:-4], words[-4:]
         name = "".join(dict.fromkeys(w for w in ops if w)) + "Block"
-        if any(found[o][: -4] == ops for o in found if o != identity):  # ops alone do not tell them apart
+        if any(found[o][:-4] == ops for o in found if o != identity):  # ops alone do not tell them apart
             name = "".join(f for f in features if f) + name
         base, i = name, 2
         while name in taken:

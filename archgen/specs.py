@@ -110,8 +110,10 @@ def _merge(parent: Located, child: Located) -> Located:
             if dst == () and key == "stages" and isinstance(value, dict) and isinstance(old, list):
                 out.keys[d] = child.keys[s]
                 _merge_stages(old, value, s, d)
-            elif isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == old.get(
-                "kind"
+            elif (
+                isinstance(value, dict)
+                and isinstance(old, dict)
+                and value.get("kind", old.get("kind")) == old.get("kind")
             ):
                 out.keys[d] = child.keys[s]
                 merge(old, value, s, d)
@@ -125,10 +127,14 @@ def _merge(parent: Located, child: Located) -> Located:
             if key not in keys:
                 close = difflib.get_close_matches(key, [k for k in keys if k], n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f" (stages: {', '.join(k for k in keys if k)})"
-                raise SpecError(child.where((*src, key), key=True), dotted((*dst, key)), f"no stage with this key{hint}")
+                raise SpecError(
+                    child.where((*src, key), key=True), dotted((*dst, key)), f"no stage with this key{hint}"
+                )
             i = keys.index(key)
             if not isinstance(value, dict):
-                raise SpecError(child.where((*src, key)), dotted((*dst, i)), "give the stage's changed fields as a mapping")
+                raise SpecError(
+                    child.where((*src, key)), dotted((*dst, i)), "give the stage's changed fields as a mapping"
+                )
             out.keys[(*dst, i)] = child.keys[(*src, key)]
             merge(stages[i], value, (*src, key), (*dst, i))
 

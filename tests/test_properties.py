@@ -166,7 +166,9 @@ def test_free_text_never_changes_the_program(title: str, paper: str, source: str
         "stem": {"kind": "patch_embed", "patch_size": 4, "dim": 8},
         "prefix_tokens": {"cls": True},
         "pos_embed": {"kind": "learned", "covers": "all"},
-        "stages": [{"key": "blocks", "depth": 1, "heads": 2, "mlp_ratio": 2.0, "block": [{"op": "mhsa"}, {"op": "mlp"}]}],
+        "stages": [
+            {"key": "blocks", "depth": 1, "heads": 2, "mlp_ratio": 2.0, "block": [{"op": "mhsa"}, {"op": "mlp"}]}
+        ],
         "norm": {"kind": "layernorm"},
         "head": {"kind": "token"},
         "published": [{"img_size": 8, "params": "1M", "source": "plain", "deviation": "plain"}],

@@ -32,7 +32,9 @@ class LayerClassAttention(Step):
     key: StageKey
     heads: int = Field(ge=1, le=1024, description="Attention heads; must divide the token width.")
     mlp_ratio: float = Field(gt=0, le=64, description="Feed-forward hidden width = int(dim * mlp_ratio).")
-    feedforward: OpSlot = Field(description="Token-wise feed-forward of the block (CeiT: `mlp`), stored as `feedforward`.")
+    feedforward: OpSlot = Field(
+        description="Token-wise feed-forward of the block (CeiT: `mlp`), stored as `feedforward`."
+    )
 
     @field_validator("feedforward", mode="before")
     @classmethod

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from archgen.base import Model, Row, Step, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
-from archgen.base import Model, Row, Step, Tokens
 
 
 class ConvStem(Step):
