@@ -40,32 +40,27 @@ def _word(field: str, value: Any) -> str:
 
 
 def block_names(walked: Sequence[Any], m: Model) -> dict[str, str]:
-    """identity -> class name for every block stage in ``walked``."""
-    stages = [w for w in walked if hasattr(w.kind, "code")]
-    found: dict[str, tuple[str, ...]] = {}
-    for w in stages:
+    """identity -> class name for every block stage in ``walked``: the labels of its ops (``ReAttention``),
+    and where two compositions share those, the features that set them apart (``LayerScale``)."""
+    found: dict[str, tuple[str, str]] = {}  # identity -> (name from the ops, features)
+    for w in walked:
         stage = w.kind
-        identity = stage.identity(w.s_in, m)
-        if identity in found:
+        if not hasattr(stage, "code"):
             continue
-        ops = tuple(b.op.label for b in stage.block)
+        ops = "".join(dict.fromkeys(b.op.label for b in stage.block))
         features = (
-            "LayerScale" if any(stage.ls(b) for b in stage.block) else "",
-            "Scaled" if any(b.scale != 1.0 for b in stage.block) else "",
-            "Class" if stage.updates == "cls" else "",
-            "Grid" if stage.layout(w.s_in) == "grid" else "",
+            ("LayerScale" if any(stage.ls(b) for b in stage.block) else "")
+            + ("Scaled" if any(b.scale != 1.0 for b in stage.block) else "")
+            + ("Class" if stage.updates == "cls" else "")
+            + ("Grid" if stage.layout(w.s_in) == "grid" else "")
         )
-        found[identity] = (*ops, *features)
+        found.setdefault(stage.identity(w.s_in, m), (ops, features))
     names: dict[str, str] = {}
-    taken: set[str] = set()
-    for identity, (words) in found.items():
-        ops, features = words[:-4], words[-4:]
-        name = "".join(dict.fromkeys(w for w in ops if w)) + "Block"
-        if any(found[o][:-4] == ops for o in found if o != identity):  # ops alone do not tell them apart
-            name = "".join(f for f in features if f) + name
-        base, i = name, 2
-        while name in taken:
+    for identity, (ops, features) in found.items():
+        shared = sum(other == ops for other, _ in found.values()) > 1
+        base = (features if shared else "") + ops + "Block"
+        name, i = base, 2
+        while name in names.values():
             name, i = f"{base}{i}", i + 1
-        taken.add(name)
         names[identity] = name
     return names

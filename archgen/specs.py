@@ -157,8 +157,10 @@ def _first_error(exc: ValidationError, located: Located, source: str, extends: P
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path = (*path, "kind")  # point at the discriminator, not the mapping
         elif extra:
-            close = difflib.get_close_matches(str(path[-1]), fields_at(located.data, path[:-1]), n=1)
+            valid = fields_at(located.data, path[:-1])
+            close = difflib.get_close_matches(str(path[-1]), valid, n=1)
             message = f"unknown field; did you mean '{close[0]}'?" if close else "unknown field"
+            message += f" (valid here: {', '.join(valid)})" if valid and not close else ""
         pos = located.where(path, key=extra)
         misspelt = extra and "did you mean" in message
         placed.append(((not misspelt, pos.line, pos.col), path, extra, message))
@@ -232,7 +234,11 @@ def _message(err: dict[str, Any]) -> str:
         ctx = err.get("ctx", {})
         valid = str(ctx.get("expected_tags", "")).replace("'", "")
         tag = ctx.get("tag")
-        return f"unknown kind '{tag}'; valid here: {valid}" if tag else f"`kind:` is missing; valid here: {valid}"
+        if not tag:
+            return f"`kind:` is missing; valid here: {valid}"
+        close = difflib.get_close_matches(str(tag), valid.split(", "), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown kind '{tag}'{hint} (valid here: {valid})"
     return str(err["msg"]).removeprefix("Value error, ")
 
 

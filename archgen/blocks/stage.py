@@ -196,11 +196,11 @@ class Blocks(Step):
             if "hidden" in op.args and self.mlp_ratio is None:
                 raise KindError("mlp_ratio", f"required by {op.kind} in block[{i}]")
             if op.writes_first and self.updates != "cls":
-                raise KindError(f"{where}.kind", f"{op.kind} writes the class token only: use it in a stage "
-                                "with `updates: cls`")  # fmt: skip
+                why = "writes the class token only: use it in a stage with `updates: cls`"
+                raise KindError(f"{where}.kind", f"{op.kind} {why}")
             if op.reads == "grid" and self.updates == "cls":
-                raise KindError(f"{where}.kind", f"{op.kind} changes the patch tokens only; a stage with "
-                                "`updates: cls` writes the class token alone")  # fmt: skip
+                why = "changes the patch tokens only; a stage with `updates: cls` writes the class token alone"
+                raise KindError(f"{where}.kind", f"{op.kind} {why}")
             if op.reads == "grid" and s.h != s.w and self.layout(s) == "seq":
                 raise KindError(f"{where}.kind", f"{op.kind} needs the patches as a square grid, not {s.h}x{s.w}")
             try:
@@ -208,9 +208,8 @@ class Blocks(Step):
             except KindError as exc:
                 raise KindError(f"{where}.{exc.field}", exc.message) from None
         if (self.updates == "cls" or self.collect_cls) and s.groups[:1] != ("cls",):
-            what = "`updates: cls`" if self.updates == "cls" else "`collect_cls`"
-            raise KindError("updates" if self.updates == "cls" else "collect_cls",
-                            f"{what} needs the class token first in the sequence")  # fmt: skip
+            field = "updates" if self.updates == "cls" else "collect_cls"
+            raise KindError(field, f"`{field}` needs the class token first in the sequence")
         if self.order is not None and sorted(self.order) != sorted(names):
             raise KindError("order", f"must list each of the block's modules once: {', '.join(names)}")
         return s.with_(collected=s.collected + self.depth) if self.collect_cls else s
@@ -256,7 +255,8 @@ class Blocks(Step):
     def identity(self, s: Tokens, m: Model) -> str:
         """Everything that shapes the block class: stages with equal identities share one class."""
         fields = {"block", "layerscale", "updates", "stochastic_depth", "order"}
-        return repr((self.model_dump(include=fields), self.layout(s), s.prefix, m.norm_eps))
+        wraps = self.layout(s) == "seq" and any(b.op.reads == "grid" for b in self.block)
+        return repr((self.model_dump(include=fields), self.layout(s), s.prefix if wraps else 0, m.norm_eps))
 
     def args(self, s: Tokens) -> tuple[str, ...]:
         used = {a for b in self.block for a in b.op.args}
@@ -279,12 +279,14 @@ class Blocks(Step):
             if norm_attr:
                 modules.append((norm_attr, f"nn.LayerNorm(dim, eps={m.norm_eps})"))
             modules.append((op_attr, f"{op_name[b.op.identity()]}({', '.join(b.op.args)})"))
-            if ls_attr and ls_attr.startswith("gamma_"):
-                params.append(f"self.{ls_attr} = nn.Parameter(torch.full((dim,), {self.ls(b).init}))")  # type: ignore[union-attr]
-            elif ls_attr:
-                modules.append((ls_attr, f"LayerScale(dim, {self.ls(b).init})"))  # type: ignore[union-attr]
-        if self.order is not None:
-            modules.sort(key=lambda item: self.order.index(item[0]))  # type: ignore[union-attr]
+            ls = self.ls(b)
+            if ls is not None and ls.keys == "gamma":
+                params.append(f"self.{ls_attr} = nn.Parameter(torch.full((dim,), {ls.init}))")
+            elif ls is not None:
+                modules.append((str(ls_attr), f"LayerScale(dim, {ls.init})"))
+        order = self.order
+        if order is not None:
+            modules.sort(key=lambda item: order.index(item[0]))
         init = [f"self.{name} = {expr}" for name, expr in modules]
         if self.order is not None:
             init.insert(0, "# declared in the reference's order, which is its state_dict (and optimizer state) order")

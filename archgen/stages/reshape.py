@@ -25,9 +25,8 @@ class Reshape(Step):
         if self.to == "seq":
             return s.with_(layout="seq")
         if s.prefix:
-            names = ", ".join(s.groups)
-            raise KindError("kind", f"prefix tokens ({names}) cannot enter the token grid this step needs; let a "
-                            "later stage join them (`joins:`)")  # fmt: skip
+            why = "cannot enter the token grid this step needs; let a later stage join them (`joins:`)"
+            raise KindError("kind", f"prefix tokens ({', '.join(s.groups)}) {why}")
         if s.h != s.w:
             raise KindError("kind", f"the patch sequence is turned back into a square grid, not {s.h}x{s.w}")
         return s.with_(layout="grid")
