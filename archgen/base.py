@@ -105,7 +105,6 @@ class Part(Strict):
     """Base of every part. Subclasses set ``kind: Literal[...]`` and ``slot``."""
 
     slot: ClassVar[str]
-    imports: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def template(cls) -> str:
@@ -128,6 +127,10 @@ class Step(Part):
 
     def needs(self, s: Tokens) -> str | None:
         """The token layout this step needs (``grid`` or ``seq``); the compiler converts to it."""
+        return None
+
+    def grid_update(self) -> str | None:
+        """How this step changes the patch grid side, as code on ``grid`` or ``img_size`` (stems, downsamples)."""
         return None
 
     def out(self, s: Tokens, m: Model) -> Tokens:
@@ -173,7 +176,8 @@ class Op(Part):
     # unchanged; token: each token on its own, in any layout
     reads: ClassVar[str] = "seq"
     writes_first: ClassVar[bool] = False  # returns the first token only (class attention)
-    args: ClassVar[tuple[str, ...]] = ("dim",)  # constructor arguments among dim, num_heads, hidden
+    # constructor arguments among dim, num_heads, hidden and the dropout rates attn_drop, proj_drop
+    args: ClassVar[tuple[str, ...]] = ("dim",)
     class_name: ClassVar[str]
     label: ClassVar[str] = ""  # names a block class that uses this op (``ReAttention`` -> ReAttentionBlock)
 

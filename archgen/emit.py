@@ -12,16 +12,28 @@ from typing import Any
 
 import jinja2
 
+from archgen import features
 from archgen.base import Model, Op, Part, Tokens
 from archgen.compiler import IR, Walked
 from archgen.fidelity import checks
 from archgen.naming import block_names, op_names
+from archgen.pyformat import broken, def_line
 from archgen.safety import check_source
 
 HERE = Path(__file__).resolve().parent
-LINE_LENGTH = 120  # ruff's line-length for generated/ (pyproject.toml)
 BODY_INDENT = 8  # model __init__ lines sit inside a class and a method
-BASE_IMPORTS = ("import torch", "from torch import nn", "from torch.utils.checkpoint import checkpoint")
+# What the model template itself uses (weights reading and download among it): standard library and torch only.
+BASE_IMPORTS = (
+    "import json",
+    "import math",
+    "import os",
+    "import struct",
+    "from pathlib import Path",
+    "from typing import Any",
+    "import torch",
+    "from torch import nn",
+    "from torch.utils.checkpoint import checkpoint",
+)
 # isort order: plain imports before from-imports, each alphabetical (ruff's I001 checks this).
 _IMPORT_KEY = re.compile(r"^(import|from) ([\w.]+)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
@@ -43,9 +55,11 @@ def environment() -> jinja2.Environment:
 
 
 def pyrepr(value: Any) -> str:
-    """A Python literal in ruff's style (double-quoted strings)."""
+    """A Python literal in ruff's style (double-quoted strings, also inside tuples)."""
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(pyrepr, value)) + ("," if len(value) == 1 else "") + ")"
     return repr(value)
 
 
@@ -88,11 +102,7 @@ class _Ctx:
 
     def define(self, expr: str) -> str:
         line = f"self.{self.list_name}.append({expr})" if self.indexed else f"{self.attr} = {expr}"
-        if len(line) + BODY_INDENT <= LINE_LENGTH or not expr.endswith(")"):
-            return line
-        # Too long for one line: break inside the outermost call, as ruff format would.
-        head, _, inner = expr.partition("(")
-        return self.define(f"{head}(\n    {inner[:-1]}\n)") if "\n" not in expr else line
+        return broken(line, BODY_INDENT)
 
     def define_call(self, func: str, args: list[str]) -> str:
         """``func(*args)`` on one line if it fits, else one argument a line with a trailing comma."""
@@ -119,10 +129,10 @@ def _split_classes(text: str) -> list[str]:
     return [b.strip("\n") for b in re.split(r"\n(?=class |def )", text) if b.strip()]
 
 
-def _imports(kinds: list[Part], extra: set[str]) -> list[str]:
-    lines = set(BASE_IMPORTS) | extra
-    for kind in kinds:
-        lines.update(kind.imports)
+def _imports(code: list[str]) -> list[str]:
+    """The file's imports: the model template's always, torch.nn.functional where the parts use it; isort's order."""
+    uses_f = any(re.search(r"\bF\.", text) for text in code)
+    lines = set(BASE_IMPORTS) | ({"import torch.nn.functional as F"} if uses_f else set())
 
     def key(line: str) -> tuple[int, int, str]:
         m = _IMPORT_KEY.match(line)
@@ -184,59 +194,76 @@ def emit(ir: IR) -> dict[str, str]:
     head_ctx = _Ctx(ir.head, model, final, final, 0, norm_moved=ir.norm_moved)
     head = _macros(ir.head)
     inits: list[str | _Ctx] = []
-    forwards: list[str] = []
-    methods: list[_Ctx] = []
+    ctxs: list[_Ctx] = []
+    step_lines: list[str] = []  # each walked step's forward code ("" for a stage that continues a container)
     lists: set[str] = set()
     containers: dict[str, _Ctx] = {}
     for w in walked:
         ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset)
+        ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
             entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset)
             if w.container is not None:  # continues a container: its blocks join that stage's entries
                 containers[w.container].members.append(entry)
+                step_lines.append("")
                 continue
             ctx.members.append(entry)
             containers[w.kind.key] = ctx
         if ctx.indexed and ctx.list_name not in lists:
             lists.add(ctx.list_name)
             inits.append(f"self.{ctx.list_name} = nn.ModuleList()")
-        macros = _macros(w.kind)
-        if hasattr(macros, "methods"):  # optional: methods a part adds to the model class
-            methods.append(ctx)
         inits.append(ctx)
-        forwards.append(str(macros.forward(ctx)).strip("\n"))
+        step_lines.append(str(_macros(w.kind).forward(ctx)).strip("\n"))
     # rendered after the walk: a container's entries are complete once every stage that continues it is seen
     init_lines = [i if isinstance(i, str) else str(_macros(i.k).init(i)).strip("\n") for i in inits]
     init_lines.append(str(head.init(head_ctx)).strip("\n"))
-    method_text = [str(_macros(c.k).methods(c)).strip("\n") for c in methods]
-    no_wd = sorted({name for w in walked for name in w.kind.no_weight_decay()})
-    trunc = sorted({name for w in walked for name in w.kind.trunc_normal()})
+    methods = [str(_macros(c.k).methods(c)).strip("\n") for c in ctxs if hasattr(_macros(c.k), "methods")]
+    forwards = live([f for f in step_lines if f], ("h", "w"))
+    has_norm = any(w.kind.kind == "layernorm" for w in walked)
+    taps = features.taps(walked, spec.img_size, final.dim if has_norm else None)
+    intermediates = _intermediates(taps, walked, ctxs, step_lines) if taps else []
+    code = [*classes.text.values(), *forwards, *intermediates, *methods]
     text = (
         environment()
         .get_template("templates/model.py.j2")
         .render(
             source=comment_text(ir.loaded.source),
             docstring=docstring_literal(describe(ir)),
-            imports=_imports(
-                [p for w in walked for p in _parts(w.kind)] + _parts(ir.head),
-                _uses([*classes.text.values(), *forwards, *method_text]),
-            ),
+            imports=_imports(code),
+            pretrained_cfg=pretrained_cfg(ir),
             classes=list(classes.text.values()),
             class_name=spec.class_name,
             name=spec.name,
             img_size=spec.img_size,
             num_classes=spec.num_classes,
+            in_chans=spec.in_chans,
             num_features=final.dim,
+            pool=ir.head.pool,
             total_depth=model.total_depth,
-            inits=[i for i in init_lines if i],
-            forwards=[f for f in forwards if f],
-            methods=[m for m in method_text if m],
-            uses_run=any("self._run(" in f for f in forwards),
+            inits=live([i for i in init_lines if i], ("grid",)),
+            feature_info=_feature_info(taps),
+            grid_h=spec.stem.grid("H"),
+            grid_w=spec.stem.grid("W"),
+            resize=_resize(walked, ctxs),
+            methods=[m for m in methods if m],
+            uses_run=any("self._run(" in f for f in [*forwards, *intermediates]),
+            forwards=forwards,
+            taps=taps is not None,
+            intermediates=intermediates,
+            prune_line=_prune_line(taps, containers),
+            has_norm=has_norm,
             forward_head=str(head.forward_head(head_ctx)).strip("\n"),
+            get_classifier=str(head.get_classifier(head_ctx)).strip("\n"),
             reset=str(head.reset(head_ctx)).strip("\n"),
-            no_weight_decay=no_wd,
-            trunc_normal=trunc,
-            factory_doc=docstring_literal(comment_text(f"{spec.title}; {spec.img_size}x{spec.img_size} by default.")),
+            no_weight_decay=sorted({name for w in walked for name in w.kind.no_weight_decay()}),
+            trunc_normal=sorted({name for w in walked for name in w.kind.trunc_normal()}),
+            factory_doc=docstring_literal(textwrap.fill(_factory_doc(spec), width=110)),
+            factory_def=def_line(
+                spec.name,
+                "pretrained: bool = False, checkpoint_path: str | Path | None = None, **kwargs: Any",
+                spec.class_name,
+                0,
+            ),
         )
     )
     path = f"generated/{spec.name}.py"
@@ -244,9 +271,100 @@ def emit(ir: IR) -> dict[str, str]:
     return {path: text}
 
 
-def _uses(code: list[str]) -> set[str]:
-    """Imports the code needs beyond its parts' (``math.isqrt`` where the patch tokens become a grid)."""
-    return {"import math"} if any("math." in line for line in code) else set()
+def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
+    """timm's pretrained_cfg fields for the reference weights (the spec's name where there are none)."""
+    spec = ir.spec
+    ref, pre = spec.reference, spec.preprocessing
+    timm = ref is not None and ref.package == "timm"
+    heads = ir.head.classifiers()
+    return [
+        ("architecture", ref.model if timm else spec.name),
+        ("tag", ref.tag if timm else None),
+        ("hf_hub_id", ref.hf_hub_id if timm else None),
+        ("num_classes", ref.num_classes if timm and ref.num_classes is not None else spec.num_classes),
+        ("input_size", (spec.in_chans, spec.img_size, spec.img_size)),
+        ("mean", pre.mean),
+        ("std", pre.std),
+        ("crop_pct", pre.crop_pct),
+        ("crop_mode", "center"),
+        ("interpolation", pre.interpolation),
+        ("first_conv", spec.stem.first_conv),
+        ("classifier", heads[0] if len(heads) == 1 else heads),
+    ]
+
+
+def _factory_doc(spec: Any) -> str:
+    ref = spec.reference
+    if ref is not None and ref.hf_hub_id:
+        weights = f"pretrained=True loads timm's {ref.model}.{ref.tag} weights (downloaded once into torch's hub cache)"
+    else:
+        weights = "no weights on the Hugging Face hub"
+    return comment_text(f"{spec.title}; {spec.img_size}x{spec.img_size} by default; {weights}; checkpoint_path= "
+                        "loads a local file (safetensors or torch).")  # fmt: skip
+
+
+def _intermediates(taps: features.Taps, walked: list[Walked], ctxs: list[_Ctx], step_lines: list[str]) -> list[str]:
+    loop = ""
+    if taps.per_block:
+        root = ctxs[taps.taps[0].step]
+        loop = str(_macros(root.k).forward_taps(root, taps.taps[0])).strip("\n")
+    return live(features.intermediates_body(taps, step_lines, loop), ("h", "w"))
+
+
+def _feature_info(taps: features.Taps | None) -> str:
+    if taps is None:
+        return ""
+    if taps.per_block:
+        t = taps.taps[0]
+        entry = f'dict(num_chs={t.num_chs}, reduction={t.reduction}, module=f"{taps.container}.{{i}}")'
+        return f"self.feature_info = [{entry} for i in range({len(taps.taps)})]"
+    rows = "".join(f'    dict(num_chs={t.num_chs}, reduction={t.reduction}, module="{t.module}"),\n' for t in taps.taps)
+    return f"self.feature_info = [\n{rows}]"
+
+
+def _prune_line(taps: features.Taps | None, containers: dict[str, _Ctx]) -> str:
+    """prune_intermediate_layers keeps the blocks (or the ModuleList entries) up to the last tap."""
+    if taps is None or taps.prunable is None:
+        return ""
+    if taps.per_block:
+        attr = containers[taps.container].attr
+        return f"{attr} = {attr}[: last + 1]"
+    ends = [int(t.module.partition(".")[2]) for t in taps.taps]
+    return f"self.{taps.prunable} = self.{taps.prunable}[: {ends}[last] + 1]"
+
+
+def _resize(walked: list[Walked], ctxs: list[_Ctx]) -> list[str]:
+    """set_input_size: the grid side at each position table, and the table rebuilt for it."""
+    lines: list[str] = []
+    for w, ctx in zip(walked, ctxs, strict=True):
+        if w.kind.grid_update():
+            lines.append(f"grid = {w.kind.grid_update()}")
+        if hasattr(_macros(w.kind), "resize"):
+            lines += str(_macros(w.kind).resize(ctx)).strip("\n").splitlines()
+    return live(lines, ("grid",))
+
+
+_CODE = re.compile(r"^(.*?)(?:  #.*)?$")
+
+
+def live(lines: list[str], names: tuple[str, ...]) -> list[str]:
+    """Drops assignments to ``names`` (``h, w = ...``, ``grid = ...``) that no later line reads; a call among
+    them is kept for its effect (``self.patch_grid(x)`` checks the input size)."""
+    flat = [line for text in lines for line in text.split("\n")]
+    target = ", ".join(names) + " = "
+    use = re.compile(r"(?<![\w.])(" + "|".join(names) + r")(?!\w)")
+    out: list[str] = []
+    for i, line in enumerate(flat):
+        stripped = line.lstrip()
+        if stripped.startswith(target):
+            read = any(use.search(_CODE.match(later)[1]) for later in flat[i + 1 :])  # type: ignore[index]
+            if not read:
+                value = _CODE.match(stripped[len(target) :])[1]  # type: ignore[index]
+                if "(" in value and not use.search(value):
+                    out.append(line[: len(line) - len(stripped)] + value + "  # checks the input size")
+                continue
+        out.append(line)
+    return out
 
 
 def describe(ir: IR) -> str:
@@ -270,8 +388,8 @@ def describe(ir: IR) -> str:
     return "\n".join(_CONTROL.sub(" ", line).rstrip() for line in "\n".join(lines).split("\n"))
 
 
-def _fill(text: str, indent: str = "") -> str:
-    return textwrap.fill(comment_text(text), width=100, initial_indent=indent, subsequent_indent=indent + "  ")
+def _fill(text: str, indent: str = "", width: int = 100) -> str:
+    return textwrap.fill(comment_text(text), width=width, initial_indent=indent, subsequent_indent=indent + "  ")
 
 
 def table(ir: IR, img_size: int) -> str:

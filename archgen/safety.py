@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import ast
 
-ALLOWED_IMPORTS = frozenset({"torch", "torch.nn", "torch.nn.functional", "torch.utils.checkpoint", "math"})
+ALLOWED_IMPORTS = frozenset(
+    {
+        "torch",
+        "torch.nn",
+        "torch.nn.functional",
+        "torch.utils.checkpoint",
+        "math",
+        "json",
+        "os",
+        "struct",
+        "pathlib",
+        "typing",
+    }
+)
 FORBIDDEN_NAMES = frozenset(
     {
         "exec",
@@ -20,7 +33,6 @@ FORBIDDEN_NAMES = frozenset(
         "delattr",
         "breakpoint",
         "input",
-        "os",
         "sys",
         "subprocess",
         "importlib",
@@ -39,7 +51,11 @@ def check_source(text: str, filename: str) -> ast.Module:
         tree = ast.parse(text, filename=filename)
     except SyntaxError as exc:
         raise UnsafeOutput(f"{filename}:{exc.lineno}: generated code does not parse: {exc.msg}") from None
+    # `os` only as `os.environ` (the hub endpoint's variable): any other use of the name is refused
+    environ = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "environ"}
     for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "os" and id(node) not in environ:
+            raise UnsafeOutput(f"{filename}:{node.lineno}: generated code may use os only as os.environ")
         if isinstance(node, ast.Import):
             bad = [a.name for a in node.names if a.name not in ALLOWED_IMPORTS]
         elif isinstance(node, ast.ImportFrom):

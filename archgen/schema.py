@@ -93,6 +93,34 @@ class Reference(Strict):
     repo: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=100)] | None = Field(
         default=None, description="owner/name of the official repository (with package: official)."
     )
+    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$", max_length=80)] | None = Field(
+        default=None,
+        description="timm's default pretrained tag (`fb_in1k`): weights download from the Hugging Face hub as "
+        "`timm/<model>.<tag>`; none: no released weights there.",
+    )
+
+    num_classes: int | None = Field(
+        default=None, ge=0, le=100000, description="Classes of the tagged weights, where not the spec's (0: no head)."
+    )
+
+    @property
+    def hf_hub_id(self) -> str | None:
+        return f"timm/{self.model}.{self.tag}" if self.package == "timm" and self.tag else None
+
+
+class Preprocessing(Strict):
+    """How the reference weights expect images: timm's pretrained_cfg data fields."""
+
+    mean: tuple[float, ...] = Field(
+        default=(0.485, 0.456, 0.406), min_length=1, max_length=64, description="Per-channel mean."
+    )
+    std: tuple[float, ...] = Field(
+        default=(0.229, 0.224, 0.225), min_length=1, max_length=64, description="Per-channel standard deviation."
+    )
+    crop_pct: float = Field(default=0.875, gt=0, le=1, description="Center-crop fraction at evaluation.")
+    interpolation: Literal["bicubic", "bilinear", "nearest"] = Field(
+        default="bicubic", description="Resize interpolation."
+    )
 
 
 class PrefixTokens(Strict):
@@ -123,6 +151,9 @@ class Spec(Strict):
         description="Name of the generated nn.Module class."
     )
     reference: Reference | None = Field(default=None, description="Reference implementation for parity.")
+    preprocessing: Preprocessing = Field(
+        default=Preprocessing(), description="Input pipeline of the reference weights (timm's pretrained_cfg)."
+    )
     img_size: int = Field(ge=1, le=4096, description="Default input resolution (square).")
     in_chans: int = Field(ge=1, le=64, description="Input channels.")
     num_classes: int = Field(ge=0, le=100000, description="Default classifier width (0: no classifier).")

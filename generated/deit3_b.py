@@ -17,12 +17,33 @@ Published (printed precision; a deviation is explained in the spec):
     deit3_base_patch16_224 infer_gmacs]: ok (-0.0%)
 """
 
+import json
 import math
+import os
+import struct
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+# timm's pretrained_cfg for the reference weights: data config, classifier and first conv, hub location
+pretrained_cfg = {
+    "architecture": "deit3_base_patch16_224",
+    "tag": "fb_in1k",
+    "hf_hub_id": "timm/deit3_base_patch16_224.fb_in1k",
+    "num_classes": 1000,
+    "input_size": (3, 224, 224),
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.9,
+    "crop_mode": "center",
+    "interpolation": "bicubic",
+    "first_conv": "patch_embed.proj",
+    "classifier": "head",
+}
 
 
 class PatchEmbed(nn.Module):
@@ -35,6 +56,18 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)  # (B, C, H/P, W/P)
         return x.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+def resample_pos_embed(table: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
+    """A (1, prefix + side * side, C) table for another patch grid, as timm's resample_abs_pos_embed: the
+    prefix rows as they are, the patch rows resampled bicubically (antialiased) from their square grid."""
+    side = math.isqrt(table.shape[1] - prefix)
+    if (side, side) == tuple(grid):
+        return table
+    patches = table[:, prefix:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
+    patches = F.interpolate(patches, size=grid, mode="bicubic", antialias=True)
+    patches = patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(table.dtype)
+    return torch.cat((table[:, :prefix], patches), dim=1)
 
 
 class DropPath(nn.Module):
@@ -63,39 +96,44 @@ class LayerScale(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, heads, N, head_dim)
-        x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(head_dim)) v
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, proj_drop: float) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
+        self.drop = nn.Dropout(proj_drop)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, attn_drop, proj_drop)
         self.ls1 = LayerScale(dim, 1e-06)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, hidden)
+        self.mlp = Mlp(dim, hidden, proj_drop)
         self.ls2 = LayerScale(dim, 1e-06)
         self.drop_path = DropPath(drop_path)
 
@@ -104,22 +142,66 @@ class Block(nn.Module):
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
+def feature_take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None) -> tuple[list[int], int]:
+    """timm's rule: None takes all n taps, an int the last `indices` of them, a sequence those listed
+    (negative counting from the end); returns them and the largest."""
+    if indices is None:
+        indices = n
+    if isinstance(indices, int):
+        if not 0 < indices <= n:
+            raise ValueError(f"last-n ({indices}) is out of range (1 to {n})")
+        take = list(range(n - indices, n))
+    else:
+        take = [i + n if i < 0 else i for i in indices]
+        if not all(0 <= i < n for i in take):
+            raise ValueError(f"indices {list(indices)} out of range for {n} taps")
+    return take, max(take)
+
+
+def feature_map(x: torch.Tensor, h: int, w: int, prefix: int, output_fmt: str) -> torch.Tensor:
+    """A tap's tokens as timm returns them: prefix tokens dropped, then (B, C, h, w) or (B, h * w, C)."""
+    if output_fmt not in ("NCHW", "NLC"):
+        raise ValueError(f"output_fmt {output_fmt!r}: choose NCHW or NLC")
+    x = x[:, prefix:].reshape(x.shape[0], h, w, -1)  # (B, h, w, C)
+    return x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x.flatten(1, 2)
+
+
 class VisionTransformer(nn.Module):
-    def __init__(self, img_size: int = 224, num_classes: int = 1000, drop_path_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        dynamic_img_size: bool = False,
+    ) -> None:
         super().__init__()
+        if not isinstance(img_size, int):  # (H, W), as timm passes it
+            if img_size[0] != img_size[1]:
+                raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
+            img_size = img_size[0]
         self.num_classes = num_classes
         self.num_features = 768
+        self.img_size = (img_size, img_size)
+        self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
+        self.global_pool = "token"
         self.grad_checkpointing = False
+        self.pretrained_cfg = dict(pretrained_cfg)
         # stochastic depth grows linearly from 0 to drop_path_rate over the 12 blocks
         dpr = [drop_path_rate * i / 11 for i in range(12)]
-        self.patch_embed = PatchEmbed(patch_size=16, in_chans=3, dim=768)
+        self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=768)
         grid = img_size // 16  # 14 at 224
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, 768))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
-        self.blocks = nn.Sequential(*[Block(768, 12, 3072, dpr[i]) for i in range(12)])
+        self.blocks = nn.Sequential(*[Block(768, 12, 3072, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(12)])
         self.norm = nn.LayerNorm(768, eps=1e-06)
+        self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(768, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [dict(num_chs=768, reduction=16, module=f"blocks.{i}") for i in range(12)]
         self.apply(self._init_weights)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -131,42 +213,108 @@ class VisionTransformer(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
-        """Load a checkpoint trained at another resolution: resize its patch grid bicubically, like timm."""
-        old = state_dict.get(prefix + "pos_embed")
-        if old is None or old.shape == self.pos_embed.shape:
-            return
-        n = 0  # prefix-token slots, kept as they are
-        side, new_side = math.isqrt(old.shape[1] - n), math.isqrt(self.pos_embed.shape[1] - n)
-        grid = old[:, n:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
-        grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", antialias=True)
-        grid = grid.permute(0, 2, 3, 1).reshape(1, new_side * new_side, -1).to(old.dtype)
-        state_dict[prefix + "pos_embed"] = torch.cat((old[:, :n], grid), dim=1)
+    def patch_grid(self, x: torch.Tensor) -> tuple[int, int]:
+        """The patch grid of input x; another size than img_size needs dynamic_img_size=True."""
+        H, W = x.shape[-2:]
+        if not self.dynamic_img_size and self.img_size != (H, W):
+            raise ValueError(
+                f"VisionTransformer expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
+                f"build it with img_size={H} or dynamic_img_size=True"
+            )
+        return H // 16, W // 16
 
-    def _run(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    def set_input_size(self, img_size: int) -> None:
+        """Make img_size the model's input size: the position table is resampled as on load."""
+        self.img_size = (img_size, img_size)
+        grid = img_size // 16
+        self.pos_embed = nn.Parameter(resample_pos_embed(self.pos_embed.detach(), (grid, grid), 0))
+
+    def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+        """Load a checkpoint trained at another resolution: its patch rows resampled to this model's grid."""
+        key = prefix + "pos_embed"
+        if key in state_dict:
+            side = math.isqrt(self.pos_embed.shape[1] - 0)
+            state_dict[key] = resample_pos_embed(state_dict[key], (side, side), 0)
+
+    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return blocks(x)
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
+
+    def _run(self, blocks: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        for block in blocks:
+            x = self._block(block, x)
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.patch_grid(x)  # (14, 14) at 224x224
         x = self.patch_embed(x)  # (B, 196, 768)
-        x = x + self.pos_embed  # (B, 196, 768)
+        x = x + resample_pos_embed(self.pos_embed, (h, w), 0)  # (B, 196, 768)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
         x = self._run(self.blocks, x)  # (B, 197, 768)
         x = self.norm(x)  # (B, 197, 768)
         return x
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the outputs of the taps in feature_info picked by `indices` (see
+        feature_take_indices), prefix tokens dropped, normalised by the final norm if `norm` and its width fits;
+        with the final features unless `intermediates_only` (which also stops after the last tap)."""
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        intermediates = []
+        h, w = self.patch_grid(x)  # (14, 14) at 224x224
+        x = self.patch_embed(x)  # (B, 196, 768)
+        x = x + resample_pos_embed(self.pos_embed, (h, w), 0)  # (B, 196, 768)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
+        x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
+        for i, block in enumerate(self.blocks[: last + 1] if intermediates_only or stop_early else self.blocks):
+            x = self._block(block, x)  # (B, 197, 768)
+            if i in take:
+                intermediates.append(feature_map(self.norm(x) if norm else x, h, w, 1, output_fmt))
+        if intermediates_only:
+            return intermediates
+        x = self.norm(x)  # (B, 197, 768)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop what the taps in `indices` do not need (timm's semantics); returns the kept tap indices."""
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        self.blocks = self.blocks[: last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 0]  # class token: (B, 768)
+        if self.global_pool == "token":
+            x = x[:, 0]  # class token: (B, 768)
+        elif self.global_pool == "avg":
+            x = x[:, 1:].mean(dim=1)  # mean of the patch tokens: (B, 768)
+        x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            if global_pool not in ("token", "avg", ""):
+                raise ValueError(f"global_pool {global_pool!r}: choose 'token', 'avg' or '' (no pooling)")
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -177,6 +325,128 @@ class VisionTransformer(nn.Module):
         self.grad_checkpointing = enable
 
 
-def deit3_b(num_classes: int = 1000, img_size: int = 224, **kwargs: float) -> VisionTransformer:
-    """DeiT III ViT-B; 224x224 by default."""
-    return VisionTransformer(img_size=img_size, num_classes=num_classes, **kwargs)
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, read with the standard library: an 8-byte little-endian header length, a JSON
+    header {name: {dtype, shape, data_offsets}}, then the tensors' bytes."""
+    data = path.read_bytes()
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + size])
+        body = memoryview(data)[8 + size :]
+        tensors = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype, shape, (start, end) = SAFETENSORS_DTYPES[info["dtype"]], info["shape"], info["data_offsets"]
+            nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            if end - start != nbytes or end > len(body):
+                raise ValueError(f"{name} needs bytes {start}-{start + nbytes} of {len(body)}: truncated")
+            raw = bytearray(body[start:end])
+            tensor = torch.frombuffer(raw, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
+            tensors[name] = tensor.reshape(shape)
+    except (ValueError, KeyError, TypeError, struct.error) as exc:
+        raise ValueError(f"{path}: not a whole safetensors file ({exc})") from None
+    return tensors
+
+
+def read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A torch checkpoint loaded with weights_only=True; official training checkpoints keep the weights under
+    "model" (CeiT, DeepViT) or "state_dict"."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt, truncated or unsafe files
+        raise ValueError(
+            f"{path}: not loadable with weights_only=True ({str(exc).strip().splitlines()[0]}); if you trust the "
+            "file, load it with torch.load(path, weights_only=False) and pass its weights to load_state_dict"
+        ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    return read_safetensors(path) if path.suffix == ".safetensors" else read_torch_checkpoint(path)
+
+
+def hub_weights(cfg: dict) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The reference weights from the Hugging Face hub ($HF_ENDPOINT, default https://huggingface.co), downloaded
+    once into torch's hub cache: model.safetensors, else pytorch_model.bin. A download enters the cache only
+    after it reads back whole, so the cache never holds a partial file."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints" / cfg["hf_hub_id"].replace("/", "--")
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name, read_checkpoint(folder / name)
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    folder.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        url = f"{endpoint}/{cfg['hf_hub_id']}/resolve/main/{name}"
+        partial = folder / f".{name}.partial"
+        try:
+            torch.hub.download_url_to_file(url, str(partial), progress=False)
+        except OSError as exc:  # HTTP and network errors
+            failures.append(f"{url}: {exc}")
+            continue
+        try:
+            state = read_safetensors(partial) if name.endswith(".safetensors") else read_torch_checkpoint(partial)
+        except ValueError as exc:
+            partial.unlink()
+            raise ValueError(f"{url}: {exc}") from None
+        partial.replace(folder / name)
+        return folder / name, state
+    raise OSError(f"no weights for {cfg['hf_hub_id']}: {'; '.join(failures)}")
+
+
+def load_pretrained(model: nn.Module, checkpoint_path: str | Path | None = None) -> None:
+    """Weights into `model` with strict=True: a checkpoint file, or else the reference weights from the hub.
+    Position tables are resampled to the model's size; a classifier of another width than the weights' stays
+    as initialised (timm's rule). Keys that differ otherwise are an error naming the file."""
+    if checkpoint_path is not None:
+        path = Path(checkpoint_path)
+        state = read_checkpoint(path)
+    elif pretrained_cfg["hf_hub_id"] is not None:
+        path, state = hub_weights(pretrained_cfg)
+    else:
+        raise ValueError(
+            f"{pretrained_cfg['architecture']} has no weights on the Hugging Face hub: pass checkpoint_path="
+        )
+    heads = pretrained_cfg["classifier"]
+    heads = (heads,) if isinstance(heads, str) else heads
+    own = model.state_dict()
+    width = state[f"{heads[0]}.weight"].shape[0] if f"{heads[0]}.weight" in state else 0
+    new_head = width != model.num_classes
+    if new_head:  # the weights' classifier is left out; the model keeps its freshly initialised one
+        state = {k: v for k, v in state.items() if k.split(".")[0] not in heads}
+        own = {k: v for k, v in own.items() if k.split(".")[0] not in heads}
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{path}: keys differ from the model's: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    try:
+        model.load_state_dict(state, strict=not new_head)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: {' '.join(str(exc).split())[:500]}") from None
+
+
+def deit3_b(pretrained: bool = False, checkpoint_path: str | Path | None = None, **kwargs: Any) -> VisionTransformer:
+    """DeiT III ViT-B; 224x224 by default; pretrained=True loads timm's deit3_base_patch16_224.fb_in1k weights
+    (downloaded once into torch's hub cache); checkpoint_path= loads a local file (safetensors or torch).
+    """
+    model = VisionTransformer(**kwargs)
+    if pretrained or checkpoint_path is not None:
+        load_pretrained(model, checkpoint_path)
+    return model

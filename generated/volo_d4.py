@@ -26,10 +26,33 @@ Published (printed precision; a deviation is explained in the spec):
     ok (-0.0%)
 """
 
+import json
+import math
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+# timm's pretrained_cfg for the reference weights: data config, classifier and first conv, hub location
+pretrained_cfg = {
+    "architecture": "volo_d4_224",
+    "tag": "sail_in1k",
+    "hf_hub_id": "timm/volo_d4_224.sail_in1k",
+    "num_classes": 1000,
+    "input_size": (3, 224, 224),
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.96,
+    "crop_mode": "center",
+    "interpolation": "bicubic",
+    "first_conv": "patch_embed.conv.0",
+    "classifier": ("head", "aux_head"),
+}
 
 
 class ConvStem(nn.Module):
@@ -73,13 +96,15 @@ class DropPath(nn.Module):
 class OutlookAttention(nn.Module):
     """Each 3x3 window (stride 2, padding 1) mixes its own values with weights from its centre."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.v = nn.Linear(dim, dim, bias=False)
         self.attn = nn.Linear(dim, 81 * num_heads)  # k^4 weights per head: k^2 outputs x k^2 inputs
+        self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -89,7 +114,7 @@ class OutlookAttention(nn.Module):
         # 1. Weights: average-pool each s x s cell to its centre token, predict k^2 x k^2 weights per head.
         centre = F.avg_pool2d(x.permute(0, 3, 1, 2), s, s, ceil_mode=True).permute(0, 2, 3, 1)  # (B, h, w, C)
         attn = self.attn(centre).reshape(B, h * w, heads, k * k, k * k)  # (B, h*w, heads, out pos, in pos)
-        attn = (attn * self.scale).softmax(dim=-1)
+        attn = self.attn_drop((attn * self.scale).softmax(dim=-1))
         # 2. Unfold: copy the k x k neighbours of every window centre out of the zero-padded value grid.
         v = F.pad(self.v(x), (0, 0, p, p, p, p)).reshape(B, H + 2 * p, W + 2 * p, heads, d)
         windows = [v[:, i : i + s * h : s, j : j + s * w : s] for i in range(k) for j in range(k)]
@@ -102,27 +127,30 @@ class OutlookAttention(nn.Module):
             for j in range(k):
                 out[:, i : i + s * h : s, j : j + s * w : s] += x[:, :, :, :, i * k + j]
         out = out[:, p : p + H, p : p + W].reshape(B, H, W, C)  # drop the padding: (B, H, W, C)
-        return self.proj(out)
+        return self.proj_drop(self.proj(out))
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, proj_drop: float) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
+        self.drop = nn.Dropout(proj_drop)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class OutlookBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-05)
-        self.attn = OutlookAttention(dim, num_heads)
+        self.attn = OutlookAttention(dim, num_heads, attn_drop, proj_drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-05)
-        self.mlp = Mlp(dim, hidden)
+        self.mlp = Mlp(dim, hidden, proj_drop)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,28 +170,41 @@ class Downsample(nn.Module):
         return x.permute(0, 2, 3, 1)  # (B, H / stride, W / stride, C_out)
 
 
+def resample_grid_table(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A (1, H, W, C) table for another grid, resampled bicubically (antialiased), as timm's
+    resample_abs_pos_embed_nhwc."""
+    if tuple(table.shape[1:3]) == tuple(grid):
+        return table
+    x = F.interpolate(table.float().permute(0, 3, 1, 2), size=grid, mode="bicubic", antialias=True)
+    return x.permute(0, 2, 3, 1).to(table.dtype)
+
+
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, heads, N, head_dim)
-        x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(head_dim)) v
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, hidden: int, drop_path: float) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-05)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, attn_drop, proj_drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-05)
-        self.mlp = Mlp(dim, hidden)
+        self.mlp = Mlp(dim, hidden, proj_drop)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,29 +215,32 @@ class Block(nn.Module):
 class ClassAttention(nn.Module):
     """The class token (first token) is the only query; keys and values come from all tokens."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.attn_drop = attn_drop
         self.kv = nn.Linear(dim, dim * 2, bias=False)
         self.q = nn.Linear(dim, dim, bias=False)
         self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         H = self.num_heads
         q = self.q(x[:, :1]).view(B, 1, H, C // H).transpose(1, 2)  # (B, heads, 1, head_dim)
         k, v = self.kv(x).view(B, N, 2, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, N, head_dim)
-        x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, 1, head_dim)
-        return self.proj(x.transpose(1, 2).reshape(B, 1, C))  # (B, 1, C)
+        p = self.attn_drop if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, heads, 1, head_dim)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, 1, C)))  # (B, 1, C)
 
 
 class ClassAttentionBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, hidden: int) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-05)
-        self.attn = ClassAttention(dim, num_heads)
+        self.attn = ClassAttention(dim, num_heads, attn_drop, proj_drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-05)
-        self.mlp = Mlp(dim, hidden)
+        self.mlp = Mlp(dim, hidden, proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cls = x[:, :1]  # (B, 1, C): the only token these blocks write
@@ -205,30 +249,89 @@ class ClassAttentionBlock(nn.Module):
         return torch.cat((cls, x[:, 1:]), dim=1)  # the other tokens pass unchanged
 
 
+def feature_take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None) -> tuple[list[int], int]:
+    """timm's rule: None takes all n taps, an int the last `indices` of them, a sequence those listed
+    (negative counting from the end); returns them and the largest."""
+    if indices is None:
+        indices = n
+    if isinstance(indices, int):
+        if not 0 < indices <= n:
+            raise ValueError(f"last-n ({indices}) is out of range (1 to {n})")
+        take = list(range(n - indices, n))
+    else:
+        take = [i + n if i < 0 else i for i in indices]
+        if not all(0 <= i < n for i in take):
+            raise ValueError(f"indices {list(indices)} out of range for {n} taps")
+    return take, max(take)
+
+
+def feature_map(x: torch.Tensor, h: int, w: int, prefix: int, output_fmt: str) -> torch.Tensor:
+    """A tap's tokens as timm returns them: prefix tokens dropped, then (B, C, h, w) or (B, h * w, C)."""
+    if output_fmt not in ("NCHW", "NLC"):
+        raise ValueError(f"output_fmt {output_fmt!r}: choose NCHW or NLC")
+    x = x[:, prefix:].reshape(x.shape[0], h, w, -1)  # (B, h, w, C)
+    return x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x.flatten(1, 2)
+
+
 class VOLO(nn.Module):
-    def __init__(self, img_size: int = 224, num_classes: int = 1000, drop_path_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        dynamic_img_size: bool = False,
+    ) -> None:
         super().__init__()
+        if not isinstance(img_size, int):  # (H, W), as timm passes it
+            if img_size[0] != img_size[1]:
+                raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
+            img_size = img_size[0]
         self.num_classes = num_classes
         self.num_features = 768
+        self.img_size = (img_size, img_size)
+        self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
+        self.global_pool = "token"
         self.grad_checkpointing = False
+        self.pretrained_cfg = dict(pretrained_cfg)
         # stochastic depth grows linearly from 0 to drop_path_rate over the 36 blocks
         dpr = [drop_path_rate * i / 35 for i in range(36)]
-        self.patch_embed = ConvStem(in_chans=3, hidden=64, dim=384, patch=4)
+        self.patch_embed = ConvStem(in_chans=in_chans, hidden=64, dim=384, patch=4)
         grid = img_size // 8  # 28 at 224
         self.network = nn.ModuleList()
-        self.network.append(nn.Sequential(*[OutlookBlock(384, 12, 1152, dpr[i]) for i in range(8)]))
+        self.network.append(
+            nn.Sequential(*[OutlookBlock(384, 12, 1152, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(8)])
+        )
         self.network.append(Downsample(384, 768, stride=2))
         grid = grid // 2  # 14 at 28
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, 768))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
-        self.network.append(nn.Sequential(*[Block(768, 16, 2304, dpr[8 + i]) for i in range(8)]))
-        self.network.append(nn.Sequential(*[Block(768, 16, 2304, dpr[16 + i]) for i in range(16)]))
-        self.network.append(nn.Sequential(*[Block(768, 16, 2304, dpr[32 + i]) for i in range(4)]))
+        self.network.append(
+            nn.Sequential(*[Block(768, 16, 2304, dpr[8 + i], attn_drop_rate, proj_drop_rate) for i in range(8)])
+        )
+        self.network.append(
+            nn.Sequential(*[Block(768, 16, 2304, dpr[16 + i], attn_drop_rate, proj_drop_rate) for i in range(16)])
+        )
+        self.network.append(
+            nn.Sequential(*[Block(768, 16, 2304, dpr[32 + i], attn_drop_rate, proj_drop_rate) for i in range(4)])
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
-        self.post_network = nn.Sequential(*[ClassAttentionBlock(768, 16, 2304) for _ in range(2)])
+        self.post_network = nn.Sequential(
+            *[ClassAttentionBlock(768, 16, 2304, attn_drop_rate, proj_drop_rate) for _ in range(2)]
+        )
         self.norm = nn.LayerNorm(768, eps=1e-05)
+        self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(768, num_classes) if num_classes > 0 else nn.Identity()
         self.aux_head = nn.Linear(768, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [
+            dict(num_chs=384, reduction=8, module="network.0"),
+            dict(num_chs=768, reduction=16, module="network.2"),
+            dict(num_chs=768, reduction=16, module="network.3"),
+            dict(num_chs=768, reduction=16, module="network.4"),
+        ]
         self.apply(self._init_weights)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -240,27 +343,46 @@ class VOLO(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
-        """Load a checkpoint trained at another resolution: resize its (1, H, W, C) table bicubically."""
-        old = state_dict.get(prefix + "pos_embed")
-        if old is None or old.shape == self.pos_embed.shape:
-            return
-        grid = old.float().permute(0, 3, 1, 2)  # (1, C, H, W)
-        grid = F.interpolate(grid, size=self.pos_embed.shape[1:3], mode="bicubic", antialias=True)
-        state_dict[prefix + "pos_embed"] = grid.permute(0, 2, 3, 1).to(old.dtype)
+    def patch_grid(self, x: torch.Tensor) -> tuple[int, int]:
+        """The patch grid of input x; another size than img_size needs dynamic_img_size=True."""
+        H, W = x.shape[-2:]
+        if not self.dynamic_img_size and self.img_size != (H, W):
+            raise ValueError(
+                f"VOLO expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
+                f"build it with img_size={H} or dynamic_img_size=True"
+            )
+        return H // 8, W // 8
 
-    def _run(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    def set_input_size(self, img_size: int) -> None:
+        """Make img_size the model's input size: the position table is resampled as on load."""
+        self.img_size = (img_size, img_size)
+        grid = img_size // 8
+        grid = grid // 2
+        self.pos_embed = nn.Parameter(resample_grid_table(self.pos_embed.detach(), (grid, grid)))
+
+    def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+        """Load a checkpoint trained at another resolution: its (1, H, W, C) table resampled to this model's grid."""
+        key = prefix + "pos_embed"
+        if key in state_dict:
+            state_dict[key] = resample_grid_table(state_dict[key], self.pos_embed.shape[1:3])
+
+    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return blocks(x)
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
+
+    def _run(self, blocks: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        for block in blocks:
+            x = self._block(block, x)
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.patch_grid(x)  # (28, 28) at 224x224
         x = self.patch_embed(x)  # (B, 28, 28, 384)
         x = self._run(self.network[0], x)  # (B, 28, 28, 384)
         x = self.network[1](x)  # (B, 14, 14, 768)
-        x = x + self.pos_embed  # (B, 14, 14, 768)
+        h, w = h // 2, w // 2
+        x = x + resample_grid_table(self.pos_embed, (h, w))  # (B, 14, 14, 768)
         x = x.flatten(1, 2)  # (B, 196, 768)
         x = self._run(self.network[2], x)  # (B, 196, 768)
         x = self._run(self.network[3], x)  # (B, 196, 768)
@@ -271,17 +393,91 @@ class VOLO(nn.Module):
         x = self.norm(x)  # (B, 197, 768)
         return x
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the outputs of the taps in feature_info picked by `indices` (see
+        feature_take_indices), prefix tokens dropped, normalised by the final norm if `norm` and its width fits;
+        with the final features unless `intermediates_only` (which also stops after the last tap)."""
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        intermediates = []
+        h, w = self.patch_grid(x)  # (28, 28) at 224x224
+        x = self.patch_embed(x)  # (B, 28, 28, 384)
+        x = self._run(self.network[0], x)  # (B, 28, 28, 384)
+        if 0 in take:
+            intermediates.append(feature_map(x, h, w, 0, output_fmt))
+        if last == 0 and (intermediates_only or stop_early):
+            return intermediates if intermediates_only else (x, intermediates)
+        x = self.network[1](x)  # (B, 14, 14, 768)
+        h, w = h // 2, w // 2
+        x = x + resample_grid_table(self.pos_embed, (h, w))  # (B, 14, 14, 768)
+        x = x.flatten(1, 2)  # (B, 196, 768)
+        x = self._run(self.network[2], x)  # (B, 196, 768)
+        if 1 in take:
+            intermediates.append(feature_map(self.norm(x) if norm else x, h, w, 0, output_fmt))
+        if last == 1 and (intermediates_only or stop_early):
+            return intermediates if intermediates_only else (x, intermediates)
+        x = self._run(self.network[3], x)  # (B, 196, 768)
+        if 2 in take:
+            intermediates.append(feature_map(self.norm(x) if norm else x, h, w, 0, output_fmt))
+        if last == 2 and (intermediates_only or stop_early):
+            return intermediates if intermediates_only else (x, intermediates)
+        x = self._run(self.network[4], x)  # (B, 196, 768)
+        if 3 in take:
+            intermediates.append(feature_map(self.norm(x) if norm else x, h, w, 0, output_fmt))
+        if last == 3 and (intermediates_only or stop_early):
+            return intermediates if intermediates_only else (x, intermediates)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
+        x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
+        x = self._run(self.post_network, x)  # (B, 197, 768)
+        x = self.norm(x)  # (B, 197, 768)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop what the taps in `indices` do not need (timm's semantics); returns the kept tap indices."""
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        self.network = self.network[: [0, 2, 3, 4][last] + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        cls = x[:, 0]  # class token: (B, 768)
+        if self.global_pool == "token":
+            out = x[:, 0]  # class token: (B, 768)
+        elif self.global_pool == "avg":
+            out = x.mean(dim=1)  # mean of every token: (B, 768)
+        else:
+            out = x
+        out, x = self.head_drop(out), self.head_drop(x)
         if pre_logits:
-            return cls
-        aux = self.aux_head(x[:, 1:])  # one prediction per patch token (token labeling): (B, 196, classes)
-        return self.head(cls) + 0.5 * aux.max(dim=1)[0]
+            return out
+        out = self.head(out)
+        if self.global_pool:  # token labeling: add half of each class's largest patch-token prediction
+            aux = self.aux_head(x[:, 1:])  # (B, 196, classes)
+            out = out + 0.5 * aux.max(dim=1)[0]
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            if global_pool not in ("token", "avg", ""):
+                raise ValueError(f"global_pool {global_pool!r}: choose 'token', 'avg' or '' (no pooling)")
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.aux_head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -293,6 +489,128 @@ class VOLO(nn.Module):
         self.grad_checkpointing = enable
 
 
-def volo_d4(num_classes: int = 1000, img_size: int = 224, **kwargs: float) -> VOLO:
-    """VOLO-D4; 224x224 by default."""
-    return VOLO(img_size=img_size, num_classes=num_classes, **kwargs)
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, read with the standard library: an 8-byte little-endian header length, a JSON
+    header {name: {dtype, shape, data_offsets}}, then the tensors' bytes."""
+    data = path.read_bytes()
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + size])
+        body = memoryview(data)[8 + size :]
+        tensors = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype, shape, (start, end) = SAFETENSORS_DTYPES[info["dtype"]], info["shape"], info["data_offsets"]
+            nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            if end - start != nbytes or end > len(body):
+                raise ValueError(f"{name} needs bytes {start}-{start + nbytes} of {len(body)}: truncated")
+            raw = bytearray(body[start:end])
+            tensor = torch.frombuffer(raw, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
+            tensors[name] = tensor.reshape(shape)
+    except (ValueError, KeyError, TypeError, struct.error) as exc:
+        raise ValueError(f"{path}: not a whole safetensors file ({exc})") from None
+    return tensors
+
+
+def read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A torch checkpoint loaded with weights_only=True; official training checkpoints keep the weights under
+    "model" (CeiT, DeepViT) or "state_dict"."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt, truncated or unsafe files
+        raise ValueError(
+            f"{path}: not loadable with weights_only=True ({str(exc).strip().splitlines()[0]}); if you trust the "
+            "file, load it with torch.load(path, weights_only=False) and pass its weights to load_state_dict"
+        ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    return read_safetensors(path) if path.suffix == ".safetensors" else read_torch_checkpoint(path)
+
+
+def hub_weights(cfg: dict) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The reference weights from the Hugging Face hub ($HF_ENDPOINT, default https://huggingface.co), downloaded
+    once into torch's hub cache: model.safetensors, else pytorch_model.bin. A download enters the cache only
+    after it reads back whole, so the cache never holds a partial file."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints" / cfg["hf_hub_id"].replace("/", "--")
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name, read_checkpoint(folder / name)
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    folder.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        url = f"{endpoint}/{cfg['hf_hub_id']}/resolve/main/{name}"
+        partial = folder / f".{name}.partial"
+        try:
+            torch.hub.download_url_to_file(url, str(partial), progress=False)
+        except OSError as exc:  # HTTP and network errors
+            failures.append(f"{url}: {exc}")
+            continue
+        try:
+            state = read_safetensors(partial) if name.endswith(".safetensors") else read_torch_checkpoint(partial)
+        except ValueError as exc:
+            partial.unlink()
+            raise ValueError(f"{url}: {exc}") from None
+        partial.replace(folder / name)
+        return folder / name, state
+    raise OSError(f"no weights for {cfg['hf_hub_id']}: {'; '.join(failures)}")
+
+
+def load_pretrained(model: nn.Module, checkpoint_path: str | Path | None = None) -> None:
+    """Weights into `model` with strict=True: a checkpoint file, or else the reference weights from the hub.
+    Position tables are resampled to the model's size; a classifier of another width than the weights' stays
+    as initialised (timm's rule). Keys that differ otherwise are an error naming the file."""
+    if checkpoint_path is not None:
+        path = Path(checkpoint_path)
+        state = read_checkpoint(path)
+    elif pretrained_cfg["hf_hub_id"] is not None:
+        path, state = hub_weights(pretrained_cfg)
+    else:
+        raise ValueError(
+            f"{pretrained_cfg['architecture']} has no weights on the Hugging Face hub: pass checkpoint_path="
+        )
+    heads = pretrained_cfg["classifier"]
+    heads = (heads,) if isinstance(heads, str) else heads
+    own = model.state_dict()
+    width = state[f"{heads[0]}.weight"].shape[0] if f"{heads[0]}.weight" in state else 0
+    new_head = width != model.num_classes
+    if new_head:  # the weights' classifier is left out; the model keeps its freshly initialised one
+        state = {k: v for k, v in state.items() if k.split(".")[0] not in heads}
+        own = {k: v for k, v in own.items() if k.split(".")[0] not in heads}
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{path}: keys differ from the model's: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    try:
+        model.load_state_dict(state, strict=not new_head)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: {' '.join(str(exc).split())[:500]}") from None
+
+
+def volo_d4(pretrained: bool = False, checkpoint_path: str | Path | None = None, **kwargs: Any) -> VOLO:
+    """VOLO-D4; 224x224 by default; pretrained=True loads timm's volo_d4_224.sail_in1k weights (downloaded once into
+    torch's hub cache); checkpoint_path= loads a local file (safetensors or torch).
+    """
+    model = VOLO(**kwargs)
+    if pretrained or checkpoint_path is not None:
+        load_pretrained(model, checkpoint_path)
+    return model

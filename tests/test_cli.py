@@ -104,7 +104,7 @@ def test_count_img_size_option_and_bad_size() -> None:
     # patch_size is written in the parent spec: the error points at the user's spec and names where it stands
     assert proc.stderr.splitlines() == [
         "error: specs/deit_s.yaml:2:10: stem.patch_size: at img_size 450: 16 does not divide the image size 450 "
-        "(inherited from specs/vit_b16.yaml:12:39)"
+        "(inherited from specs/vit_b16.yaml:13:39)"
     ]
 
 

@@ -56,11 +56,14 @@ def test_grad_checkpointing_gives_identical_outputs_and_grads(path: Path) -> Non
         assert torch.allclose(grads[n], p.grad, atol=1e-6), n
 
 
-def test_distilled_head_trains_on_both_and_averages_in_eval() -> None:
+def test_distilled_head_trains_on_both_when_asked_and_averages_otherwise() -> None:
+    """timm's rule: both logits only in distilled training (set_distilled_training), else their mean."""
     path = next(p for p in SMALL if p.stem == "deit_ti_distilled")
     model = factory(path)()
     x = _input(path)
     model.train()
+    assert isinstance(model(x), torch.Tensor)
+    model.set_distilled_training(True)
     out = model(x)
     assert isinstance(out, tuple) and len(out) == 2
     model.eval()

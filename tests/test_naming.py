@@ -41,11 +41,11 @@ def test_different_compositions_get_classes_named_for_what_differs(tmp_path: Pat
 def test_a_model_of_one_composition_has_one_plain_block_class() -> None:
     text = source_of(ROOT / "specs" / "deit_s.yaml")
     assert [n for n in _classes(text) if n.endswith("Block")] == ["Block"]
-    assert "if " not in text.split("class Block(")[1].split("\nclass ")[0]  # no option flags in the block
+    assert "if " not in text.split("class Block(")[1].split("\n\n\n")[0]  # no option flags in the block
 
 
 def test_deepvit_s_has_plain_and_reattention_blocks_in_one_container() -> None:
     text = source_of(ROOT / "specs" / "deepvit_s.yaml")
     assert [n for n in _classes(text) if n.endswith("Block")] == ["Block", "ReAttentionBlock"]
-    assert "*[Block(396, 12, 1188, dpr[i]) for i in range(11)]," in text
-    assert "*[ReAttentionBlock(396, 12, 1188, dpr[11 + i]) for i in range(5)]," in text
+    assert "*[Block(396, 12, 1188, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(11)]," in text
+    assert "*[ReAttentionBlock(396, 12, 1188, dpr[11 + i], attn_drop_rate, proj_drop_rate) for i in range(5)]," in text

@@ -54,7 +54,7 @@ def _outlook_by_loops(attn_mod: torch.nn.Module, x: torch.Tensor, heads: int) ->
 @pytest.mark.parametrize("size", [6, 7, 8])
 def test_outlook_attention_matches_the_papers_description(size: int) -> None:
     heads, dim = 2, 16
-    attn = module_of(D1).OutlookAttention(dim, heads).eval()
+    attn = module_of(D1).OutlookAttention(dim, heads, 0.0, 0.0).eval()
     with torch.no_grad():
         for prm in attn.parameters():
             prm.normal_(0, 0.5)
@@ -68,7 +68,7 @@ def test_outlook_attention_matches_the_papers_description(size: int) -> None:
 def test_outlook_attention_matches_timm_on_odd_grids() -> None:
     timm_volo = pytest.importorskip("timm.models.volo")
     ref = timm_volo.OutlookAttention(24, 3, kernel_size=3, padding=1, stride=2).eval()
-    ours = module_of(D1).OutlookAttention(24, 3).eval()
+    ours = module_of(D1).OutlookAttention(24, 3, 0.0, 0.0).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 9, 11, 24)
     with torch.no_grad():

@@ -20,11 +20,15 @@ from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
 from archgen.counting import Count, norm, parameter
 from archgen.errors import KindError
+from archgen.pyformat import def_line
 
 if TYPE_CHECKING:  # the catalogue resolves the op union at import time
     OpSlot = Op
 
 Attr = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)]
+# Block constructor arguments in order; the rates come from the model's constructor.
+ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop")
+RATES = {"attn_drop": "attn_drop_rate", "proj_drop": "proj_drop_rate"}
 
 
 class LayerScaleSpec(Strict):
@@ -70,8 +74,10 @@ class BlockCode:
     forward: tuple[str, ...]
 
     @property
-    def signature(self) -> str:
-        return ", ".join(f"{a}: {'float' if a == 'drop_path' else 'int'}" for a in self.args)
+    def header(self) -> str:
+        """The ``def __init__`` line, broken as ruff format breaks it when too long for one line."""
+        args = ", ".join(f"{a}: {'float' if a in RATES or a == 'drop_path' else 'int'}" for a in self.args)
+        return def_line("__init__", f"self, {args}", "None", 4)
 
 
 class Blocks(Step):
@@ -259,16 +265,17 @@ class Blocks(Step):
         return repr((self.model_dump(include=fields), self.layout(s), s.prefix if wraps else 0, m.norm_eps))
 
     def args(self, s: Tokens) -> tuple[str, ...]:
-        used = {a for b in self.block for a in b.op.args}
-        drop = ("drop_path",) if self.stochastic_depth else ()
-        return (*(a for a in ("dim", "num_heads", "hidden") if a in used or a == "dim"), *drop)
+        used = (
+            {"dim"} | {a for b in self.block for a in b.op.args} | ({"drop_path"} if self.stochastic_depth else set())
+        )
+        return tuple(a for a in ARGS if a in used)
 
     def entry(self, s: Tokens, name: str, offset: int) -> str:
-        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i]) for i in range(12)]``."""
-        rate = ("dpr[i]" if offset == 0 else f"dpr[{offset} + i]") if self.stochastic_depth else ""
+        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``."""
         values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
-        args = ", ".join(values.get(a, rate) for a in self.args(s))
-        return f"*[{name}({args}) for {'i' if rate else '_'} in range({self.depth})]"
+        values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]"}
+        args = ", ".join(values[a] for a in self.args(s))
+        return f"*[{name}({args}) for {'i' if self.stochastic_depth else '_'} in range({self.depth})]"
 
     def code(self, s: Tokens, m: Model, op_name: dict[str, str]) -> BlockCode:
         """The block class: constructor lines and the forward, given the class names of the ops."""

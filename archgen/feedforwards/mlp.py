@@ -15,7 +15,7 @@ class Mlp(Op):
 
     attr = "mlp"
     reads = "token"
-    args = ("dim", "hidden")
+    args = ("dim", "hidden", "proj_drop")
     class_name = "Mlp"
 
     kind: Literal["mlp"] = Field(description="Token-wise MLP (timm `mlp.fc1`, `mlp.fc2`).")

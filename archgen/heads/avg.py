@@ -16,6 +16,8 @@ class AvgPoolHead(Head):
     are left out). timm's ``fc_norm`` rule: by default the spec's final norm moves after the pooling and is
     stored as ``fc_norm``; ``fc_norm: false`` keeps it on every token, before the pooling."""
 
+    pool = "avg"  # timm's default global_pool
+
     kind: Literal["avg"] = Field(description="Average of the patch tokens, then `head` (timm `global_pool='avg'`).")
     fc_norm: bool = Field(
         default=True, description="Apply the final norm after pooling, as `fc_norm` (timm's default for avg)."

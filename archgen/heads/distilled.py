@@ -14,6 +14,8 @@ from archgen.heads.head import Head
 class DistilledHead(Head):
     """Training returns both logits (one loss each, hard distillation); inference their mean."""
 
+    pool = "token"  # timm's default global_pool
+
     kind: Literal["distilled"] = Field(
         description="Class and distillation heads; training returns both, eval their mean."
     )

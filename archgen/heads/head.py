@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from archgen.base import Model, Part, Row, Tokens
 from archgen.counting import Count, linear, norm
 
@@ -14,6 +16,7 @@ class Head(Part):
     """
 
     slot = "head"
+    pool: ClassVar[str]  # the model's default global_pool: how forward_head reads the tokens
 
     def takes_norm(self) -> bool:
         """Whether the final norm runs after pooling, as ``fc_norm``, instead of on every token."""

@@ -14,6 +14,8 @@ from archgen.heads.head import Head
 class TokenHead(Head):
     """``head`` = Linear(dim, num_classes) on the first token, the class token."""
 
+    pool = "token"  # timm's default global_pool
+
     kind: Literal["token"] = Field(description="`head` = Linear(dim, num_classes) on the class token.")
 
     def check(self, s: Tokens, m: Model) -> None:

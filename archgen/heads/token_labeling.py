@@ -14,6 +14,8 @@ from archgen.heads.head import Head
 class TokenLabelingHead(Head):
     """logits = head(cls) + 0.5 * max over patch tokens of aux_head(token) (timm, train and eval)."""
 
+    pool = "token"  # timm's default global_pool
+
     kind: Literal["token_labeling"] = Field(
         description="`head` on the class token + 0.5 x max over patch tokens of `aux_head` (VOLO's token labeling)."
     )

@@ -19,10 +19,9 @@ class ClassAttention(Op):
 
     attr = "attn"
     writes_first = True
-    args = ("dim", "num_heads")
+    args = ("dim", "num_heads", "attn_drop", "proj_drop")
     class_name = "ClassAttention"
     label = "ClassAttention"
-    imports = ("import torch.nn.functional as F",)
 
     kind: Literal["class_attention"] = Field(
         description="Class attention (timm CaiT `ClassAttn`, VOLO `ClassAttention`): query from the class token."

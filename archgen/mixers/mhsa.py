@@ -14,9 +14,8 @@ class MultiHeadAttention(Op):
     """softmax(Q K^T / sqrt(d)) V per head; one ``qkv`` projection, one output ``proj``."""
 
     attr = "attn"
-    args = ("dim", "num_heads")
+    args = ("dim", "num_heads", "attn_drop", "proj_drop")
     class_name = "Attention"
-    imports = ("import torch.nn.functional as F",)
 
     kind: Literal["mhsa"] = Field(description="Standard multi-head self-attention (timm `Attention`).")
     qkv_bias: bool = Field(default=True, description="Bias on the fused q, k, v projection.")

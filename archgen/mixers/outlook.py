@@ -24,10 +24,9 @@ class OutlookAttention(Op):
 
     attr = "attn"
     reads = "grid"
-    args = ("dim", "num_heads")
+    args = ("dim", "num_heads", "attn_drop", "proj_drop")
     class_name = "OutlookAttention"
     label = "Outlook"
-    imports = ("import torch.nn.functional as F",)
 
     kind: Literal["outlook"] = Field(description="VOLO outlook attention (timm `OutlookAttention`).")
     kernel_size: int = Field(default=3, ge=1, le=15, description="Window side k.")

@@ -16,7 +16,7 @@ class ReAttention(Op):
     out = A' V. There is no second softmax: the rows of A' need not sum to one."""
 
     attr = "attn"
-    args = ("dim", "num_heads")
+    args = ("dim", "num_heads", "attn_drop", "proj_drop")
     class_name = "ReAttention"
     label = "ReAttention"
 

@@ -19,7 +19,7 @@ class TalkingHeadsAttention(Op):
     """
 
     attr = "attn"
-    args = ("dim", "num_heads")
+    args = ("dim", "num_heads", "attn_drop", "proj_drop")
     class_name = "TalkingHeadAttention"
     label = "TalkingHeads"
 

@@ -27,6 +27,9 @@ class ConvDownsample(Step):
     def needs(self, s: Tokens) -> str | None:
         return "grid"
 
+    def grid_update(self) -> str | None:
+        return f"grid // {self.stride}"
+
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.h % self.stride or s.w % self.stride:
             raise KindError("stride", f"{self.stride} does not divide the {s.h}x{s.w} token grid")

@@ -23,7 +23,6 @@ class LayerClassAttention(Step):
     """
 
     slot = "stage"
-    imports = ("import torch.nn.functional as F",)
 
     kind: Literal["lca"] = Field(
         description="Layer-wise class-token attention (official CeiT `lca`, `pos_layer_embed`); reads the class "

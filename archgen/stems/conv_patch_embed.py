@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.base import Model, Row, Step, Tokens
+from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
+from archgen.stems.stem import Stem
 
 
-class ConvPatchEmbed(Step):
+class ConvPatchEmbed(Stem):
     """``patch_embed.conv1`` 7x7/2 + ``bn1`` + ReLU, ``conv2`` 3x3 + ``bn2`` + ReLU (convs without bias),
     then ``proj``: a ``patch_size`` x ``patch_size`` conv with stride ``patch_size`` and a bias."""
 
-    slot = "stem"
+    first_conv: ClassVar[str] = "patch_embed.conv1"
 
     kind: Literal["conv_patch_embed"] = Field(
         description="DeepViT's CNN patch embedding (official `PatchEmbed_CNN`, stored as `patch_embed`)."
@@ -23,6 +24,9 @@ class ConvPatchEmbed(Step):
     channels: int = Field(default=64, ge=1, le=4096, description="Channels of the two stem convs.")
     patch_size: int = Field(ge=1, le=64, description="Patch side on the stride-2 feature map.")
     dim: int = Field(ge=1, le=16384, description="Token width after the patch conv.")
+
+    def grid(self, size: str) -> str:
+        return f"({size} + 1) // 2 // {self.patch_size}"
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout != "image":

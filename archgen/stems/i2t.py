@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.base import Model, Row, Step, Tokens
+from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
+from archgen.stems.stem import Stem
 
 
 def _down(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-class ImageToTokens(Step):
+class ImageToTokens(Stem):
     """``i2t.backbone`` (conv 7x7/2 without bias, BatchNorm, max-pool 3x3/2; no activation), then
     ``i2t.proj``, a ``patch_size`` x ``patch_size`` conv with stride ``patch_size`` and a bias."""
 
-    slot = "stem"
+    first_conv: ClassVar[str] = "i2t.backbone.conv"
 
     kind: Literal["i2t"] = Field(description="CeiT Image-to-Tokens stem (official `i2t`).")
     channels: int = Field(default=64, ge=1, le=4096, description="Channels of the conv + BN + pool backbone.")
@@ -29,6 +30,9 @@ class ImageToTokens(Step):
     def _maps(self, s: Tokens) -> tuple[int, int]:
         conv = _down(s.h, 7, 2, 3)
         return conv, _down(conv, 3, 2, 1)
+
+    def grid(self, size: str) -> str:
+        return f"({size} + 3) // 4 // {self.patch_size}"
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout != "image":

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.base import Model, Row, Step, Tokens
+from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d
 from archgen.errors import KindError
+from archgen.stems.stem import Stem
 
 
-class PatchEmbed(Step):
+class PatchEmbed(Stem):
     """Split the image into ``patch_size`` x ``patch_size`` patches, each linearly projected to ``dim``."""
 
-    slot = "stem"
+    first_conv: ClassVar[str] = "patch_embed.proj"
 
     kind: Literal["patch_embed"] = Field(description="Linear patch embedding (timm `patch_embed.proj`).")
     patch_size: int = Field(ge=1, le=64, description="Patch side in pixels; also the conv stride.")
     dim: int = Field(ge=1, le=16384, description="Token width after the projection.")
+
+    def grid(self, size: str) -> str:
+        return f"{size} // {self.patch_size}"
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.h % self.patch_size or s.w % self.patch_size:

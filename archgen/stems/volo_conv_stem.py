@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archgen.base import Model, Row, Step, Tokens
+from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
+from archgen.stems.stem import Stem
 
 
-class ConvStem(Step):
+class ConvStem(Stem):
     """conv 7x7/2 + BN + ReLU, 2 x (conv 3x3 + BN + ReLU), then a (P/2) x (P/2) patch conv.
 
     Stored as ``patch_embed.conv.{0..8}`` (convs at 0, 3, 6, BatchNorms at 1, 4, 7) and
     ``patch_embed.proj``; the output is a channels-last token grid (B, H/P, W/P, dim).
     """
 
-    slot = "stem"
+    first_conv: ClassVar[str] = "patch_embed.conv.0"
 
     kind: Literal["volo_conv_stem"] = Field(
         description="VOLO conv stem (timm `volo` PatchEmbed with stem_conv=True, stem_stride=2)."
@@ -26,6 +27,9 @@ class ConvStem(Step):
     hidden: int = Field(ge=1, le=4096, description="Channels of the three stem convs (64; 128 for D5).")
     patch_size: int = Field(ge=2, le=64, description="Total stride: 2 (first conv) x patch conv stride.")
     dim: int = Field(ge=1, le=16384, description="Token width after the patch conv.")
+
+    def grid(self, size: str) -> str:
+        return f"{size} // {self.patch_size}"
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if self.patch_size % 2:

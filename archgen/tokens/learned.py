@@ -15,8 +15,6 @@ class LearnedPosEmbed(SequenceTable):
     """One learned vector per token position, stored as ``pos_embed`` (1, N, dim). A checkpoint trained
     at another resolution loads: its patch rows are resampled bicubically, as timm does."""
 
-    imports = ("import torch.nn.functional as F",)
-
     kind: Literal["learned"] = Field(description="Learned 1-D table `pos_embed` of shape (1, N, dim).")
 
     def count(self, s: Tokens, m: Model) -> Count:

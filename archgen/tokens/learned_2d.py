@@ -17,8 +17,6 @@ class LearnedPosEmbed2d(PositionTable):
     added to a token grid as it is, to a sequence flattened. VOLO adds it after its downsample
     (``before: network.2``)."""
 
-    imports = ("import torch.nn.functional as F",)
-
     kind: Literal["learned_2d"] = Field(description="Learned 2-D table `pos_embed` of shape (1, H, W, dim).")
 
     def needs(self, s: Tokens) -> str | None:

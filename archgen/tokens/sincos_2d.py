@@ -21,8 +21,6 @@ class SinCos2dPosEmbed(SequenceTable):
     (``posemb_sincos_2d``), computed at construction as a buffer that is not saved.
     """
 
-    imports = ("import torch.nn.functional as F",)
-
     kind: Literal["sincos_2d"] = Field(description="Fixed 2-D sin-cos table over the patch grid.")
     convention: Literal["mae", "big_vision"] = Field(
         description="`mae` (frozen parameter, MAE's frequencies) or `big_vision` (computed buffer, no state)."

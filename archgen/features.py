@@ -1,0 +1,88 @@
+"""timm's feature API for a generated model: which outputs are taps (``feature_info``), and the body of
+``forward_intermediates`` built from the same step code as ``forward_features``.
+
+A model whose main blocks live in one container taps every block (ViT, DeiT, CaiT's self-attention
+blocks, CeiT, DeepViT), as timm does; a model with several block stages taps the end of each stage
+(VOLO: ``network.0``, ``network.2``, …). Stages that write the class token alone (class attention) are
+never taps: timm returns no class-token features either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archgen.compiler import Walked
+
+
+@dataclass(frozen=True)
+class Tap:
+    module: str  # attribute path: blocks.3, network.2
+    num_chs: int
+    reduction: int
+    prefix: int  # prefix tokens to drop from the tap's tokens
+    step: int  # index in the walk of the step after which it is taken (per-stage taps)
+    normed: bool  # the final norm has this width: norm=True normalises the tap, as timm does
+
+    @property
+    def value(self) -> str:
+        """The tap as returned: ``feature_map(...)`` of the (optionally normalised) tokens."""
+        x = "self.norm(x) if norm else x" if self.normed else "x"
+        return f"feature_map({x}, h, w, {self.prefix}, output_fmt)"
+
+
+@dataclass(frozen=True)
+class Taps:
+    per_block: bool
+    container: str  # per-block: the container whose blocks are the taps
+    taps: tuple[Tap, ...]
+
+    @property
+    def prunable(self) -> str | None:
+        """The ModuleList (or block container) to truncate when pruning, if there is one."""
+        if self.per_block:
+            return self.container
+        lists = {t.module.partition(".")[0] for t in self.taps}
+        return next(iter(lists)) if len(lists) == 1 and all("." in t.module for t in self.taps) else None
+
+
+def taps(walked: list[Walked], img_size: int, final_norm_dim: int | None) -> Taps | None:
+    """The taps of a model; ``final_norm_dim`` is the width of its final norm on every token (none: no norm)."""
+    main = [(i, w) for i, w in enumerate(walked) if w.kind.kind == "blocks" and w.kind.updates == "all"]
+    if not main:
+        return None
+
+    def tap(module: str, i: int, w: Walked) -> Tap:
+        s = w.s_in
+        return Tap(module, s.dim, img_size // s.h, s.prefix, i, s.dim == final_norm_dim)
+
+    containers = list(dict.fromkeys(w.container or w.kind.key for _, w in main))
+    if len(containers) == 1:
+        i, first = main[0]
+        total = sum(w.kind.depth for _, w in main)
+        return Taps(True, containers[0], tuple(tap(f"{containers[0]}.{j}", i, first) for j in range(total)))
+    last = {w.container or w.kind.key: (i, w) for i, w in main}  # a container's tap is after its last stage
+    return Taps(False, "", tuple(tap(name, *last[name]) for name in containers))
+
+
+def intermediates_body(t: Taps, step_lines: list[str], loop: str) -> list[str]:
+    """``forward_intermediates``: the forward's steps, with the taps collected where they are produced.
+
+    ``step_lines[i]`` is the forward code of the i-th walked step; ``loop`` is the per-block tap loop the
+    container's template writes in place of its one-line forward.
+    """
+    lines = ["take, last = feature_take_indices(len(self.feature_info), indices)", "intermediates = []"]
+    by_step = {tap.step: k for k, tap in enumerate(t.taps)}
+    for i, text in enumerate(step_lines):
+        if t.per_block and i == t.taps[0].step:
+            lines += [loop, "if intermediates_only:", "    return intermediates"]
+            continue
+        lines.append(text)
+        if not t.per_block and i in by_step:
+            k = by_step[i]
+            lines += [
+                f"if {k} in take:",
+                f"    intermediates.append({t.taps[k].value})",
+                f"if last == {k} and (intermediates_only or stop_early):",
+                "    return intermediates if intermediates_only else (x, intermediates)",
+            ]
+    return [line for line in lines if line]
