@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ EXPECTED = dict(
 )
 
 
-def archgen(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def archgen(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, umask: int = -1
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "archgen", *args],
         cwd=cwd,
@@ -27,6 +30,7 @@ def archgen(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> 
         text=True,
         env={**os.environ, **(env or {})},
         timeout=120,
+        umask=umask,
     )
 
 
@@ -63,6 +67,22 @@ def test_build_all_writes_nothing_if_any_spec_is_bad(tmp_path: Path) -> None:
     built = sorted(p.name for p in (tmp_path / "generated").iterdir())
     assert built == ["deit_ti.py", "vit_b16.py"]
     assert (tmp_path / "generated" / "deit_ti.py").read_bytes() == (ROOT / "generated" / "deit_ti.py").read_bytes()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_mode_open_would_give(umask: int, tmp_path: Path) -> None:
+    proc = archgen("build", "deit_ti", "--out", str(tmp_path), umask=umask)
+    assert proc.returncode == 0, proc.stderr
+    built = tmp_path / "generated" / "deit_ti.py"
+    assert stat.S_IMODE(built.stat().st_mode) == 0o666 & ~umask  # 0o644 under the usual 0o022
+    plot = tmp_path / "plot.svg"
+    assert archgen("plot", "-o", str(plot), umask=umask).returncode == 0
+    assert stat.S_IMODE(plot.stat().st_mode) == 0o666 & ~umask
+    # an existing file keeps its own mode, as open(path, "w") would leave it
+    built.chmod(0o640)
+    assert archgen("build", "deit_ti", "--out", str(tmp_path), umask=umask).returncode == 0
+    assert stat.S_IMODE(built.stat().st_mode) == 0o640
+    assert [p.name for p in built.parent.iterdir()] == ["deit_ti.py"]  # no temporary file left behind
 
 
 def test_check_detects_stale_missing_and_extra(tmp_path: Path) -> None:
