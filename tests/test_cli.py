@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from archgen.counting import Count
 from conftest import ROOT, SPECS, ir_of
 
 BAD = ROOT / "tests" / "bad_specs"
@@ -109,10 +110,88 @@ def test_count_json_shape_and_values() -> None:
     ir = ir_of(ROOT / "specs" / "vit_b16.yaml")
     assert [c["img_size"] for c in data["counts"]] == [224, 384]
     for row in data["counts"]:
-        assert set(row) == {"img_size", "params", "macs", "published"}
+        assert set(row) == {"img_size", "params", "macs", "published", "convention", "value", "by", "breakdown"}
         total = ir.count(row["img_size"])
         assert (row["params"], row["macs"]) == (total.params, total.macs)
+        assert (row["convention"], row["value"], row["by"]) == ("macs", total.macs, "stage")
     assert data["counts"][0]["published"]["params"][0]["printed"] == "86M"
+    assert data["counts"][0]["published"]["params"][0]["rel_err"] == round((86e6 - 86_567_656) / 86_567_656, 6)
+
+
+def _in(convention: str, node: Count) -> int:
+    """A count in a convention, spelt out here rather than through Count.in_convention."""
+    return {"macs": node.macs, "flops": 2 * node.macs, "fvcore": node.macs + node.norm_extra}[convention]
+
+
+@pytest.mark.parametrize("convention", ["macs", "flops", "fvcore"])
+@pytest.mark.parametrize("by", ["stage", "module", "op"])
+def test_count_json_has_the_breakdown_in_the_chosen_convention(by: str, convention: str) -> None:
+    proc = archgen("count", "cait_xxs24", "--json", "--by", by, "--convention", convention)
+    assert proc.returncode == 0, proc.stderr
+    ir = ir_of(ROOT / "specs" / "cait_xxs24.yaml")
+    for row in json.loads(proc.stdout)["counts"]:
+        total = ir.count(row["img_size"])
+        assert (row["convention"], row["by"], row["value"]) == (convention, by, _in(convention, total))
+        assert (row["params"], row["macs"]) == (total.params, total.macs)  # the old keys keep their meaning
+        rows = {r["name"]: r for r in row["breakdown"]}
+        assert len(rows) == len(row["breakdown"]), "breakdown names are unique"
+        for r in row["breakdown"]:
+            assert r["value"] == {"macs": r["macs"], "flops": 2 * r["macs"], "fvcore": r["value"]}[convention]
+        if by == "stage":
+            assert list(rows) == [c.name for c in total.children]
+            for child in total.children:
+                assert (rows[child.name]["params"], rows[child.name]["value"]) == (child.params, _in(convention, child))
+        if by in ("stage", "op"):  # a partition: the rows add up to the whole
+            assert sum(r["params"] for r in row["breakdown"]) == total.params
+            assert sum(r["value"] for r in row["breakdown"]) == _in(convention, total)
+        if by == "op":
+            assert {"linear", "matmul", "norm"} <= set(rows)
+        if by == "module":
+            n, dim = (row["img_size"] // 16) ** 2, 192  # CaiT: the self-attention blocks see the patches only
+            qkv = rows["blocks.0.attn.qkv"]
+            assert (qkv["params"], qkv["macs"]) == (3 * dim * dim + 3 * dim, n * dim * 3 * dim)
+            norm = rows["blocks.0.norm1"]
+            assert (norm["params"], norm["macs"]) == (2 * dim, 0)
+            assert norm["value"] == (5 * n * dim if convention == "fvcore" else 0)  # fvcore: 5 per element
+            assert rows["blocks.23.mlp.fc2"]["params"] == 4 * dim * dim + dim
+            assert "blocks_token_only.1.attn.q" in rows and "head" in rows
+
+
+def test_count_by_module_prints_dotted_paths_with_their_counts() -> None:
+    proc = archgen("count", "vit_b16", "--by", "module")
+    assert proc.returncode == 0, proc.stderr
+    cells = {}
+    for line in proc.stdout.splitlines():
+        parts = [p.strip() for p in line.split("│")[1:-1]]
+        if len(parts) == 4:
+            cells[parts[0]] = parts[1:]
+    # blocks.3.attn.qkv: Linear(768, 3 x 768) with bias, over 197 tokens
+    assert cells["blocks.3.attn.qkv"][:2] == [f"{3 * 768 * 768 + 3 * 768:,}", f"{197 * 768 * 3 * 768:,}"]
+    assert cells["blocks.0.attn.qkv"][0] == f"{3 * 768 * 768 + 3 * 768:,}"
+    assert cells["blocks.11.mlp.fc1"][0] == f"{768 * 3072 + 3072:,}"
+    assert cells["patch_embed.proj"][0] == f"{16 * 16 * 3 * 768 + 768:,}"
+    assert "qkv" not in cells and "attn" not in cells  # no bare leaf names
+
+
+def test_closed_stdout_ends_quietly_with_exit_0(tmp_path: Path) -> None:
+    # `archgen count ... | head -n 1` in a shell, with the archgen side's own status
+    err = tmp_path / "stderr"
+    script = f'{sys.executable} -m archgen count vit_b16 --by module 2>"$1" | head -n 1; echo "${{PIPESTATUS[0]}}"'
+    proc = subprocess.run(["bash", "-c", script, "_", str(err)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("ViT-B/16 (vit_b16)") and lines[-1] == "0", proc.stdout
+    assert err.read_text() == ""
+    # deterministic: the reader is gone before archgen writes a byte (as `| true` almost always is)
+    for args in (["count", "vit_b16", "--by", "module"], ["count", "vit_b16", "--json"], ["list"], ["show", "deit_s"]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "archgen", *args], cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True
+            )
+        finally:
+            os.close(write)
+        assert (proc.returncode, proc.stderr) == (0, ""), args
 
 
 def test_count_img_size_option_and_bad_size() -> None:
