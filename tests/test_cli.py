@@ -213,6 +213,18 @@ def test_count_table_shows_deviation_text() -> None:
     assert "307M" in proc.stdout and "L/32" in proc.stdout
 
 
+def test_rel_err_states_its_sign_and_has_it() -> None:
+    proc = archgen("count", "vit_b16")
+    assert proc.returncode == 0
+    assert "rel. err" in proc.stdout and "(pub-ours)/ours" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if "params 86M (ViT paper Table 1)" in line)
+    assert f"{(86e6 - 86_567_656) / 86_567_656:+.2%}" in row and "-0.66%" in row  # the paper prints less: negative
+    help_text = " ".join(archgen("count", "--help", env={"COLUMNS": "300"}).stdout.split())
+    assert "rel. err is (published - ours) / ours" in help_text
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`rel. err` = (published − ours) / ours" in readme and "| rel. err (pub-ours)/ours |" in readme
+
+
 def test_misspelt_name_gets_a_suggestion() -> None:
     proc = archgen("count", "deit_smal")
     assert proc.returncode == 2
