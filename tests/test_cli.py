@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from archgen.counting import Count
+from archgen.fidelity import checks
 from conftest import ROOT, SPECS, ir_of
 
 BAD = ROOT / "tests" / "bad_specs"
@@ -299,6 +302,68 @@ def test_plot_is_valid_svg_with_every_spec(tmp_path: Path) -> None:
     circles = list(root.iter("{http://www.w3.org/2000/svg}circle"))
     published = [c for c in circles if c.get("fill") == "none"]
     assert len(published) >= 10  # hollow markers: the published points
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _text_box(t: ET.Element, em: float = 0.6) -> tuple[float, float, float, float]:
+    """A text's extent estimated from its characters (0.6 em each), ascent 0.8 em, descent 0.25 em."""
+    size, x, y = float(t.get("font-size", "12")), float(t.get("x", "0")), float(t.get("y", "0"))
+    width = len(t.text or "") * size * em
+    left = {"start": x, "middle": x - width / 2, "end": x - width}[t.get("text-anchor", "start")]
+    return left, y - 0.8 * size, left + width, y + 0.25 * size
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _gap(box: tuple[float, ...], x: float, y: float) -> float:
+    return math.hypot(max(box[0] - x, 0, x - box[2]), max(box[1] - y, 0, y - box[3]))
+
+
+def test_plot_labels_overlap_nothing_and_published_points_are_joined(tmp_path: Path) -> None:
+    out = tmp_path / "plot.svg"
+    assert archgen("plot", "--out", str(out)).returncode == 0
+    root = ET.parse(out).getroot()
+    labels = [t for t in root.iter(f"{SVG}text") if t.get("class") == "label"]
+    circles = [c for c in root.iter(f"{SVG}circle") if c.get("class") != "legend"]
+    lines = list(root.iter(f"{SVG}line"))
+    assert sorted(t.text for t in labels) == sorted(p.stem for p in SPECS)  # one label per spec
+    boxes = [_text_box(t) for t in labels]
+    for i, a in enumerate(boxes):
+        for j in range(i):
+            assert not _overlap(a, boxes[j]), (labels[i].text, labels[j].text)
+        for c in circles:
+            cx, cy, r = float(c.get("cx")), float(c.get("cy")), float(c.get("r"))
+            assert not _overlap(a, (cx - r, cy - r, cx + r, cy + r)), (labels[i].text, c.findtext(f"{SVG}title"))
+
+    def centre(c: ET.Element) -> tuple[float, float]:
+        return float(c.get("cx")), float(c.get("cy"))
+
+    filled = {c.findtext(f"{SVG}title").split(":")[0]: centre(c) for c in circles if c.get("fill") != "none"}
+    hollow = [c for c in circles if c.get("fill") == "none"]
+    ends = [((float(e.get("x1")), float(e.get("y1"))), (float(e.get("x2")), float(e.get("y2")))) for e in lines]
+    # one hollow marker per published number at the spec's default resolution, counted from the IR
+    irs = {p.stem: ir_of(p) for p in SPECS}
+    assert len(hollow) == sum(len(checks(ir, ir.spec.img_size)) for ir in irs.values())
+    for c in hollow:
+        name = c.findtext(f"{SVG}title").split(":")[0]
+        assert (filled[name], centre(c)) in ends or (centre(c), filled[name]) in ends, f"{name}: not joined"
+    # each label is next to its spec's marker or joined to it by a leader line
+    for t, box in zip(labels, boxes, strict=True):
+        x, y = filled[t.text]
+        if _gap(box, x, y) <= 12:
+            continue
+        block = [
+            _text_box(u) for u in labels if (u.get("x"), u.get("text-anchor")) == (t.get("x"), t.get("text-anchor"))
+        ]
+        block = [b for b in block if abs(b[1] - box[1]) < 6 * 11]  # the lines of a shared label
+        union = (min(b[0] for b in block), min(b[1] for b in block), max(b[2] for b in block), max(b[3] for b in block))
+        assert any(math.hypot(a[0] - x, a[1] - y) <= 9 and _gap(union, *b) <= 12 for a, b in ends), (
+            f"{t.text}: label set apart with no leader"
+        )
 
 
 @pytest.mark.parametrize("name", ["volo_d3", "cait_s24", "ceit_t"])
