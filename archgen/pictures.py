@@ -2,7 +2,8 @@
 
 ``plot_svg``: params vs MACs of every spec (log-log), each published number joined to its spec's computed
 point; names placed where they overlap no other name, marker or line (leader lines where set apart).
-``diagram_svg``: one spec's stage/block graph with token grids and widths.
+``diagram_svg``: one spec's stage/block graph with token grids, widths, params and MACs per stage, and where
+the prefix tokens and the position table enter.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-from archgen.compiler import IR
+from archgen.compiler import IR, Walked
+from archgen.counting import Count
 from archgen.fidelity import checks
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -311,42 +313,143 @@ def plot_svg(irs: list[IR]) -> str:
     return _svg(width, height, [*grid, *head, *links, *hollow, *filled, *body, *legend])
 
 
+def macs_text(macs: int) -> str:
+    """MACs for a diagram: three significant digits, in G from 10 M up (``1.20 G``, ``0.0578 G``), else in
+    M (``1.26 M``)."""
+    if not macs:
+        return "0"
+    value, unit = (macs / 1e9, "G") if macs >= 1e7 else (macs / 1e6, "M")
+    digits = 0 if value >= 100 else 1 if value >= 10 else 2 if value >= 1 else None
+    return f"{value:.{digits}f} {unit}" if digits is not None else f"{value:.3g} {unit}"
+
+
+def counts_text(params: int, macs: int) -> str:
+    return f"params {params:,} · MACs {macs_text(macs)}"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A step the diagram shows on the arrow between two boxes rather than as a box."""
+
+    text: str
+    kind: str  # tokens, pos_embed, layout or other
+    tip: str
+
+
+def _entry(w: Walked, count: Count) -> _Entry:
+    slot = w.kind.slot
+    tip = f"{count.params:,} params, {count.macs:,} MACs"
+    if slot == "tokens":  # prefix tokens join the sequence
+        names = [c.name for c in count.children]
+        n = w.s_out.prefix - w.s_in.prefix
+        verb = "joins" if len(names) == 1 else "join"
+        text = f"+ {', '.join(names)} {verb} ({n} token{'s' if n > 1 else ''}): {count.params:,} params"
+        return _Entry(text, slot, f"{tip}; tokens {w.s_out.tokens()} after")
+    if slot == "pos_embed":
+        fields = w.kind.model_dump(exclude={"kind", "before"}, exclude_none=True)
+        desc = ", ".join([w.kind.kind, *(f"{k} {v}" for k, v in fields.items())])
+        amount = f"{count.params:,} params" if count.params else "computed, no params"
+        return _Entry(f"+ {count.name or 'pos_embed'} ({desc}): {amount}", slot, tip)
+    if slot == "layout":
+        layout = {"seq": "a sequence", "grid": "a grid"}.get(w.s_out.layout, w.s_out.layout)
+        return _Entry(f"tokens as {layout}: {w.s_out.tokens()}", slot, f"{w.s_in.shape()} -> {w.s_out.shape()}")
+    name = count.name or w.kind.kind
+    amount = counts_text(count.params, count.macs) if count.macs else f"{count.params:,} params"
+    return _Entry(f"{name} ({w.kind.kind}): {amount}", "other", tip)
+
+
+ENTRY_STYLE = {  # fill, stroke of the annotation's pill
+    "tokens": ("#fff3e0", "#e08a00"),
+    "pos_embed": ("#eaf6ea", "#2e8b2e"),
+    "layout": (None, "#999"),
+    "other": ("#f2f2f2", "#888"),
+}
+
+
 def diagram_svg(ir: IR) -> str:
-    """Boxes top to bottom: stem, each stage, the head; each with its kind, depth, width, heads and
-    the token grid it outputs at the default resolution."""
+    """Boxes top to bottom: the input, the stem, each stage and the head, each with its kind, depth, width,
+    heads, the token grid it outputs at the default resolution, and its params and MACs. On the arrows
+    between them, where they happen: prefix tokens joining, the position table being added, layout
+    changes and the final norm, each with its own count."""
     size = ir.spec.img_size
-    rows: list[tuple[str, str]] = [("input", f"image 3x{size}x{size}")]
+    total = ir.count(size)
+    boxes: list[tuple[list[str], list[_Entry], str]] = [([f"input: image {ir.model.in_chans}x{size}x{size}"], [], "")]
+    pending: list[_Entry] = []
     for w in ir.walk(size):
+        count = w.kind.count(w.s_in, ir.model)
         row = w.kind.row(w.s_in, ir.model)
         if row is None:
+            pending.append(_entry(w, count))
             continue
         name = str(getattr(w.kind, "key", w.path[0]))
+        if w.container is not None:  # a stage that continues another's container: where its blocks sit
+            name = f"{name} ({w.container}.{w.start}-{w.start + w.kind.num_blocks() - 1})"
+        elif count.name and count.name != name:
+            name = f"{name} ({count.name})"
         depth = f" x{row.depth}" if row.depth != "-" else ""
         heads = f", {row.heads} heads" if row.heads != "-" else ""
-        rows.append((f"{name}: {row.kind}{depth}", f"dim {w.s_out.dim}{heads}; tokens {w.s_out.tokens()}"))
+        lines = [
+            f"{name}: {row.kind}{depth}",
+            f"dim {w.s_out.dim}{heads}; tokens {w.s_out.tokens()}",
+            counts_text(count.params, count.macs),
+        ]
+        boxes.append((lines, pending, f"{count.params:,} params, {count.macs:,} MACs"))
+        pending = []
     final = ir.final(size)
     head = ir.head.row(final, ir.model)
-    rows.append((f"head: {head.kind}", f"{final.dim} -> {ir.model.num_classes} classes"))
-    box_w, box_h, gap, pad = 520, 46, 22, 30
-    height = pad * 2 + 30 + len(rows) * (box_h + gap)
-    width = box_w + 2 * pad
+    hc = ir.head.count(final, ir.model, ir.norm_moved)
+    lines = [f"head: {head.kind}", f"{final.dim} -> {ir.model.num_classes} classes", counts_text(hc.params, hc.macs)]
+    boxes.append((lines, pending, f"{hc.params:,} params, {hc.macs:,} MACs"))
+
+    pad, box_w, line_h, gap, step = 30, 560, 17, 24, 24
+    title = f"{ir.spec.title} ({ir.spec.name}) @{size}"
+    centre = pad + box_w / 2
     body = [
-        f'<text x="{width / 2}" y="{pad}" text-anchor="middle" font-size="15">'
-        f"{escape(ir.spec.title)} ({escape(ir.spec.name)}) @{size}</text>"
-    ]
-    for i, (title, detail) in enumerate(rows):
-        y = pad + 20 + i * (box_h + gap)
-        body.append(f'<rect x="{pad}" y="{y}" width="{box_w}" height="{box_h}" rx="6" fill="#eef3fb" stroke="#35a"/>')
-        body.append(f'<text x="{pad + 10}" y="{y + 19}" font-weight="bold">{escape(title)}</text>')
-        body.append(f'<text x="{pad + 10}" y="{y + 36}">{escape(detail)}</text>')
-        if i:
-            body.append(
-                f'<line x1="{width / 2}" y1="{y - gap}" x2="{width / 2}" y2="{y}" stroke="#35a" '
-                'marker-end="url(#arrow)"/>'
-            )
-    body.insert(
-        0,
         '<defs><marker id="arrow" markerWidth="8" markerHeight="8" refX="6" refY="4" orient="auto">'
         '<path d="M0,0 L8,4 L0,8 z" fill="#35a"/></marker></defs>',
-    )
-    return _svg(width, height, body)
+        f'<text x="{pad}" y="{pad}" font-size="15" font-weight="bold">{escape(title)}</text>',
+        f'<text x="{pad}" y="{pad + 20}" fill="#333">total: {escape(counts_text(total.params, total.macs))}</text>',
+    ]
+    y = pad + 36
+    widest = max(pad + box_w, pad + len(title) * 15 * CHAR_EM)  # bold 15 px: about as wide as CHAR_EM says
+    prev_bottom = None
+    for lines, entries, tip in boxes:
+        if prev_bottom is not None:
+            y += gap + step * len(entries)
+            for k, e in enumerate(entries):
+                ey = prev_bottom + gap / 2 + step * (k + 0.5) + 2
+                fill, stroke = ENTRY_STYLE[e.kind]
+                tx = centre + 22
+                width = len(e.text) * 11 * CHAR_EM + 12
+                widest = max(widest, tx + width)
+                if fill is None:  # a layout change: a note beside the arrow
+                    body.append(
+                        f'<text class="entry" x="{tx}" y="{ey + 4}" font-size="11" font-style="italic" '
+                        f'fill="#666">{escape(e.text)}<title>{escape(e.tip)}</title></text>'
+                    )
+                    continue
+                body.append(f'<line x1="{centre}" y1="{ey}" x2="{tx}" y2="{ey}" stroke="{stroke}"/>')
+                body.append(f'<circle cx="{centre}" cy="{ey}" r="4" fill="{stroke}"/>')
+                body.append(
+                    f'<rect x="{tx}" y="{ey - 9}" width="{width:.0f}" height="18" rx="9" fill="{fill}" '
+                    f'stroke="{stroke}"/>'
+                )
+                body.append(
+                    f'<text class="entry" x="{tx + 6}" y="{ey + 4}" font-size="11">{escape(e.text)}'
+                    f"<title>{escape(e.tip)}</title></text>"
+                )
+            arrow = f'x1="{centre}" y1="{prev_bottom}" x2="{centre}" y2="{y}" stroke="#35a" marker-end="url(#arrow)"'
+            body.insert(3, f"<line {arrow}/>")  # under the annotations' dots
+        height = 12 + line_h * len(lines)
+        body.append(
+            f'<rect x="{pad}" y="{y}" width="{box_w}" height="{height}" rx="6" fill="#eef3fb" stroke="#35a">'
+            + (f"<title>{escape(tip)}</title>" if tip else "")
+            + "</rect>"
+        )
+        for k, text in enumerate(lines):
+            weight = ' font-weight="bold"' if k == 0 else ""
+            colour = ' fill="#1d3f73"' if k == 2 else ""
+            body.append(f'<text x="{pad + 10}" y="{y + 19 + line_h * k}"{weight}{colour}>{escape(text)}</text>')
+        prev_bottom = y + height
+        y = prev_bottom
+    return _svg(math.ceil(widest + pad), math.ceil(y + pad), body)

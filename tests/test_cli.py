@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -366,18 +367,95 @@ def test_plot_labels_overlap_nothing_and_published_points_are_joined(tmp_path: P
         )
 
 
-@pytest.mark.parametrize("name", ["volo_d3", "cait_s24", "ceit_t"])
-def test_diagram_is_valid_svg_with_every_stage(name: str, tmp_path: Path) -> None:
-    import xml.etree.ElementTree as ET
+COUNTS = re.compile(r"params ([\d,]+) · MACs ([\d.]+) ([GM])|: ([\d,]+) params")
 
+
+def _shown(text: str) -> tuple[int, int | None]:
+    """(params, MACs) read back from a diagram text; MACs None where only params are shown."""
+    m = COUNTS.search(text)
+    assert m, text
+    if m.group(4):
+        return int(m.group(4).replace(",", "")), None
+    return int(m.group(1).replace(",", "")), round(float(m.group(2)) * {"G": 1e9, "M": 1e6}[m.group(3)])
+
+
+@pytest.mark.parametrize(
+    "name", ["volo_d1", "volo_d3", "cait_s24", "cait_xxs24", "ceit_t", "vit_b16_reg4_gap", "deepvit_s"]
+)
+def test_diagram_shows_every_stage_its_counts_and_where_tokens_and_tables_enter(name: str, tmp_path: Path) -> None:
     out = tmp_path / f"{name}.svg"
     proc = archgen("diagram", name, "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    text = " ".join(t.text or "" for t in ET.parse(out).getroot().iter("{http://www.w3.org/2000/svg}text"))
+    texts = [(t.text or "", float(t.get("y"))) for t in ET.parse(out).getroot().iter(f"{SVG}text")]
     ir = ir_of(ROOT / "specs" / f"{name}.yaml")
+    size = ir.spec.img_size
+    total = ir.count(size)
+
+    def find(start: str, box: bool = False) -> tuple[str, float]:
+        """The one text starting with ``start`` (a box title: whose name, before ':' or ' (', is ``start``)."""
+        hits = [(t, y) for t, y in texts if (t.split(":")[0].split(" (")[0] == start if box else t.startswith(start))]
+        assert len(hits) == 1, (start, hits)
+        return hits[0]
+
+    def same(shown: tuple[int, int | None], params: int, macs: int) -> None:
+        assert shown[0] == params
+        if shown[1] is not None:  # three significant digits
+            assert abs(shown[1] - macs) <= 0.005 * macs, (shown, macs)
+
+    same(_shown(find("total: ")[0]), total.params, total.macs)
+    listed = 0
+    at = find("input:")[1]  # every box and every entry point in the order of the IR's walk, downwards
+    keys = [getattr(w.kind, "key", None) for w in ir.walk(size)]
+    for w, key in zip(ir.walk(size), keys, strict=True):
+        count = w.kind.count(w.s_in, ir.model)
+        if w.kind.row(w.s_in, ir.model) is not None:
+            _title, y = find(key or "stem", box=True)
+            box = [t for t, ty in texts if y < ty < y + 40 and t.startswith("params ")]
+            assert len(box) == 1, key
+            same(_shown(box[0]), count.params, count.macs)
+        elif w.kind.slot == "tokens":  # prefix tokens joining: each group's parameter by name
+            names = ", ".join(f"{g}_token" for g in w.kind.groups)
+            n = w.s_out.prefix - w.s_in.prefix
+            text, y = find(f"+ {names} join")
+            assert f"({n} token{'s' if n > 1 else ''})" in text
+            same(_shown(text), count.params, 0)
+            assert count.params == n * w.s_out.dim
+        elif w.kind.slot == "pos_embed":
+            text, y = find("+ pos_embed (")
+            pos = ir.spec.pos_embed
+            assert text.startswith(f"+ pos_embed ({pos.kind}")
+            if getattr(pos, "covers", None):
+                assert f"covers {pos.covers}" in text
+            same(_shown(text), count.params, 0)
+        elif w.kind.slot == "layout":
+            text, y = find(f"tokens as a {'sequence' if w.s_out.layout == 'seq' else 'grid'}: {w.s_out.tokens()}")
+            count = Count("")
+        else:
+            text, y = find(f"{count.name} (")
+            same(_shown(text), count.params, count.macs)
+        assert y > at, f"{name}: {w.kind.kind} out of order"
+        at = y
+        listed += count.params
+    head = ir.head.count(ir.final(size), ir.model, ir.norm_moved)
+    _title, y = find("head", box=True)
+    assert y > at
+    box = [t for t, ty in texts if y < ty < y + 40 and t.startswith("params ")]
+    same(_shown(box[0]), head.params, head.macs)
+    assert listed + head.params == total.params  # nothing left out, nothing counted twice
     for stage in ir.spec.stages:
-        assert f"{stage.key}:" in text, stage.key
-    assert f"tokens {ir.final(ir.spec.img_size).tokens()}" in text or "head:" in text
+        find(stage.key, box=True)
+
+
+def test_diagram_draws_every_spec_and_hybrid() -> None:
+    from archgen.pictures import counts_text, diagram_svg
+    from conftest import ALL
+
+    for path in ALL:
+        ir = ir_of(path)
+        root = ET.fromstring(diagram_svg(ir))
+        total = ir.count(ir.spec.img_size)
+        texts = [t.text for t in root.iter(f"{SVG}text")]
+        assert f"total: {counts_text(total.params, total.macs)}" in texts, path.stem
 
 
 def test_internal_error_is_one_line_with_a_hint_and_debug_shows_the_traceback() -> None:
