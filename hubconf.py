@@ -1,21 +1,22 @@
 """torch.hub entry points: ``torch.hub.load("<clone>", "volo_d3", source="local")``.
 
 Each entry is a generated module's factory, loaded from ``generated/`` by file path, so loading needs
-only torch (archgen itself is not imported).
+only torch (archgen itself is not imported). torch.hub lists every public callable here as an entry
+point, so the helpers' own names start with an underscore and modules are imported whole.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
-from typing import Any
+import pathlib
+import typing
 
 dependencies = ["torch"]
 
-_GENERATED = Path(__file__).resolve().parent / "generated"
+_GENERATED = pathlib.Path(__file__).resolve().parent / "generated"
 
 
-def _factory(name: str) -> Any:
+def _factory(name: str) -> typing.Any:
     spec = importlib.util.spec_from_file_location(f"archgen_hub_{name}", _GENERATED / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -23,8 +24,8 @@ def _factory(name: str) -> Any:
     return getattr(module, name)
 
 
-def _entry(name: str) -> Any:
-    def load(pretrained: bool = False, **kwargs: Any) -> Any:
+def _entry(name: str) -> typing.Any:
+    def load(pretrained: bool = False, **kwargs: typing.Any) -> typing.Any:
         if pretrained:
             raise ValueError(f"{name}: archgen ships no weights; load a checkpoint with load_state_dict")
         return _factory(name)(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -32,13 +33,30 @@ def render_all(paths: list[Path], docs: bool = False) -> dict[str, str]:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(target: Path) -> int:
+    """The mode a plain ``open(target, "w")`` would leave: an existing file keeps its own, a new one gets
+    0o666 less the umask (``mkstemp`` alone would give 0o600)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 def write_atomic(root: Path, files: dict[str, str]) -> list[Path]:
     written = []
     for name, text in sorted(files.items()):
         target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        mode = _mode_for(target)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
+            os.chmod(tmp, mode)
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)
             os.replace(tmp, target)

@@ -7,6 +7,7 @@ Jinja only by the commands that render code.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -35,22 +36,40 @@ def _guard(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from archgen.errors import SpecError
-
+        code = 0
         try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except SpecError as exc:
-            if _state["debug"]:
+            try:
+                return _reported(fn, *args, **kwargs)
+            except typer.Exit as exc:
+                code = exc.exit_code
                 raise
-            _fail(f"error: {exc}")
-        except Exception as exc:  # an internal error: one line and a hint, never a traceback
-            if _state["debug"]:
-                raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            finally:
+                sys.stdout.flush()  # a reader that went away shows up here, not at interpreter exit
+        except BrokenPipeError:
+            # `archgen count ... | head`: the reader has what it wanted; stop quietly with the command's own
+            # status (0 unless it had already decided otherwise), as a Unix filter does.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(code) from None
 
     return wrapper
+
+
+def _reported(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from archgen.errors import SpecError
+
+    try:
+        return fn(*args, **kwargs)
+    except (typer.Exit, typer.Abort, SystemExit, BrokenPipeError):
+        raise
+    except SpecError as exc:
+        if _state["debug"]:
+            raise
+        _fail(f"error: {exc}")
+    except Exception as exc:  # an internal error: one line and a hint, never a traceback
+        if _state["debug"]:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
 
 
 def _version(value: bool) -> None:
@@ -120,15 +139,26 @@ def count(
     img_size: Annotated[
         list[int] | None, typer.Option("--img-size", help="Resolution(s) to count (repeatable).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Machine-readable output: per resolution the counts, the --convention value, the --by breakdown "
+            "and the published numbers (rel_err = (published - ours) / ours).",
+        ),
+    ] = False,
     by: Annotated[
-        str, typer.Option("--by", help="Breakdown rows: stage (top-level attributes), module (every path), op.")
+        str,
+        typer.Option("--by", help="Breakdown rows: stage (top-level attributes), module (every dotted path), op."),
     ] = "stage",
     convention: Annotated[
         str, typer.Option("--convention", help="Counts shown as macs, flops (2 x MACs) or fvcore (MACs + norms).")
     ] = "macs",
 ) -> None:
-    """Exact params and MACs per resolution, against the published numbers."""
+    """Exact params and MACs per resolution, against the published numbers.
+
+    rel. err is (published - ours) / ours: positive when the source prints more than we count.
+    """
     if by not in ("stage", "module", "op"):
         _fail(f"error: --by {by}: choose stage, module or op")
     if convention not in ("macs", "flops", "fvcore"):
@@ -153,7 +183,19 @@ def count(
         payload = {
             "name": ir.spec.name,
             "counts": [
-                {"img_size": size, "params": total.params, "macs": total.macs, "published": _published(found)}
+                {
+                    "img_size": size,
+                    "params": total.params,
+                    "macs": total.macs,
+                    "published": _published(found),
+                    "convention": convention,
+                    "value": total.in_convention(convention),
+                    "by": by,
+                    "breakdown": [
+                        {"name": n, "params": node.params, "macs": node.macs, "value": node.in_convention(convention)}
+                        for n, node in _breakdown(total, by)
+                    ],
+                }
                 for size, total, found in rows
             ],
         }
@@ -186,8 +228,27 @@ def _published(found: list[Any]) -> dict[str, list[dict[str, Any]]] | None:
 def _console() -> Any:
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1; the command's guard decides instead
+            self.quiet = True
+            raise BrokenPipeError
+
     # Piped output (CI logs, README snippets) gets a fixed width instead of rich's 80 columns.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    return _Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+
+
+# The sign of the relative error, spelt out where it is shown (Check.rel_err).
+REL_ERR = "rel. err\n(pub-ours)/ours"
+
+
+def _breakdown(total: Any, by: str) -> list[tuple[str, Any]]:
+    """Rows of ``--by``: top-level attributes (stage), every node by its full dotted attribute path in the
+    generated module, parents before children (module), or leaves summed by operation type (op)."""
+    if by == "op":
+        return list(total.by_op().items())
+    if by == "module":
+        return total.walk()[1:]
+    return [(child.name, child) for child in total.children]
 
 
 def _convention(entry: Any) -> str:
@@ -200,7 +261,7 @@ def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str =
     console = _console()
     spec = ir.spec
     table = Table(title=f"{spec.title} ({spec.name})", title_justify="left")
-    for col in ("img", "params", "MACs (G)", "FLOPs = 2xMACs (G)", "published", "rel. err", "status"):
+    for col in ("img", "params", "MACs (G)", "FLOPs = 2xMACs (G)", "published", REL_ERR, "status"):
         table.add_column(col, justify="left" if col in ("published", "status") else "right")
     for size, total, found in rows:
         first = True
@@ -230,16 +291,11 @@ def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str =
     size, total, _ = rows[0]
     label = {"macs": "MACs", "flops": "FLOPs (2 x MACs)", "fvcore": "fvcore (MACs + norm terms)"}[convention]
     parts = Table(title=f"breakdown by {by} @{size}", title_justify="left")
-    for col in ("op" if by == "op" else "module", "params", label, "share"):
-        parts.add_column(col, justify="left" if col in ("module", "op") else "right")
+    first_col = {"op": "op", "module": "path", "stage": "module"}[by]
+    for col in (first_col, "params", label, "share"):
+        parts.add_column(col, justify="left" if col == first_col else "right")
     whole = max(total.in_convention(convention), 1)
-    if by == "op":
-        listed = [(name, node) for name, node in total.by_op().items()]
-    elif by == "module":
-        listed = [(("  " * path.count(".")) + path.rsplit(".", 1)[-1], node) for path, node in total.walk()][1:]
-    else:
-        listed = [(child.name, child) for child in total.children]
-    for name, node in listed:
+    for name, node in _breakdown(total, by):
         value = node.in_convention(convention)
         parts.add_row(name, f"{node.params:,}", f"{value:,}", f"{value / whole:.1%}")
     parts.add_row("total", f"{total.params:,}", f"{total.in_convention(convention):,}", "100.0%")

@@ -20,6 +20,7 @@ class Check:
 
     @property
     def rel_err(self) -> float:
+        """(published - ours) / ours: positive when the source prints more than we count."""
         return (self.entry.value - self.computed) / self.computed
 
     @property
@@ -52,7 +53,7 @@ def resolutions(ir: IR) -> list[int]:
 def markdown_table(irs: list[IR]) -> str:
     """Every published number against our count, as the README's fidelity table (drift-checked)."""
     rows = [
-        "| spec | @ | quantity | published (source) | computed | rel. err "
+        "| spec | @ | quantity | published (source) | computed | rel. err (pub-ours)/ours "
         "| status: explanation (abridged; full text in the spec) |",
         "|---|---|---|---|---|---|---|",
     ]

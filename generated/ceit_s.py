@@ -15,9 +15,10 @@ head    linear on cls                        -      384  -      1000 classes
 Published (printed precision; a deviation is explained in the spec):
   @224 params 24.2M [coeusguo/ceit README.md (ceit_small_patch16_224)]: ok (-0.0%)
   @384 params 24.2M [coeusguo/ceit README.md (ceit_small_patch16_384)]: deviation (-0.6%)
-  @224 macs 4.5G [CeiT paper Table 6 (as reproduced in the seed)]: deviation (-5.5%)
-  @384 macs 12.9G [CeiT paper Table 6, CeiT-S up-384 (as reproduced in the seed)]: deviation
-    (-19.3%)
+  @224 macs 4.5G [CeiT paper Table 6, as reproduced in the survey SOTA in Computer Vision Part 3]:
+    deviation (-5.5%)
+  @384 macs 12.9G [CeiT paper Table 6, CeiT-S up-384, as reproduced in the survey SOTA in Computer
+    Vision Part 3]: deviation (-19.3%)
 """
 
 import json

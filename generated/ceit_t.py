@@ -15,8 +15,10 @@ head    linear on cls                        -      192  -      1000 classes
 Published (printed precision; a deviation is explained in the spec):
   @224 params 6.4M [coeusguo/ceit README.md (ceit_tiny_patch16_224)]: ok (+0.7%)
   @384 params 6.4M [coeusguo/ceit README.md (ceit_tiny_patch16_384)]: ok (-0.5%)
-  @224 macs 1.2G [CeiT paper Table 6 (as reproduced in the seed)]: deviation (-14.0%)
-  @384 macs 3.6G [CeiT paper Table 6, CeiT-T up-384 (as reproduced in the seed)]: deviation (-29.5%)
+  @224 macs 1.2G [CeiT paper Table 6, as reproduced in the survey SOTA in Computer Vision Part 3]:
+    deviation (-14.0%)
+  @384 macs 3.6G [CeiT paper Table 6, CeiT-T up-384, as reproduced in the survey SOTA in Computer
+    Vision Part 3]: deviation (-29.5%)
 """
 
 import json

@@ -17,12 +17,14 @@ head          linear on cls + 0.5 max aux       -      384  -      1000 classes
 @384: params 26,777,960  MACs 22,679,560,704 (22.68 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 26.6M [VOLO paper ImageNet table (as in the seed)]: ok (-0.1%)
+  @224 params 26.6M [VOLO paper variants table (parameters), as reproduced in the survey SOTA in
+    Computer Vision Part 3]: ok (-0.1%)
   @224 macs 6.8G [VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)]:
     deviation (-1.7%)
   @224 macs 6.94G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]: ok
     (-0.0%)
-  @384 macs 22.8G [VOLO paper ImageNet table (as in the seed)]: deviation (+0.5%)
+  @384 macs 22.8G [VOLO paper ImageNet table, D1 up-384 (via jiawangbai/HAT README.md; secondary)]:
+    deviation (+0.5%)
   @384 macs 22.75G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]: ok
     (+0.0%)
 """

@@ -17,7 +17,8 @@ head          linear on cls + 0.5 max aux       -      512  -      1000 classes
 @384: params 58,872,896  MACs 46,063,638,528 (46.06 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 58.7M [VOLO paper ImageNet table (as in the seed)]: ok (+0.0%)
+  @224 params 58.7M [VOLO paper variants table (parameters), as reproduced in the survey SOTA in
+    Computer Vision Part 3]: ok (+0.0%)
   @224 macs 14.1G [VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)]:
     deviation (-1.4%)
   @224 macs 14.34G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]: ok

@@ -17,7 +17,8 @@ head          linear on cls + 0.5 max aux       -      512  -      1000 classes
 @448: params 86,626,128  MACs 96,128,522,240 (96.13 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 86.3M [VOLO paper ImageNet table (as in the seed)]: ok (-0.0%)
+  @224 params 86.3M [VOLO paper variants table (parameters), as reproduced in the survey SOTA in
+    Computer Vision Part 3]: ok (-0.0%)
   @224 macs 20.6G [VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)]:
     deviation (-0.6%)
   @224 macs 20.78G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]: ok

@@ -17,7 +17,8 @@ head          linear on cls + 0.5 max aux       -      768  -      1000 classes
 @448: params 193,413,104  MACs 196,840,571,904 (196.84 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 193M [VOLO paper ImageNet table (as in the seed)]: ok (+0.0%)
+  @224 params 193M [VOLO paper variants table (parameters), as reproduced in the survey SOTA in
+    Computer Vision Part 3]: ok (+0.0%)
   @224 macs 43.8G [VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)]:
     deviation (-1.0%)
   @224 macs 44.34G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]: ok

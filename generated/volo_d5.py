@@ -18,15 +18,18 @@ head          linear on cls + 0.5 max aux       -      768  -      1000 classes
 @512: params 296,091,488  MACs 424,557,659,136 (424.56 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 296M [VOLO paper ImageNet table (as in the seed)]: deviation (+0.2%)
+  @224 params 296M [VOLO paper variants table (parameters), as reproduced in the survey SOTA in
+    Computer Vision Part 3]: deviation (+0.2%)
   @224 macs 69.0G [VOLO paper ImageNet table (via Han et al. survey Table 2 and HAT README)]:
     deviation (-4.6%)
   @224 macs 72.40G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]: ok
     (-0.0%)
-  @448 macs 304G [VOLO paper ImageNet table (as in the seed)]: deviation (-3.4%)
+  @448 macs 304G [VOLO paper ImageNet table, D5 up-448 (via jiawangbai/HAT README.md; secondary)]:
+    deviation (-3.4%)
   @448 macs 315.06G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]:
     ok (+0.0%)
-  @512 macs 412G [VOLO paper ImageNet table (as in the seed)]: deviation (-3.0%)
+  @512 macs 412G [VOLO paper ImageNet table, D5 up-512 (via jiawangbai/HAT README.md; secondary)]:
+    deviation (-3.0%)
   @512 macs 425.09G [timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv (infer_gmacs)]:
     ok (-0.0%)
 """

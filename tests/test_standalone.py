@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import LARGE, ROOT, SPECS, ir_of
 
 SCRIPT = textwrap.dedent(
@@ -72,3 +74,13 @@ def test_torch_hub_loads_from_a_local_clone_without_archgen() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "(1, 5)"
+
+
+def test_torch_hub_lists_exactly_the_generated_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.hub
+
+    # torch.hub.list has no source="local"; point its repository lookup at this clone and let it list
+    monkeypatch.setattr(torch.hub, "_get_cache_or_reload", lambda *args, **kwargs: str(ROOT))
+    listed = torch.hub.list("local/archgen", trust_repo=True)
+    assert sorted(listed) == sorted(p.stem for p in (ROOT / "generated").glob("*.py"))
+    assert sorted(listed) == [p.stem for p in SPECS]
