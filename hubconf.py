@@ -1,7 +1,8 @@
 """torch.hub entry points: ``torch.hub.load("<clone>", "volo_d3", source="local")``.
 
 Each entry is a generated module's factory, loaded from ``generated/`` by file path, so loading needs
-only torch (archgen itself is not imported). torch.hub lists every public callable here as an entry
+only torch (archgen itself is not imported); ``pretrained=True`` downloads the reference weights (timm's,
+from the Hugging Face hub) as the generated factory does. torch.hub lists every public callable here as an entry
 point, so the helpers' own names start with an underscore and modules are imported whole.
 """
 
@@ -26,9 +27,7 @@ def _factory(name: str) -> typing.Any:
 
 def _entry(name: str) -> typing.Any:
     def load(pretrained: bool = False, **kwargs: typing.Any) -> typing.Any:
-        if pretrained:
-            raise ValueError(f"{name}: archgen ships no weights; load a checkpoint with load_state_dict")
-        return _factory(name)(**kwargs)
+        return _factory(name)(pretrained=pretrained, **kwargs)
 
     load.__name__ = name
     load.__doc__ = f"The generated {name} module (see generated/{name}.py)."
