@@ -282,7 +282,7 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("tag", ref.tag if timm else None),
         ("hf_hub_id", ref.hf_hub_id if timm else None),
         ("num_classes", ref.num_classes if timm and ref.num_classes is not None else spec.num_classes),
-        ("input_size", (spec.in_chans, spec.img_size, spec.img_size)),
+        ("input_size", (spec.in_chans, *([ref.img_size] * 2 if timm and ref.img_size else [spec.img_size] * 2))),
         ("mean", pre.mean),
         ("std", pre.std),
         ("crop_pct", pre.crop_pct),

@@ -96,16 +96,20 @@ class Reference(Strict):
     tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$", max_length=80)] | None = Field(
         default=None,
         description="timm's default pretrained tag (`fb_in1k`): weights download from the Hugging Face hub as "
-        "`timm/<model>.<tag>`; none: no released weights there.",
+        "`timm/<model>.<tag>`; `untrained` (timm's word) or none: no released weights.",
     )
 
     num_classes: int | None = Field(
         default=None, ge=0, le=100000, description="Classes of the tagged weights, where not the spec's (0: no head)."
     )
+    img_size: int | None = Field(
+        default=None, ge=1, le=4096, description="Resolution the tagged weights were trained at, where not the spec's."
+    )
 
     @property
     def hf_hub_id(self) -> str | None:
-        return f"timm/{self.model}.{self.tag}" if self.package == "timm" and self.tag else None
+        released = self.package == "timm" and self.tag not in (None, "untrained")
+        return f"timm/{self.model}.{self.tag}" if released else None
 
 
 class Preprocessing(Strict):

@@ -38,7 +38,7 @@ pretrained_cfg = {
     "tag": "fb_dist_in1k",
     "hf_hub_id": "timm/cait_s36_384.fb_dist_in1k",
     "num_classes": 1000,
-    "input_size": (3, 224, 224),
+    "input_size": (3, 384, 384),
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
     "crop_pct": 1.0,

@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 # timm's pretrained_cfg for the reference weights: data config, classifier and first conv, hub location
 pretrained_cfg = {
     "architecture": "vit_base_patch16_reg4_gap_256",
-    "tag": None,
+    "tag": "untrained",
     "hf_hub_id": None,
     "num_classes": 1000,
     "input_size": (3, 256, 256),

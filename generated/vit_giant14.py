@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 # timm's pretrained_cfg for the reference weights: data config, classifier and first conv, hub location
 pretrained_cfg = {
     "architecture": "vit_giant_patch14_224",
-    "tag": None,
+    "tag": "untrained",
     "hf_hub_id": None,
     "num_classes": 1000,
     "input_size": (3, 224, 224),

@@ -33,7 +33,7 @@ pretrained_cfg = {
     "architecture": "vit_huge_patch14_224",
     "tag": "orig_in21k",
     "hf_hub_id": "timm/vit_huge_patch14_224.orig_in21k",
-    "num_classes": 1000,
+    "num_classes": 0,
     "input_size": (3, 224, 224),
     "mean": (0.5, 0.5, 0.5),
     "std": (0.5, 0.5, 0.5),

@@ -1,0 +1,156 @@
+"""timm's model contract, compared with timm's own models on the same weights: pretrained_cfg and the data
+config it implies, forward_intermediates / prune_intermediate_layers / feature_info, dynamic input sizes,
+set_input_size, classifier access and reset, constructor arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, SPECS, factory, ir_of
+
+timm = pytest.importorskip("timm")
+from timm.data import resolve_data_config  # noqa: E402
+
+TIMM_SPECS = [p for p in SPECS if (r := ir_of(p).spec.reference) is not None and r.package == "timm"]
+CFG_FIELDS = ("tag", "hf_hub_id", "num_classes", "input_size", "mean", "std", "crop_pct", "crop_mode",
+              "interpolation", "first_conv", "classifier")  # fmt: skip
+
+
+def _spec(name: str) -> Path:
+    return ROOT / "specs" / f"{name}.yaml"
+
+
+def _pair(name: str, **kwargs: object) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """timm's model (perturbed so that no two parameters are alike) and ours with its weights, both eval."""
+    spec = ir_of(_spec(name)).spec
+    ref = timm.create_model(spec.reference.model, pretrained=False, **kwargs).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ours = factory(_spec(name))(**kwargs).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+@pytest.mark.parametrize("path", TIMM_SPECS, ids=[p.stem for p in TIMM_SPECS])
+def test_pretrained_cfg_and_data_config_equal_timms(path: Path) -> None:
+    spec = ir_of(path).spec
+    with torch.device("meta"):
+        ref = timm.create_model(spec.reference.model, pretrained=False)
+        ours = factory(path)()
+    theirs = ref.pretrained_cfg
+    for field in CFG_FIELDS:
+        assert ours.pretrained_cfg[field] == theirs.get(field), f"{path.stem}: pretrained_cfg[{field!r}]"
+    assert resolve_data_config({}, model=ours) == resolve_data_config({}, model=ref), path.stem
+
+
+# (spec, keyword arguments of forward_intermediates) for the families timm implements the API for
+CASES = [
+    ("deit_ti", {}),
+    ("deit_ti", {"indices": 3, "norm": True}),
+    ("deit_ti", {"indices": [0, -1], "output_fmt": "NLC", "intermediates_only": True}),
+    ("deit_ti_distilled", {"indices": [2, 5], "norm": True}),
+    ("deit3_s", {"indices": 2, "stop_early": True}),
+    ("cait_xxs24", {"indices": [1, 7, 23], "norm": True}),
+    ("volo_d1", {}),
+    ("volo_d1", {"indices": [0, 3], "norm": True}),
+    ("volo_d1", {"indices": 2, "intermediates_only": True}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES, ids=[f"{n}-{sorted(k.items())}" for n, k in CASES])
+def test_forward_intermediates_equal_timms(name: str, kwargs: dict) -> None:
+    ref, ours = _pair(name)
+    assert ours.feature_info == [dict(f) for f in ref.feature_info], f"{name}: feature_info"
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        a, b = ref.forward_intermediates(x, **kwargs), ours.forward_intermediates(x, **kwargs)
+    if not kwargs.get("intermediates_only"):
+        torch.testing.assert_close(b[0], a[0], rtol=0, atol=2e-5, msg=f"{name}: final features")
+        a, b = a[1], b[1]
+    assert len(a) == len(b), f"{name}: {len(b)} intermediates, timm {len(a)}"
+    for i, (u, v) in enumerate(zip(a, b, strict=True)):
+        assert u.shape == v.shape, f"{name}: intermediate {i} shape {tuple(v.shape)}, timm {tuple(u.shape)}"
+        torch.testing.assert_close(v, u, rtol=0, atol=2e-5, msg=f"{name}: intermediate {i}")
+
+
+@pytest.mark.parametrize(("name", "indices"), [("deit_ti", [1, 4]), ("cait_xxs24", 2), ("volo_d1", [0, 1])])
+def test_pruned_model_gives_timms_intermediates(name: str, indices: object) -> None:
+    ref, ours = _pair(name)
+    kept = ref.prune_intermediate_layers(indices, prune_norm=True)
+    assert ours.prune_intermediate_layers(indices, prune_norm=True) == kept
+    assert sum(p.numel() for p in ours.parameters()) < sum(p.numel() for p in factory(_spec(name))().parameters())
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        a = ref.forward_intermediates(x, kept, intermediates_only=True)
+        b = ours.forward_intermediates(x, kept, intermediates_only=True)
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(v, u, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["deit_ti", "deit3_s", "vit_b16_reg4_gap"])
+def test_dynamic_img_size_equals_timms(name: str) -> None:
+    """Another input size (here not even square) resamples the position table at forward, as timm does."""
+    ref, ours = _pair(name, dynamic_img_size=True)
+    x = torch.randn(1, 3, 160, 288)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=2e-5)
+
+
+def test_another_input_size_without_dynamic_img_size_is_one_clear_error() -> None:
+    model = factory(_spec("deit_ti"))().eval()
+    with pytest.raises(ValueError) as err, torch.no_grad():
+        model(torch.randn(1, 3, 256, 256))
+    assert str(err.value) == (
+        "VisionTransformer expects 224x224 inputs, got 256x256: build it with img_size=256 or dynamic_img_size=True"
+    )
+
+
+@pytest.mark.parametrize("name", ["deit_ti", "volo_d1"])
+def test_set_input_size_equals_timms(name: str) -> None:
+    ref, ours = _pair(name)
+    if name == "deit_ti":
+        ref.set_input_size(img_size=(288, 288))
+    else:  # timm's VOLO has no set_input_size: its 288 model with the table resampled by timm's function
+        from timm.layers import resample_abs_pos_embed_nhwc
+
+        state = ours.state_dict()
+        state["pos_embed"] = resample_abs_pos_embed_nhwc(state["pos_embed"], new_size=[18, 18])
+        ref = timm.create_model("volo_d1_224", pretrained=False, img_size=288).eval()
+        ref.load_state_dict(state, strict=True)
+    ours.set_input_size(288)
+    x = torch.randn(1, 3, 288, 288)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=2e-5)
+
+
+def test_classifier_access_and_reset_follow_timm() -> None:
+    ref, ours = _pair("deit_ti")
+    assert ours.get_classifier() is ours.head
+    x = torch.randn(1, 3, 224, 224)
+    ref.reset_classifier(7, "avg")
+    ours.reset_classifier(7, "avg")
+    with torch.no_grad():
+        fa, fb = ref.forward_features(x), ours.forward_features(x)
+        torch.testing.assert_close(ours.forward_head(fb, pre_logits=True), ref.forward_head(fa, pre_logits=True))
+    assert ours(x).shape == (1, 7)
+    with pytest.raises(ValueError, match="global_pool 'map'"):
+        ours.reset_classifier(7, "map")
+    distilled = factory(_spec("deit_ti_distilled"))()
+    assert distilled.get_classifier() == (distilled.head, distilled.head_dist)
+
+
+def test_constructor_arguments_reach_the_modules_they_name() -> None:
+    model = factory(_spec("cait_xxs24"))(drop_rate=0.1, attn_drop_rate=0.2, proj_drop_rate=0.3, in_chans=1)
+    assert model.head_drop.p == 0.1
+    assert model.blocks[0].attn.attn_drop.p == 0.2 and model.blocks_token_only[0].attn.attn_drop == 0.2
+    assert model.blocks[0].attn.proj_drop.p == 0.3 and model.blocks[5].mlp.drop.p == 0.3
+    assert model.patch_embed.proj.weight.shape[1] == 1
+    ref = timm.create_model("cait_xxs24_224", pretrained=False, in_chans=1)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    model.train()
+    x = torch.randn(2, 1, 224, 224)
+    assert not torch.equal(model(x), model(x)), "dropout is active in training"
