@@ -10,6 +10,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ HUB_PATH = "timm/deit_tiny_patch16_224.fb_in1k/resolve/main"
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
     def log_message(self, *args: object) -> None:
         type(self).requests.append(self.path)
@@ -140,7 +141,8 @@ def test_official_checkpoint_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "ceit_tiny.pth"
     torch.save({"model": source.state_dict(), "epoch": 299}, path)
     loaded = factory(ceit)(checkpoint_path=path)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
+    ours, theirs = loaded.state_dict(), source.state_dict()
+    assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
     with pytest.raises(ValueError, match="has no weights on the Hugging Face hub: pass checkpoint_path="):
         factory(ceit)(pretrained=True)
 
