@@ -78,14 +78,37 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+SPECS_HELP = (
+    "Your spec folder (also $ARCHGEN_SPECS; default ./specs if there is one): names are looked up there, then in "
+    "the built-in library, and --all, check, list and plot work on it."
+)
+SpecFolder = Annotated[Path | None, typer.Option("--specs", help=SPECS_HELP)]
+
+
+def _use_specs(folder: Path | None) -> None:
+    import os
+
+    if folder is not None:
+        os.environ["ARCHGEN_SPECS"] = str(folder)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    spec_folder: SpecFolder = None,
 ) -> None:
     _state["debug"] = debug
+    _use_specs(spec_folder)
+
+
+def _is_library(folder: Path) -> bool:
+    """Whether ``folder`` is archgen's own spec library (its schema and field reference are built with it)."""
+    from archgen import specs
+
+    return folder.resolve() == specs.builtin_dir().resolve()
 
 
 def _spec_paths(items: list[str], all_: bool) -> list[Path]:
@@ -102,13 +125,16 @@ def _spec_paths(items: list[str], all_: bool) -> list[Path]:
 @_guard
 def build(
     spec: Annotated[list[str] | None, typer.Argument(help="Spec files or names.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Build every spec in specs/.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Build every spec in the spec folder (see --specs).")] = False,
     out: Annotated[Path, typer.Option(help="Folder that holds generated/.")] = Path("."),
+    spec_folder: SpecFolder = None,
 ) -> None:
-    """Write generated/<name>.py for each spec (all rendered and checked before any is written)."""
+    """Write <out>/generated/<name>.py for each spec (all rendered and checked before any is written)."""
+    _use_specs(spec_folder)
+    from archgen import specs
     from archgen.build import render_all, write_atomic
 
-    files = render_all(_spec_paths(spec or [], all_), docs=all_)
+    files = render_all(_spec_paths(spec or [], all_), docs=all_ and _is_library(specs.spec_dir()))
     for target in write_atomic(out, files):
         typer.echo(f"wrote {target.as_posix()}")
 
@@ -116,13 +142,15 @@ def build(
 @app.command()
 @_guard
 def check(
-    root: Annotated[Path, typer.Option(help="Folder that holds specs/ and generated/.")] = Path("."),
+    root: Annotated[Path, typer.Option("--out", "--root", help="Folder that holds generated/.")] = Path("."),
+    spec_folder: SpecFolder = None,
 ) -> None:
-    """Exit 0 if generated/ is exactly what the specs produce; else print the diff and exit 1."""
+    """Exit 0 if <out>/generated/ is exactly what the spec folder's specs produce; else print the diff, exit 1."""
+    _use_specs(spec_folder)
     from archgen import specs
     from archgen.build import drift, render_all
 
-    expected = render_all(specs.all_paths(), docs=True)
+    expected = render_all(specs.all_paths(), docs=_is_library(specs.spec_dir()))
     problems = drift(root, expected)
     for problem in problems:
         typer.echo(problem)
@@ -154,11 +182,13 @@ def count(
     convention: Annotated[
         str, typer.Option("--convention", help="Counts shown as macs, flops (2 x MACs) or fvcore (MACs + norms).")
     ] = "macs",
+    spec_folder: SpecFolder = None,
 ) -> None:
     """Exact params and MACs per resolution, against the published numbers.
 
     rel. err is (published - ours) / ours: positive when the source prints more than we count.
     """
+    _use_specs(spec_folder)
     if by not in ("stage", "module", "op"):
         _fail(f"error: --by {by}: choose stage, module or op")
     if convention not in ("macs", "flops", "fvcore"):
@@ -307,8 +337,10 @@ def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str =
 def show(
     spec: Annotated[str, typer.Argument(help="Spec name or file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    spec_folder: SpecFolder = None,
 ) -> None:
     """Print the resolved spec: every field after `extends:` is merged."""
+    _use_specs(spec_folder)
     from archgen import specs
 
     loaded = specs.load(specs.find(spec))
@@ -336,8 +368,10 @@ def _resolved_text(loaded: Any, as_json: bool = False) -> str:
 def diff(
     a: Annotated[str, typer.Argument(help="First spec (name or file).")],
     b: Annotated[str, typer.Argument(help="Second spec (name or file).")],
+    spec_folder: SpecFolder = None,
 ) -> None:
     """Spec difference, generated-code difference and count delta between two specs."""
+    _use_specs(spec_folder)
     import difflib
 
     from archgen import specs
@@ -369,8 +403,10 @@ def diff(
 @_guard
 def plot(
     out: Annotated[Path, typer.Option("--out", "-o", help="SVG file to write.")] = Path("archgen-plot.svg"),
+    spec_folder: SpecFolder = None,
 ) -> None:
     """Write an SVG chart of params vs MACs for every spec, published points beside computed ones."""
+    _use_specs(spec_folder)
     from archgen import specs
     from archgen.build import compile_path, write_atomic
     from archgen.pictures import plot_svg
@@ -385,8 +421,10 @@ def plot(
 def diagram(
     spec: Annotated[str, typer.Argument(help="Spec name or file.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="SVG file (default: <name>.svg).")] = None,
+    spec_folder: SpecFolder = None,
 ) -> None:
     """Write an SVG of one spec's stage/block graph with token grids and widths."""
+    _use_specs(spec_folder)
     from archgen import specs
     from archgen.build import compile_path, write_atomic
     from archgen.pictures import diagram_svg
@@ -413,8 +451,10 @@ def list_(
     fidelity: Annotated[
         bool, typer.Option("--fidelity", help="Every published number vs our count, as a Markdown table.")
     ] = False,
+    spec_folder: SpecFolder = None,
 ) -> None:
     """Every spec with its family, params and MACs at its default resolution, and published numbers."""
+    _use_specs(spec_folder)
     from archgen import specs
     from archgen.build import compile_path
     from archgen.fidelity import checks, markdown_table

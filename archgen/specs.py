@@ -47,7 +47,10 @@ def _error(
 
 
 def label_for(path: Path) -> str:
-    """A stable, relative, posix name for ``path`` (no absolute paths in output)."""
+    """A stable, relative, posix name for ``path`` (no absolute paths in output): ``specs/<name>.yaml`` for the
+    built-in library wherever it is installed, else relative to the working folder where possible."""
+    if path.resolve().parent == builtin_dir().resolve():
+        return f"specs/{path.name}"
     try:
         rel = Path(os.path.relpath(path.resolve(), Path.cwd()))
     except ValueError:
@@ -76,13 +79,15 @@ def _with_parents(path: Path, label: str, chain: list[str]) -> tuple[Located, Po
         return child, None
     where = child.where(("extends",))
     if not isinstance(parent_name, str) or not parent_name.isidentifier():
-        raise SpecError(where, "extends", "must name another spec in the same folder")
+        raise SpecError(where, "extends", "must name another spec by its name")
     if parent_name in chain:
         raise SpecError(where, "extends", f"cycle: {' -> '.join([*chain, parent_name])}")
     if len(chain) > MAX_CHAIN:
         raise SpecError(where, "extends", f"chain longer than {MAX_CHAIN}: {' -> '.join(chain)}")
-    parent_path = path.with_name(f"{parent_name}.yaml")
-    if not parent_path.is_file():
+    # the spec's own folder first, then the user's spec folder, then the built-in library
+    folders = [path.parent, *(d for d in search_dirs() if d.resolve() != path.parent.resolve())]
+    parent_path = next((d / f"{parent_name}.yaml" for d in folders if (d / f"{parent_name}.yaml").is_file()), None)
+    if parent_path is None:
         raise SpecError(where, "extends", f"parent '{parent_name}' not found (chain: {' -> '.join(chain)})")
     parent, _ = _with_parents(parent_path, label_for(parent_path), chain)
     for name in NOT_INHERITED:
@@ -242,27 +247,46 @@ def _message(err: dict[str, Any]) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
 
-def spec_dir() -> Path:
-    """``$ARCHGEN_SPECS``, else ``./specs``, else the ``specs/`` beside an editable install."""
+def builtin_dir() -> Path:
+    """The spec library that ships with archgen: ``archgen/library`` when installed, ``specs/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "library"
+    return installed if installed.is_dir() else here.parent / "specs"
+
+
+def user_dir() -> Path | None:
+    """The user's spec folder: ``--specs DIR`` / ``$ARCHGEN_SPECS``, else ``./specs`` if there is one."""
     env = os.environ.get("ARCHGEN_SPECS")
     if env:
         return Path(env)
     here = Path("specs")
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parent.parent / "specs"
+    return here if here.is_dir() and here.resolve() != builtin_dir().resolve() else None
+
+
+def search_dirs() -> list[Path]:
+    """Where a spec named without a path is looked for: the user's folder, then the built-in library."""
+    user = user_dir()
+    return [user, builtin_dir()] if user is not None else [builtin_dir()]
+
+
+def spec_dir() -> Path:
+    """The folder ``build --all``, ``check``, ``list`` and ``plot`` work on."""
+    return search_dirs()[0]
 
 
 def find(name_or_path: str) -> Path:
     """A spec by file path or by name; a misspelt name gets a suggestion."""
     if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
         return Path(name_or_path)
-    path = spec_dir() / f"{name_or_path}.yaml"
-    if not path.is_file():
-        close = difflib.get_close_matches(name_or_path, all_names(), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise SpecError(f"{label_for(path)}:1:1", "", f"no spec named '{name_or_path}'{hint}")
-    return path
+    for folder in search_dirs():
+        if (folder / f"{name_or_path}.yaml").is_file():
+            return folder / f"{name_or_path}.yaml"
+    names = sorted({p.stem for folder in search_dirs() for p in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(name_or_path, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise SpecError(
+        f"{label_for(search_dirs()[0] / f'{name_or_path}.yaml')}:1:1", "", f"no spec named '{name_or_path}'{hint}"
+    )
 
 
 def all_paths() -> list[Path]:
