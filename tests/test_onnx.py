@@ -1,0 +1,54 @@
+"""ONNX: the smallest generated module of every family exports with the dynamo exporter
+(``torch.onnx.export(..., dynamo=True)``) and onnxruntime (CPUExecutionProvider) reproduces its eval output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from test_health import SMALLEST
+
+from conftest import factory, ir_of, randomised
+
+# onnxruntime (1.32 on Linux) otherwise queues usage telemetry in ~/.cache/Microsoft/DeveloperTools from import
+# on; the variable is read at import, disable_telemetry_events() covers an onnxruntime imported before us.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+onnx = pytest.importorskip("onnx", reason="the test extra installs onnx")
+ort = pytest.importorskip("onnxruntime", reason="the test extra installs onnxruntime")
+ort.disable_telemetry_events()
+pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (the test extra installs it)")
+
+FAMILIES = {"vit", "deit", "deit3", "cait", "volo", "ceit", "deepvit"}
+# max |onnxruntime - eager| <= TOL x max(max |eager|, 1): the same float32 graph run by another kernel
+# library (its own attention, GELU, LayerNorm and matmul blocking, so other summation orders); measured at
+# most 2.9e-6 (vit_s16, output scale 1.6; 0.8e-6 to 2.2e-6 for the others), while a wrong op, a wrong
+# constant or a lost residual moves the logits by a sizeable fraction of their scale.
+TOL = 1e-5
+
+
+def test_every_family_is_covered() -> None:
+    assert {ir_of(p).spec.family for p in SMALLEST} == FAMILIES
+
+
+@pytest.mark.parametrize("path", SMALLEST, ids=[p.stem for p in SMALLEST])
+def test_onnx_export_matches_eager(path: Path) -> None:
+    spec = ir_of(path).spec
+    # default resolution: export time is tracing, not arithmetic (64x64 took as long as 224x224)
+    model = randomised(factory(path)(num_classes=10)).eval()  # LayerNorm/BatchNorm no longer identity
+    x = torch.randn(2, spec.in_chans, spec.img_size, spec.img_size)
+    with torch.no_grad():
+        expected = model(x)
+    program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+    proto = program.model_proto
+    onnx.checker.check_model(proto)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    (name,) = (i.name for i in session.get_inputs())
+    (out,) = session.run(None, {name: x.numpy()})
+    assert out.shape == (2, 10)
+    actual = torch.from_numpy(out)
+    scale = max(expected.abs().max().item(), 1.0)
+    diff = (actual - expected).abs().max().item()
+    assert diff <= TOL * scale, f"{path.stem}: onnxruntime vs eager max |diff| {diff:.3g} (output scale {scale:.3g})"
