@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from archgen.counting import Count
+from archgen.memory import T, Tape
 
 StageKey = Annotated[
     str,
@@ -140,6 +141,11 @@ class Step(Part):
     def count(self, s: Tokens, m: Model) -> Count:
         raise NotImplementedError
 
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        """Trace the step's forward on ``x`` (what it receives) and return its output: the same ops, views
+        and copies as its template, so the tape sees what autograd saves."""
+        raise NotImplementedError
+
     def row(self, s: Tokens, m: Model) -> Row | None:
         """A stage-table row, or None for steps too small to list (a norm, a reshape)."""
         return None
@@ -189,6 +195,10 @@ class Op(Part):
         """Raise ``KindError`` when the op cannot work on these tokens."""
 
     def count(self, c: OpCtx) -> Count:
+        raise NotImplementedError
+
+    def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
+        """Trace the op's forward on ``x`` (the normed input, in the layout it ``reads``); return its output."""
         raise NotImplementedError
 
     def identity(self) -> str:

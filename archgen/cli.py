@@ -182,13 +182,32 @@ def count(
     convention: Annotated[
         str, typer.Option("--convention", help="Counts shown as macs, flops (2 x MACs) or fvcore (MACs + norms).")
     ] = "macs",
+    memory: Annotated[
+        bool,
+        typer.Option(
+            "--memory",
+            help="Also the bytes of one training step: parameters, gradients, optimizer state and the activations "
+            "autograd keeps for backward (exact for torch on CPU), per stage and per block kind.",
+        ),
+    ] = False,
+    batch: Annotated[int, typer.Option("--batch", help="Batch size for --memory.")] = 1,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="Dtype the module is cast to for --memory: float32, bfloat16, float16.")
+    ] = "float32",
+    checkpointing: Annotated[
+        bool, typer.Option("--checkpointing", help="--memory with the model's grad checkpointing on (per block).")
+    ] = False,
+    optimizer: Annotated[
+        str, typer.Option("--optimizer", help="Optimizer state for --memory: adamw or sgd.")
+    ] = "adamw",
     spec_folder: SpecFolder = None,
 ) -> None:
-    """Exact params and MACs per resolution, against the published numbers.
+    """Exact params and MACs per resolution, against the published numbers; with --memory, training memory.
 
     rel. err is (published - ours) / ours: positive when the source prints more than we count.
     """
     _use_specs(spec_folder)
+    _check_memory_options(batch, dtype, optimizer)
     if by not in ("stage", "module", "op"):
         _fail(f"error: --by {by}: choose stage, module or op")
     if convention not in ("macs", "flops", "fvcore"):
@@ -209,6 +228,7 @@ def count(
         found = checks(ir, size)
         problems += sum(not c.ok for c in found)
         rows.append((size, total, found))
+    footprints = {size: ir.memory(size, batch, dtype, checkpointing, optimizer) for size in sizes} if memory else {}
     if as_json:
         payload = {
             "name": ir.spec.name,
@@ -226,14 +246,73 @@ def count(
                         for n, node in _breakdown(total, by)
                     ],
                 }
+                | ({"memory": footprints[size].as_dict()} if memory else {})
                 for size, total, found in rows
             ],
         }
         typer.echo(json.dumps(payload, indent=2))
     else:
         _print_counts(ir, rows, by, convention)
+        for size, footprint in footprints.items():
+            _print_memory(size, footprint)
     if problems:
         raise typer.Exit(1)
+
+
+def _check_memory_options(batch: int, dtype: str, optimizer: str) -> None:
+    from archgen.memory import ITEMSIZE, OPTIMIZERS
+
+    if batch < 1:
+        _fail(f"error: --batch {batch}: must be positive")
+    if dtype not in ITEMSIZE:
+        _fail(f"error: --dtype {dtype}: choose {', '.join(ITEMSIZE)}")
+    if optimizer not in OPTIMIZERS:
+        _fail(f"error: --optimizer {optimizer}: choose {', '.join(OPTIMIZERS)}")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f}"
+
+
+def _print_memory(size: int, fp: Any) -> None:
+    from rich.table import Table
+
+    console = _console()
+    ckpt = "grad checkpointing" if fp.checkpointing else "no checkpointing"
+    title = f"memory of one training step @{size}, batch {fp.batch}, {fp.dtype}, {fp.optimizer}, {ckpt}"
+    table = Table(title=title, title_justify="left")
+    for col in ("", "bytes", "MiB", "share"):
+        table.add_column(col, justify="left" if not col else "right")
+    parts = [
+        ("parameters", fp.params_bytes),
+        ("gradients", fp.grads_bytes),
+        (f"optimizer state ({fp.optimizer})", fp.optimizer_bytes),
+        ("activations saved for backward", fp.activation_bytes),
+    ]
+    whole = max(fp.total_bytes, 1)
+    for name, n in [*parts, ("total", fp.total_bytes)]:
+        table.add_row(name, f"{n:,}", _mib(n), f"{n / whole:.1%}")
+    console.print(table)
+    steps = Table(title=f"activations by stage @{size}", title_justify="left")
+    for col in ("module", "kind", "blocks", "bytes per block", "bytes", "MiB", "share"):
+        steps.add_column(col, justify="left" if col in ("module", "kind") else "right")
+    acts = max(fp.activation_bytes, 1)
+    for s in fp.steps:
+        blocks, each = (str(len(s.per_block)), f"{s.per_block[-1]:,}") if s.per_block else ("", "")
+        n = s.activation_bytes
+        steps.add_row(s.name, s.kind, blocks, each, f"{n:,}", _mib(n), f"{n / acts:.1%}")
+    console.print(steps)
+    kinds = Table(title=f"activations by block kind @{size}", title_justify="left")
+    for col in ("block kind", "blocks", "bytes", "MiB", "share"):
+        kinds.add_column(col, justify="left" if col == "block kind" else "right")
+    for kind, blocks, n in fp.by_kind():
+        kinds.add_row(kind, str(blocks), f"{n:,}", _mib(n), f"{n / acts:.1%}")
+    console.print(kinds)
+    if fp.checkpointing:
+        console.print(
+            "with checkpointing a block keeps only its input; backward recomputes one block at a time, "
+            f"so one block's activations ({_mib(fp.recompute_bytes)} MiB at most) are live again for a moment"
+        )
 
 
 def _published(found: list[Any]) -> dict[str, list[dict[str, Any]]] | None:

@@ -15,6 +15,7 @@ from archgen.counting import Count
 from archgen.errors import KindError
 from archgen.heads.head import Head
 from archgen.loader import Path_
+from archgen.memory import ITEMSIZE, Footprint, StepMemory, Tape, optimizer_bytes
 from archgen.specs import LoadedSpec
 from archgen.stages.reshape import Reshape
 from archgen.tokens.join import JoinTokens
@@ -93,13 +94,50 @@ class IR:
         parts.append(self.head.count(walked[-1].s_out, self.model, self.norm_moved))
         return Count.group("", _flatten(parts))
 
+    def memory(
+        self, img_size: int, batch: int, dtype: str = "float32", checkpointing: bool = False, optimizer: str = "adamw"
+    ) -> Footprint:
+        """Bytes of one training step: weights, gradients, optimizer state, and the activations autograd
+        saves during ``model(x)`` (forward_features, then forward_head), traced step by step."""
+        itemsize = ITEMSIZE[dtype]
+        tape = Tape(itemsize, checkpointing)
+        x = tape.input((batch, self.model.in_chans, img_size, img_size))
+        walked = self.walk(img_size)
+        steps: list[StepMemory] = []
+        for w in walked:
+            before, tape.blocks = tape.total, []
+            x = w.kind.memory(tape, x, w.s_in, self.model)
+            count = _placed_count(w, self.model)
+            row = w.kind.row(w.s_in, self.model)
+            name = count.name or ", ".join(c.name for c in count.children) or w.kind.kind
+            kind = row.kind if row is not None else w.kind.kind
+            steps.append(StepMemory(name, kind, count.params, tape.total - before, tuple(tape.blocks)))
+        before = tape.total
+        self.head.memory(tape, x, walked[-1].s_out, self.model, self.norm_moved)
+        head = self.head.count(walked[-1].s_out, self.model, self.norm_moved)
+        row = self.head.row(walked[-1].s_out, self.model)
+        steps.append(StepMemory("head", row.kind, head.params, tape.total - before))
+        total = self.count(img_size)
+        return Footprint(
+            batch=batch,
+            dtype=dtype,
+            checkpointing=checkpointing,
+            optimizer=optimizer,
+            params_bytes=total.params * itemsize,
+            grads_bytes=total.trainable * itemsize,
+            optimizer_bytes=optimizer_bytes(optimizer, total.trainable, total.tensors, itemsize),
+            activation_bytes=tape.total,
+            steps=tuple(steps),
+            recompute_bytes=tape.recompute,
+        )
+
 
 def _placed_count(w: Walked, m: Model) -> Count:
     count = w.kind.count(w.s_in, m)
     if w.container is None:
         return count
     # a stage continuing another's container: its blocks are numbered on under the container's name
-    blocks = [Count(str(w.start + int(c.name)), c.params, c.macs, c.children, c.norm_extra) for c in count.children]
+    blocks = [c.renamed(str(w.start + int(c.name))) for c in count.children]
     return Count.group(w.container, blocks)
 
 

@@ -11,7 +11,7 @@ answer without importing it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class Count:
     children: tuple[Count, ...] = ()
     norm_extra: int = 0  # fvcore's norm terms; not MACs
     op: str = ""  # leaves: linear, conv, matmul, norm, parameter (for ``archgen count --by op``)
+    tensors: int = 0  # parameter tensors (an optimizer keeps per-tensor state, e.g. AdamW's step)
+    frozen: int = 0  # parameters that take no gradient (a fixed table stored as a parameter)
 
     @staticmethod
     def group(name: str, children: list[Count] | tuple[Count, ...]) -> Count:
@@ -32,7 +34,16 @@ class Count:
             sum(c.macs for c in kids),
             kids,
             sum(c.norm_extra for c in kids),
+            tensors=sum(c.tensors for c in kids),
+            frozen=sum(c.frozen for c in kids),
         )
+
+    def renamed(self, name: str) -> Count:
+        return replace(self, name=name)
+
+    @property
+    def trainable(self) -> int:
+        return self.params - self.frozen
 
     @property
     def fvcore(self) -> int:
@@ -44,7 +55,7 @@ class Count:
 
     def repeat(self, names: list[str]) -> list[Count]:
         """The same count under several names (``blocks.0`` … ``blocks.11``)."""
-        return [Count(n, self.params, self.macs, self.children, self.norm_extra, self.op) for n in names]
+        return [self.renamed(n) for n in names]
 
     def by_op(self) -> dict[str, Count]:
         """Leaves summed by operation type."""
@@ -54,8 +65,7 @@ class Count:
                 continue
             op = node.op or "other"
             prev = out.get(op, Count(op, op=op))
-            extra = prev.norm_extra + node.norm_extra
-            out[op] = Count(op, prev.params + node.params, prev.macs + node.macs, (), extra, op)
+            out[op] = replace(Count.group(op, [prev, node]), children=(), op=op)
         return dict(sorted(out.items()))
 
     def walk(self, prefix: str = "") -> list[tuple[str, Count]]:
@@ -68,14 +78,16 @@ class Count:
 
 
 def linear(name: str, fan_in: int, fan_out: int, tokens: int, bias: bool = True) -> Count:
-    return Count(name, fan_in * fan_out + (fan_out if bias else 0), tokens * fan_in * fan_out, op="linear")
+    params = fan_in * fan_out + (fan_out if bias else 0)
+    return Count(name, params, tokens * fan_in * fan_out, op="linear", tensors=2 if bias else 1)
 
 
 def conv2d(
     name: str, c_in: int, c_out: int, kernel: int, out_hw: tuple[int, int], bias: bool = True, groups: int = 1
 ) -> Count:
     weights = c_out * (c_in // groups) * kernel * kernel
-    return Count(name, weights + (c_out if bias else 0), out_hw[0] * out_hw[1] * weights, op="conv")
+    params = weights + (c_out if bias else 0)
+    return Count(name, params, out_hw[0] * out_hw[1] * weights, op="conv", tensors=2 if bias else 1)
 
 
 def norm(name: str, dim: int, elements: int, per_element: int = 5) -> Count:
@@ -83,11 +95,11 @@ def norm(name: str, dim: int, elements: int, per_element: int = 5) -> Count:
 
     Running statistics are buffers, not parameters.
     """
-    return Count(name, 2 * dim, 0, (), per_element * elements, "norm")
+    return Count(name, 2 * dim, 0, (), per_element * elements, "norm", tensors=2)
 
 
-def parameter(name: str, numel: int) -> Count:
-    return Count(name, numel, 0, op="parameter")
+def parameter(name: str, numel: int, frozen: bool = False) -> Count:
+    return Count(name, numel, 0, op="parameter", tensors=0 if frozen else 1, frozen=numel if frozen else 0)
 
 
 def matmul(name: str, macs: int) -> Count:

@@ -10,6 +10,7 @@ prefix tokens (CaiT), continue another stage's block container (DeepViT's last r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -20,6 +21,7 @@ from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
 from archgen.counting import Count, norm, parameter
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 from archgen.pyformat import def_line
 
 if TYPE_CHECKING:  # the catalogue resolves the op union at import time
@@ -231,13 +233,26 @@ class Blocks(Step):
                 normed = seen if b.op.reads == "token" else s  # a grid op's norm runs on the whole sequence
                 parts.append(norm(norm_attr, s.dim, normed.n * s.dim))
             op = b.op.count(self.ctx(b, s))
-            parts.append(Count(op_attr, op.params, op.macs, op.children, op.norm_extra, op.op))
+            parts.append(op.renamed(op_attr))
             if ls_attr and ls_attr.startswith("gamma_"):
                 parts.append(parameter(ls_attr, s.dim))
             elif ls_attr:
                 parts.append(Count.group(ls_attr, [parameter("gamma", s.dim)]))
         block = Count.group("", parts)
         return Count.group(self.key, block.repeat([str(i) for i in range(self.depth)]))
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        forward = _ClassForward(self, s) if self.updates == "cls" else _Forward(self, s)
+
+        def block(x: T) -> T:
+            if not tape.checkpointing:
+                return forward.trace(tape, x)
+            tape.save(x)  # a checkpointed block keeps its input and recomputes the rest in backward
+            with tape.unrecorded():
+                return forward.trace(tape, x)
+
+        x, tape.blocks = tape.repeat(x, self.depth, block)
+        return x
 
     def row(self, s: Tokens, m: Model) -> Row:
         ops = " + ".join(b.op.kind for b in self.block)
@@ -323,6 +338,33 @@ class _Forward:
         inp = f"{x} * {b.scale}" if b.scale != 1.0 else x
         return f"self.{norm_attr}({inp})" if norm_attr else inp
 
+    # The traces below run the forward that ``lines`` writes, on symbolic tensors (archgen.memory).
+
+    def traced_residual(self, tape: Tape, b: Branch, y: T, ls: str | None) -> T:
+        y = tape.mul(y) if ls else y  # LayerScale: the scale's gradient needs the branch output
+        return tape.pointwise(y) if b.scale != 1.0 else y
+
+    def traced_norm(self, tape: Tape, b: Branch, norm_attr: str | None, x: T) -> T:
+        x = tape.pointwise(x) if b.scale != 1.0 else x
+        return tape.layer_norm(x) if norm_attr else x
+
+    def trace(self, tape: Tape, x: T) -> T:
+        p = self.s.prefix
+        for b, (norm_attr, _, ls_attr) in zip(self.stage.block, self.stage.attrs(), strict=True):
+            y = self.traced_norm(tape, b, norm_attr, x)
+            c = self.stage.ctx(b, self.s)
+            if b.op.reads == "grid" and self.wraps:
+                side = math.isqrt(x.shape[1] - p)
+                if p:
+                    grid = b.op.memory(tape, y[:, p:].unflatten(1, (side, side)), c).flatten(1, 2)
+                    y = tape.cat([y[:, :p], grid], dim=1)
+                else:
+                    y = b.op.memory(tape, y.unflatten(1, (side, side)), c).flatten(1, 2)
+            else:
+                y = b.op.memory(tape, y, c)
+            x = tape.pointwise(x, self.traced_residual(tape, b, y, ls_attr))  # x + branch
+        return x
+
     def lines(self) -> list[str]:
         out = []
         scales = {b.scale for b in self.stage.block if b.scale != 1.0}
@@ -367,3 +409,18 @@ class _ClassForward(_Forward):
             changed = True
         out.append("return torch.cat((cls, x[:, 1:]), dim=1)  # the other tokens pass unchanged")
         return out
+
+    def trace(self, tape: Tape, x: T) -> T:
+        cls = x[:, :1]
+        changed = False
+        for b, (norm_attr, _, ls_attr) in zip(self.stage.block, self.stage.attrs(), strict=True):
+            c = self.stage.ctx(b, self.s)
+            if b.op.reads == "token":
+                y = b.op.memory(tape, self.traced_norm(tape, b, norm_attr, cls), c)
+            else:
+                seq = tape.cat([cls, x[:, 1:]], dim=1) if changed else x
+                y = b.op.memory(tape, self.traced_norm(tape, b, norm_attr, seq), c)
+                y = y if b.op.writes_first else y[:, :1]
+            cls = tape.pointwise(cls, self.traced_residual(tape, b, y, ls_attr))
+            changed = True
+        return tape.cat([cls, x[:, 1:]], dim=1)

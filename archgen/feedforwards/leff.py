@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, conv2d, norm
+from archgen.memory import T, Tape
 
 
 class LeFF(Op):
@@ -48,3 +49,10 @@ class LeFF(Op):
                 norm("bn3", c.dim, pixels * c.dim, per_element=2),
             ],
         )
+
+    def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
+        k = self.kernel_size
+        x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
+        x = tape.gelu(tape.batch_norm(tape.conv2d(x, c.hidden, 1)))
+        x = tape.gelu(tape.batch_norm(tape.conv2d(x, c.hidden, k, 1, k // 2)))
+        return tape.batch_norm(tape.conv2d(x, c.dim, 1)).permute(0, 2, 3, 1)  # (B, H, W, C)

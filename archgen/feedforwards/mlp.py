@@ -8,6 +8,7 @@ from pydantic import Field
 
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear
+from archgen.memory import T, Tape
 
 
 class Mlp(Op):
@@ -23,3 +24,6 @@ class Mlp(Op):
     def count(self, c: OpCtx) -> Count:
         n = c.s.n
         return Count.group("mlp", [linear("fc1", c.dim, c.hidden, n), linear("fc2", c.hidden, c.dim, n)])
+
+    def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
+        return tape.linear(tape.gelu(tape.linear(x, c.hidden)), c.dim)

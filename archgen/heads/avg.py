@@ -9,6 +9,7 @@ from pydantic import Field
 from archgen.base import Model, Row, Tokens
 from archgen.errors import KindError
 from archgen.heads.head import Head
+from archgen.memory import T, Tape
 
 
 class AvgPoolHead(Head):
@@ -29,6 +30,10 @@ class AvgPoolHead(Head):
     def check(self, s: Tokens, m: Model) -> None:
         if not s.patches:
             raise KindError("kind", "average pooling needs patch tokens")
+
+    def inputs(self, tape: Tape, x: T, s: Tokens, norm_moved: bool) -> dict[str, T]:
+        pooled = tape.mean(x[:, s.prefix :], dim=1)
+        return {"head": tape.layer_norm(pooled) if norm_moved else pooled}
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row("linear on the mean of the patches" + (", fc_norm" if self.fc_norm else ""))

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from archgen.base import Model, Part, Row, Tokens
 from archgen.counting import Count, linear, norm
+from archgen.memory import T, Tape
 
 
 class Head(Part):
@@ -34,6 +35,17 @@ class Head(Part):
             tokens = self.tokens_per_classifier(s)[name]
             parts.append(linear(name, s.dim, m.num_classes, tokens) if m.num_classes else Count(name))
         return Count.group("", parts)
+
+    def inputs(self, tape: Tape, x: T, s: Tokens, norm_moved: bool) -> dict[str, T]:
+        """What each classifier reads in ``forward_head`` with the default ``global_pool``."""
+        return {name: x[:, i] for i, name in enumerate(self.classifiers())}  # class (and distillation) token
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model, norm_moved: bool = False) -> dict[str, T]:
+        """Trace ``forward_head``; returns each classifier's logits."""
+        return {
+            name: tape.linear(inp, m.num_classes) if m.num_classes else inp
+            for name, inp in self.inputs(tape, x, s, norm_moved).items()
+        }
 
     def tokens_per_classifier(self, s: Tokens) -> dict[str, int]:
         return {name: 1 for name in self.classifiers()}

@@ -9,6 +9,7 @@ from pydantic import Field
 from archgen.base import Model, Row, Tokens
 from archgen.errors import KindError
 from archgen.heads.head import Head
+from archgen.memory import T, Tape
 
 
 class TokenLabelingHead(Head):
@@ -29,6 +30,15 @@ class TokenLabelingHead(Head):
 
     def tokens_per_classifier(self, s: Tokens) -> dict[str, int]:
         return {"head": 1, "aux_head": s.patches}
+
+    def inputs(self, tape: Tape, x: T, s: Tokens, norm_moved: bool) -> dict[str, T]:
+        return {"head": x[:, 0], "aux_head": x[:, s.prefix :]}
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model, norm_moved: bool = False) -> dict[str, T]:
+        logits = super().memory(tape, x, s, m, norm_moved)
+        if m.num_classes:
+            tape.max(logits["aux_head"], dim=1)  # the largest patch-token prediction of each class
+        return logits
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row("linear on cls + 0.5 max aux")

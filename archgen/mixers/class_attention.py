@@ -8,6 +8,7 @@ from pydantic import Field
 
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear, matmul
+from archgen.memory import T, Tape
 
 
 class ClassAttention(Op):
@@ -43,3 +44,15 @@ class ClassAttention(Op):
             inputs = [linear("kv", d, 2 * d, n, bias=self.qkv_bias), linear("q", d, d, 1, bias=self.qkv_bias)]
         # one query: q @ k^T and attn @ v are n x head_dim per head
         return Count.group("attn", [*inputs, matmul("attn_matmuls", 2 * n * d), linear("proj", d, d, 1)])
+
+    def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
+        B, N, C = x.shape
+        H = c.heads
+        q = tape.linear(x[:, :1], C).view(B, 1, H, C // H).transpose(1, 2)
+        if self.projections == "separate":
+            k = tape.linear(x, C).view(B, N, H, C // H).transpose(1, 2)
+            v = tape.linear(x, C).view(B, N, H, C // H).transpose(1, 2)
+        else:
+            k, v = tape.linear(x, 2 * C).view(B, N, 2, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)
+        x = tape.sdpa(q, k, v)
+        return tape.linear(x.transpose(1, 2).reshape(B, 1, C), C)

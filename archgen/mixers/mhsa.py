@@ -8,6 +8,7 @@ from pydantic import Field
 
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear, matmul
+from archgen.memory import T, Tape
 
 
 class MultiHeadAttention(Op):
@@ -30,3 +31,10 @@ class MultiHeadAttention(Op):
                 linear("proj", c.dim, c.dim, n),
             ],
         )
+
+    def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
+        B, N, C = x.shape
+        qkv = tape.linear(x, 3 * C).reshape(B, N, 3, c.heads, C // c.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # views of one storage: saved once
+        x = tape.sdpa(q, k, v)
+        return tape.linear(x.transpose(1, 2).reshape(B, N, C), C)  # a view of the attention output

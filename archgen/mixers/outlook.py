@@ -16,6 +16,7 @@ from pydantic import Field
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear, matmul
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 
 
 class OutlookAttention(Op):
@@ -66,3 +67,18 @@ class OutlookAttention(Op):
                 linear("proj", c.dim, c.dim, n),
             ],
         )
+
+    def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
+        B, H, W, C = x.shape
+        k, p, s = self.kernel_size, self.padding, self.stride
+        h, w = (H - 1) // s + 1, (W - 1) // s + 1
+        heads, d = c.heads, C // c.heads
+        centre = tape.avg_pool2d(x.permute(0, 3, 1, 2), s, s, ceil_mode=True).permute(0, 2, 3, 1)
+        attn = tape.linear(centre, k**4 * heads).reshape(B, h * w, heads, k * k, k * k)
+        attn = tape.softmax(tape.pointwise(attn))
+        v = tape.pad(tape.linear(x, C), (0, 0, p, p, p, p)).reshape(B, H + 2 * p, W + 2 * p, heads, d)
+        windows = [v[:, i : i + s * h : s, j : j + s * w : s] for i in range(k) for j in range(k)]
+        v = tape.stack(windows, dim=4).reshape(B, h * w, heads, k * k, d)
+        tape.matmul(attn, v)  # the fold adds its result into a zero grid: nothing more saved
+        out = tape.zeros((B, H + 2 * p, W + 2 * p, heads, d))
+        return tape.linear(out[:, p : p + H, p : p + W].reshape(B, H, W, C), C)  # a copy where p > 0

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear, matmul, norm
+from archgen.memory import T, Tape
 
 
 class ReAttention(Op):
@@ -32,10 +33,21 @@ class ReAttention(Op):
         return Count.group(
             "attn",
             [
-                Count("reatten_matrix", heads * heads + heads, heads * maps, op="conv"),
+                Count("reatten_matrix", heads * heads + heads, heads * maps, op="conv", tensors=2),
                 norm("var_norm", heads, maps, per_element=2),
                 linear("qkv", c.dim, 3 * c.dim, n),
                 matmul("attn_matmuls", 2 * n * n * c.dim),
                 linear("proj", c.dim, c.dim, n),
             ],
         )
+
+    def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
+        B, N, C = x.shape
+        H = c.heads
+        qkv = tape.linear(x, 3 * C).reshape(B, N, 3, H, C // H)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attn = tape.softmax(tape.pointwise(tape.matmul(q, k.transpose(-2, -1))))  # (B, heads, N, N)
+        attn = tape.batch_norm(tape.conv2d(attn, H, 1))  # reatten_matrix, var_norm
+        if self.transform_scale:
+            attn = tape.pointwise(attn)
+        return tape.linear(tape.matmul(attn, v).transpose(1, 2).reshape(B, N, C), C)

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear, matmul
+from archgen.memory import T, Tape
 
 
 class TalkingHeadsAttention(Op):
@@ -41,3 +42,14 @@ class TalkingHeadsAttention(Op):
                 linear("proj", c.dim, c.dim, n),
             ],
         )
+
+    def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
+        B, N, C = x.shape
+        H = c.heads
+        qkv = tape.linear(x, 3 * C).reshape(B, N, 3, H, C // H)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attn = tape.matmul(q, k.transpose(-2, -1))  # q and k^T copied to (B * heads, ...) for bmm, both saved
+        attn = tape.baddbmm(attn.view(B, H, N * N)).view(B, H, N, N)  # proj_l
+        attn = tape.softmax(attn)
+        attn = tape.baddbmm(attn.view(B, H, N * N)).view(B, H, N, N)  # proj_w
+        return tape.linear(tape.matmul(attn, v).transpose(1, 2).reshape(B, N, C), C)

@@ -9,6 +9,7 @@ from pydantic import Field
 from archgen.base import Model, Row, StageKey, Step, Tokens
 from archgen.counting import Count, conv2d
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 
 
 class ConvDownsample(Step):
@@ -38,6 +39,9 @@ class ConvDownsample(Step):
     def count(self, s: Tokens, m: Model) -> Count:
         o = self.out(s, m)
         return Count.group(self.key, [conv2d("proj", s.dim, self.dim, self.stride, (o.h, o.w))])
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        return tape.conv2d(x.permute(0, 3, 1, 2), self.dim, self.stride, self.stride).permute(0, 2, 3, 1)
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row(f"conv {self.stride}x{self.stride}/{self.stride}")

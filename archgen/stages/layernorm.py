@@ -8,6 +8,7 @@ from pydantic import Field
 
 from archgen.base import Model, Step, Tokens
 from archgen.counting import Count, norm
+from archgen.memory import T, Tape
 
 
 class FinalLayerNorm(Step):
@@ -23,3 +24,6 @@ class FinalLayerNorm(Step):
 
     def count(self, s: Tokens, m: Model) -> Count:
         return norm("norm", s.dim, s.n * s.dim)
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        return tape.layer_norm(x)

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from archgen.base import Model, Op, OpCtx, Part, Row, StageKey, Step, Tokens
 from archgen.counting import Count, linear, matmul, norm, parameter
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 
 if TYPE_CHECKING:  # the catalogue resolves the op union at import time
     OpSlot = Op
@@ -76,6 +77,19 @@ class LayerClassAttention(Step):
         ff = replace(self.feedforward.count(self._ctx(s)), name="feedforward")
         block = Count.group(self.key, [norm("norm2", dim, dim), norm("norm1", dim, layers * dim), attn, ff])
         return Count.group("", [parameter("pos_layer_embed", layers * dim), block])
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        B, L, C = x.shape[0], s.collected, s.dim
+        H = self.heads
+        x = tape.pointwise(tape.zeros((B, L, C)))  # stack of the collected class tokens + pos_layer_embed
+        y = tape.layer_norm(x)  # norm1
+        q = tape.linear(y[:, -1:], C).reshape(B, 1, H, C // H)
+        k, v = tape.linear(y, 2 * C).reshape(B, L, 2, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)
+        y = tape.sdpa(q.transpose(1, 2), k, v)
+        tape.linear(y.transpose(1, 2).reshape(B, 1, C), C)  # proj
+        x = tape.pointwise(x[:, -1:])  # the last class token + attention
+        self.feedforward.memory(tape, tape.layer_norm(x), self._ctx(s))
+        return tape.pointwise(x)
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row(f"class attention over {s.collected} layers", "1", str(self.heads))

@@ -11,6 +11,7 @@ from typing import Literal
 from archgen.base import Model, Step, Tokens
 from archgen.counting import Count
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 
 
 class Reshape(Step):
@@ -33,3 +34,6 @@ class Reshape(Step):
 
     def count(self, s: Tokens, m: Model) -> Count:
         return Count.group("", [])
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        return x.unflatten(1, (s.h, s.w)) if self.to == "grid" else x.flatten(1, 2)

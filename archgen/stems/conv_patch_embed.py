@@ -9,6 +9,7 @@ from pydantic import Field
 from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 from archgen.stems.stem import Stem
 
 
@@ -52,6 +53,11 @@ class ConvPatchEmbed(Stem):
                 conv2d("proj", c, self.dim, self.patch_size, (o.h, o.w)),
             ],
         )
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        x = tape.relu_(tape.batch_norm(tape.conv2d(x, self.channels, 7, 2, 3)))  # (B, channels, H/2, W/2)
+        x = tape.relu_(tape.batch_norm(tape.conv2d(x, self.channels, 3, 1, 1)))
+        return tape.conv2d(x, self.dim, self.patch_size, self.patch_size).flatten(2).transpose(1, 2)  # (B, N, C)
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row(f"conv 7/2, 3x3 + {self.patch_size}x{self.patch_size} patch")

@@ -9,6 +9,7 @@ from pydantic import Field
 from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 from archgen.stems.stem import Stem
 
 
@@ -55,6 +56,10 @@ class ImageToTokens(Stem):
         )
         proj = conv2d("proj", self.channels, self.dim, self.patch_size, (o.h, o.w))
         return Count.group("i2t", [backbone, proj])
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        x = tape.max_pool2d(tape.batch_norm(tape.conv2d(x, self.channels, 7, 2, 3)), 3, 2, 1)  # (B, ch, H/4, W/4)
+        return tape.conv2d(x, self.dim, self.patch_size, self.patch_size).flatten(2).transpose(1, 2)  # (B, N, C)
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row(f"conv 7/2 + BN + pool 3/2, {self.patch_size}x{self.patch_size} patch")

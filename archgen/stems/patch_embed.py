@@ -9,6 +9,7 @@ from pydantic import Field
 from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 from archgen.stems.stem import Stem
 
 
@@ -32,6 +33,10 @@ class PatchEmbed(Stem):
     def count(self, s: Tokens, m: Model) -> Count:
         o = self.out(s, m)
         return Count.group("patch_embed", [conv2d("proj", s.dim, self.dim, self.patch_size, (o.h, o.w))])
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        x = tape.conv2d(x, self.dim, self.patch_size, self.patch_size)  # (B, C, H/P, W/P)
+        return x.flatten(2).transpose(1, 2)  # (B, N, C)
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row(f"patch {self.patch_size}x{self.patch_size}")

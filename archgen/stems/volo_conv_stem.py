@@ -9,6 +9,7 @@ from pydantic import Field
 from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 from archgen.stems.stem import Stem
 
 
@@ -53,6 +54,14 @@ class ConvStem(Stem):
         ]
         proj = conv2d("proj", hd, self.dim, self.patch_size // 2, (o.h, o.w))
         return Count.group("patch_embed", [Count.group("conv", parts), proj])
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        x = x.to_channels_last()  # the template's channels-last copy of the image
+        x = tape.relu_(tape.batch_norm(tape.conv2d(x, self.hidden, 7, 2, 3)))
+        x = tape.relu_(tape.batch_norm(tape.conv2d(x, self.hidden, 3, 1, 1)))
+        x = tape.relu_(tape.batch_norm(tape.conv2d(x, self.hidden, 3, 1, 1)))
+        p = self.patch_size // 2
+        return tape.conv2d(x, self.dim, p, p).permute(0, 2, 3, 1)  # (B, H, W, C)
 
     def row(self, s: Tokens, m: Model) -> Row:
         p = self.patch_size // 2

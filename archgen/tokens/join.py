@@ -13,6 +13,7 @@ from pydantic import Field
 from archgen.base import TOKEN_ORDER, Model, Step, Tokens
 from archgen.counting import Count, parameter
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 
 
 class JoinTokens(Step):
@@ -35,6 +36,11 @@ class JoinTokens(Step):
 
     def count(self, s: Tokens, m: Model) -> Count:
         return Count.group("", [parameter(f"{g}_token", m.size(g) * s.dim) for g in self.groups])
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        o = self.out(s, m)
+        tokens = tape.zeros((x.shape[0], o.prefix - s.prefix, o.dim))  # the new tokens, expanded over the batch
+        return tape.cat([tokens, x], dim=1)
 
     def no_weight_decay(self) -> tuple[str, ...]:
         return tuple(f"{g}_token" for g in self.groups)

@@ -35,5 +35,5 @@ class SinCos2dPosEmbed(SequenceTable):
 
     def count(self, s: Tokens, m: Model) -> Count:
         if self.convention == "mae":
-            return parameter("pos_embed", s.n * s.dim)  # frozen, but a parameter: sum(numel) counts it
+            return parameter("pos_embed", s.n * s.dim, frozen=True)  # frozen, but a parameter: sum(numel) counts it
         return Count.group("", [])  # a buffer: no parameters, no MACs

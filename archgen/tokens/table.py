@@ -11,6 +11,7 @@ from pydantic import Field
 
 from archgen.base import Model, StageKey, Step, Tokens
 from archgen.errors import KindError
+from archgen.memory import T, Tape
 
 Covers = Literal["all", "patches", "cls"]
 COVERS_DOC = (
@@ -35,6 +36,9 @@ class PositionTable(Step):
 
     def needs(self, s: Tokens) -> str | None:
         return "seq"
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        return tape.pointwise(x)  # x + table: nothing saved (the table is a parameter or a buffer)
 
 
 class SequenceTable(PositionTable):

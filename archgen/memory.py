@@ -1,0 +1,504 @@
+"""Training memory, exactly: the bytes of the storages autograd saves for backward, found by tracing each
+part's forward on symbolic tensors. No torch here: ``archgen count --memory`` must answer without it.
+
+A ``T`` is what a torch tensor is for this purpose: a strided view (shape, strides, element size) of a
+``Storage``. Views share their storage; ``reshape`` copies exactly when torch's would (the same stride
+algorithm), and each op's output takes the memory layout torch's CPU kernel gives it, because a later
+``reshape`` or ``linear`` decides between a view and a copy by that layout.
+
+``Tape`` runs the ops. An op that autograd needs an activation of for backward calls ``save``; the tape
+counts each storage once, however many views of it are saved (torch keeps one storage alive, not one per
+view). Parameters and buffers are never counted: they are not activations. The rules are those of torch's
+CPU kernels (torch 2.x), written next to each op; ``tests/test_memory.py`` measures every spec with
+``torch.autograd.graph.saved_tensors_hooks`` and requires equality.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+OPTIMIZERS = ("adamw", "sgd")
+FLOAT32 = 4  # statistics that CPU kernels keep in float32 whatever the activation dtype
+INT64 = 8  # indices (max-pooling, max)
+
+
+class Storage:
+    """One allocation. Identity is what matters: views of one storage are counted once."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+
+def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for size in reversed(shape):
+        out.append(acc)
+        acc *= max(size, 1)
+    return tuple(reversed(out))
+
+
+def channels_last_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    _, c, h, w = shape
+    return (h * w * c, 1, w * c, c)
+
+
+def view_strides(shape: Sequence[int], stride: Sequence[int], new: Sequence[int]) -> tuple[int, ...] | None:
+    """The strides of ``new`` as a view of (shape, stride), or None where torch's ``view`` fails and
+    ``reshape`` copies (ATen's computeStride: dimensions merge only within runs that are contiguous
+    among themselves; size-1 dimensions never break a run)."""
+    if not shape:
+        return tuple(1 for _ in new)
+    if math.prod(shape) == 0:
+        return tuple(stride) if tuple(shape) == tuple(new) else contiguous_strides(new)
+    out = [0] * len(new)
+    view_d = len(new) - 1
+    chunk_base = stride[-1]
+    tensor_numel, view_numel = 1, 1
+    for d in range(len(shape) - 1, -1, -1):
+        tensor_numel *= shape[d]
+        if d == 0 or (shape[d - 1] != 1 and stride[d - 1] != tensor_numel * chunk_base):
+            while view_d >= 0 and (view_numel < tensor_numel or new[view_d] == 1):
+                out[view_d] = view_numel * chunk_base
+                view_numel *= new[view_d]
+                view_d -= 1
+            if view_numel != tensor_numel:
+                return None
+            if d > 0:
+                chunk_base = stride[d - 1]
+                tensor_numel, view_numel = 1, 1
+    return tuple(out) if view_d == -1 else None
+
+
+class T:
+    """A symbolic tensor: a strided view of a storage. Method names and semantics follow torch's."""
+
+    __slots__ = ("itemsize", "shape", "storage", "stride")
+
+    def __init__(self, storage: Storage, shape: tuple[int, ...], stride: tuple[int, ...], itemsize: int) -> None:
+        self.storage, self.shape, self.stride, self.itemsize = storage, shape, stride, itemsize
+
+    @staticmethod
+    def empty(shape: Sequence[int], itemsize: int, stride: Sequence[int] | None = None) -> T:
+        shape = tuple(shape)
+        return T(Storage(math.prod(shape) * itemsize), shape, tuple(stride or contiguous_strides(shape)), itemsize)
+
+    def __repr__(self) -> str:
+        return f"T{self.shape} stride={self.stride}"
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def _as(self, shape: Sequence[int], stride: Sequence[int]) -> T:
+        return T(self.storage, tuple(shape), tuple(stride), self.itemsize)
+
+    def is_contiguous(self) -> bool:
+        expected = 1
+        for size, stride in zip(reversed(self.shape), reversed(self.stride), strict=True):
+            if size == 1:
+                continue
+            if stride != expected:
+                return False
+            expected *= size
+        return True
+
+    def is_channels_last(self) -> bool:
+        """torch's ``suggest_memory_format() == channels_last`` for a 4-D tensor (c10's
+        is_channels_last_strides_2d_s4): strides non-decreasing over C, W, H, N, each at least the span of
+        the dimension before; ambiguous cases fall back to contiguous."""
+        if self.ndim != 4 or self.stride[1] == 0:
+            return False
+        low = 0
+        for d in (1, 3, 2, 0):
+            size, stride = self.shape[d], self.stride[d]
+            if size == 0 or stride < low or (d == 0 and low == self.stride[1]):
+                return False
+            low = stride * size if size > 1 else stride
+        return True
+
+    def dense_layout(self) -> tuple[int, ...]:
+        """Strides of an elementwise result: TensorIterator orders the output's dimensions as the input's
+        strides are ordered (equal strides keep the later dimension innermost) and lays them out densely."""
+        order = sorted(range(self.ndim), key=lambda d: (self.stride[d], -d))
+        out, acc = [0] * self.ndim, 1
+        for d in order:
+            out[d] = acc
+            acc *= self.shape[d]
+        return tuple(out)
+
+    def new_like(self, shape: Sequence[int] | None = None, itemsize: int | None = None) -> T:
+        """A fresh tensor with this one's layout (elementwise results); another shape is contiguous."""
+        if shape is not None and tuple(shape) != self.shape:
+            return T.empty(shape, itemsize or self.itemsize)
+        return T.empty(self.shape, itemsize or self.itemsize, self.dense_layout())
+
+    def fresh(self) -> T:
+        """The same shape and layout in a new storage of the same size."""
+        return T(Storage(self.storage.nbytes), self.shape, self.stride, self.itemsize)
+
+    # --- views (never save anything) ----------------------------------------------------------------
+
+    def _shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        shape = list(shape)
+        if -1 in shape:
+            i = shape.index(-1)
+            rest = math.prod(s for j, s in enumerate(shape) if j != i)
+            shape[i] = self.numel // rest
+        assert math.prod(shape) == self.numel, (self.shape, shape)
+        return tuple(shape)
+
+    def view(self, *shape: int) -> T:
+        new = self._shape(shape)
+        stride = view_strides(self.shape, self.stride, new)
+        assert stride is not None, f"view {self.shape} -> {new} needs a copy"
+        return self._as(new, stride)
+
+    def reshape(self, *shape: int) -> T:
+        new = self._shape(shape)
+        stride = view_strides(self.shape, self.stride, new)
+        return self._as(new, stride) if stride is not None else T.empty(new, self.itemsize)
+
+    def contiguous(self) -> T:
+        return self if self.is_contiguous() else T.empty(self.shape, self.itemsize)
+
+    def to_channels_last(self) -> T:
+        """``contiguous(memory_format=torch.channels_last)``: a copy unless already laid out so."""
+        want = channels_last_strides(self.shape)
+        if all(size == 1 or st == w for size, st, w in zip(self.shape, self.stride, want, strict=True)):
+            return self
+        return T.empty(self.shape, self.itemsize, channels_last_strides(self.shape))
+
+    def permute(self, *dims: int) -> T:
+        return self._as([self.shape[d] for d in dims], [self.stride[d] for d in dims])
+
+    def transpose(self, a: int, b: int) -> T:
+        dims = list(range(self.ndim))
+        dims[a], dims[b] = dims[b], dims[a]
+        return self.permute(*dims)
+
+    def flatten(self, start: int = 0, end: int = -1) -> T:
+        end = end % self.ndim
+        merged = math.prod(self.shape[start : end + 1])
+        return self.reshape(*self.shape[:start], merged, *self.shape[end + 1 :])
+
+    def unflatten(self, dim: int, sizes: Sequence[int]) -> T:
+        return self.view(*self.shape[:dim], *sizes, *self.shape[dim + 1 :])
+
+    def expand(self, *shape: int) -> T:
+        pairs = zip(self.shape, shape, self.stride, strict=True)
+        stride = [0 if old == 1 and new != 1 else st for old, new, st in pairs]
+        return self._as(shape, stride)
+
+    def select(self, dim: int, index: int) -> T:
+        return self._as(self.shape[:dim] + self.shape[dim + 1 :], self.stride[:dim] + self.stride[dim + 1 :])
+
+    def unbind(self, dim: int = 0) -> tuple[T, ...]:
+        return tuple(self.select(dim, i) for i in range(self.shape[dim]))
+
+    def __getitem__(self, index: int | slice | tuple[int | slice, ...]) -> T:
+        """Basic indexing: integers and slices, one per leading dimension."""
+        items = index if isinstance(index, tuple) else (index,)
+        shape, stride = [], []
+        for d, (size, st) in enumerate(zip(self.shape, self.stride, strict=True)):
+            item = items[d] if d < len(items) else slice(None)
+            if isinstance(item, int):
+                continue
+            start, stop, step = item.indices(size)
+            shape.append(len(range(start, stop, step)))
+            stride.append(st * step)
+        return self._as(shape, stride)
+
+    @property
+    def mT(self) -> T:
+        return self.transpose(-2 % self.ndim, -1 % self.ndim)
+
+
+def pool_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """ATen's pooling_output_shape (dilation 1)."""
+    out = (size + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+class Tape:
+    """Runs ops on symbolic tensors and counts the bytes autograd saves, by scope.
+
+    ``checkpointing``: blocks run under activation checkpointing (the generated ``_block``): only their
+    inputs are saved, and what runs inside is not recorded.
+    """
+
+    def __init__(self, itemsize: int, checkpointing: bool = False) -> None:
+        self.itemsize = itemsize
+        self.checkpointing = checkpointing
+        self.total = 0
+        self._seen: set[Storage] = set()  # held, not ids: a freed id would be reused
+        self._recording = True
+        self.blocks: list[int] = []  # bytes each block of the last traced stage saved
+        self.recompute = 0  # the most one checkpointed block saves again when backward recomputes it
+        self._shadow: set[Storage] = set()
+
+    def input(self, shape: Sequence[int]) -> T:
+        return T.empty(shape, self.itemsize)
+
+    def save(self, *tensors: T) -> None:
+        if not self._recording:
+            self._shadow.update(t.storage for t in tensors)
+            return
+        for t in tensors:
+            if t.storage not in self._seen:
+                self._seen.add(t.storage)
+                self.total += t.storage.nbytes
+
+    @contextmanager
+    def unrecorded(self) -> Iterator[None]:
+        """What runs inside a checkpointed block: traced for its output, not saved (recomputed in backward)."""
+        before, self._recording = self._recording, False
+        self._shadow = set()
+        try:
+            yield
+        finally:
+            self._recording = before
+            self.recompute = max(self.recompute, sum(s.nbytes for s in self._shadow))
+
+    def repeat(self, x: T, depth: int, run: Callable[[T], T]) -> tuple[T, list[int]]:
+        """``depth`` identical blocks: ``run(x) -> x`` traced until a block's input layout repeats (its
+        input is then a fresh output of the same layout, so every later block saves the same bytes).
+        Returns the output and the bytes each block saves."""
+        per_block: list[int] = []
+        for i in range(depth):
+            before = self.total
+            y = run(x)
+            per_block.append(self.total - before)
+            steady = i >= 1 and y.shape == x.shape and y.stride == x.stride
+            x = y
+            if steady and i + 1 < depth:
+                rest = depth - i - 1
+                self.total += rest * per_block[-1]
+                per_block += [per_block[-1]] * rest
+                break
+        return x, per_block
+
+    # --- ops that save for backward ------------------------------------------------------------------
+    # Each returns its output; what it saves follows the backward formula of torch's CPU kernel.
+
+    def linear(self, x: T, out_features: int, bias: bool = True) -> T:
+        """nn.Linear: the weight's gradient needs the input. A 2-D input is saved as it is (addmm); other
+        inputs as ``reshape(-1, in_features)``, which copies a layout that cannot be flattened (a slice)."""
+        del bias  # with or without bias the same input is saved, flattened the same way
+        self.save(x if x.ndim == 2 else x.reshape(-1, x.shape[-1]))
+        return T.empty((*x.shape[:-1], out_features), self.itemsize)
+
+    def matmul(self, a: T, b: T) -> T:
+        """a @ b of two batched matrices: both expanded to the common batch shape and reshaped to 3-D for
+        bmm (a copy where the batch dimensions cannot merge, e.g. heads of a fused qkv), and both saved."""
+        batch = tuple(max(p, q) for p, q in zip(a.shape[:-2], b.shape[:-2], strict=True))
+        n, m, p = a.shape[-2], a.shape[-1], b.shape[-1]
+        flat = math.prod(batch)
+        a3 = a.expand(*batch, n, m).reshape(flat, n, m)
+        b3 = b.expand(*batch, m, p).reshape(flat, m, p)
+        self.save(a3, b3)
+        return T.empty((flat, n, p), self.itemsize).view(*batch, n, p)
+
+    def baddbmm(self, batch2: T) -> T:
+        """baddbmm(bias, weight.expand(B, H, H), batch2): the weight's gradient needs batch2 (the weight
+        itself is a parameter)."""
+        self.save(batch2)
+        return T.empty(batch2.shape, self.itemsize)
+
+    def sdpa(self, q: T, k: T, v: T) -> T:
+        """Fused attention (CPU flash kernel, no mask, dropout 0): saves q, k, v, its output and the
+        log-sum-exp of each query row, kept in float32 whatever the dtype. The kernel writes its output as
+        (B, Lq, heads, head_dim) and returns it transposed, so ``transpose(1, 2).reshape(B, Lq, C)`` is a view."""
+        b, h, lq, _ = q.shape
+        out = T.empty((b, lq, h, v.shape[-1]), self.itemsize).transpose(1, 2)
+        lse = T.empty((b, lq, h), FLOAT32).transpose(1, 2)
+        self.save(q, k, v, out, lse)
+        return out
+
+    def softmax(self, x: T) -> T:
+        """Softmax: its backward needs its output only."""
+        out = T.empty(x.shape, self.itemsize)
+        self.save(out)
+        return out
+
+    def gelu(self, x: T) -> T:
+        """GELU (erf): its backward needs its input."""
+        self.save(x)
+        return x.new_like()
+
+    def relu_(self, x: T) -> T:
+        """In-place ReLU: its backward needs the result, which is the input's storage."""
+        self.save(x)
+        return x
+
+    def layer_norm(self, x: T) -> T:
+        """LayerNorm over the last dimension: saves its input and a mean and an inverse standard deviation
+        per row (in the activation dtype on CPU); the output is contiguous."""
+        stats = (*x.shape[:-1], 1)
+        self.save(x, T.empty(stats, self.itemsize), T.empty(stats, self.itemsize))
+        return T.empty(x.shape, self.itemsize)
+
+    def batch_norm(self, x: T) -> T:
+        """BatchNorm2d in training: saves its input and a mean and an inverse standard deviation per
+        channel; the output keeps the input's memory format."""
+        c = x.shape[1]
+        self.save(x, T.empty((c,), self.itemsize), T.empty((c,), self.itemsize))
+        return self._conv_layout(x.shape, x)
+
+    def conv2d(self, x: T, out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> T:
+        """Conv2d: the weight's gradient needs the input; the output takes the input's memory format."""
+        self.save(x)
+        b, _, h, w = x.shape
+        size = ((h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1)
+        return self._conv_layout((b, out_channels, *size), x)
+
+    def avg_pool2d(self, x: T, kernel: int, stride: int, ceil_mode: bool = False) -> T:
+        """avg_pool2d: its backward reads the input (for its shape and padding)."""
+        self.save(x)
+        b, c, h, w = x.shape
+        size = (pool_size(h, kernel, stride, 0, ceil_mode), pool_size(w, kernel, stride, 0, ceil_mode))
+        return self._conv_layout((b, c, *size), x)
+
+    def max_pool2d(self, x: T, kernel: int, stride: int, padding: int) -> T:
+        """max_pool2d: saves its input and the int64 index of every maximum."""
+        b, c, h, w = x.shape
+        size = (pool_size(h, kernel, stride, padding, False), pool_size(w, kernel, stride, padding, False))
+        out = self._conv_layout((b, c, *size), x)
+        indices = T(Storage(out.numel * INT64), out.shape, out.stride, INT64)
+        self.save(x, indices)
+        return out
+
+    def max(self, x: T, dim: int) -> T:
+        """max over a dimension: saves the int64 indices of the maxima."""
+        shape = x.shape[:dim] + x.shape[dim + 1 :]
+        self.save(T.empty(shape, INT64))
+        return T.empty(shape, self.itemsize)
+
+    def mul(self, x: T) -> T:
+        """x * parameter (LayerScale): the parameter's gradient needs x."""
+        self.save(x)
+        return x.new_like()
+
+    # --- ops that save nothing -----------------------------------------------------------------------
+
+    def pointwise(self, x: T, other: T | None = None) -> T:
+        """x + y, x * scalar, x + a table: nothing saved. The result is laid out as TensorIterator lays it
+        out: contiguous when both operands are, otherwise in the dimension order of their strides."""
+        if other is not None and x.is_contiguous() and other.is_contiguous() and x.shape == other.shape:
+            return T.empty(x.shape, self.itemsize)
+        return x.new_like()
+
+    def mean(self, x: T, dim: int) -> T:
+        return T.empty(x.shape[:dim] + x.shape[dim + 1 :], self.itemsize)
+
+    def cat(self, tensors: Sequence[T], dim: int) -> T:
+        shape = list(tensors[0].shape)
+        shape[dim] = sum(t.shape[dim] for t in tensors)
+        return T.empty(shape, self.itemsize)
+
+    def stack(self, tensors: Sequence[T], dim: int) -> T:
+        shape = list(tensors[0].shape)
+        shape.insert(dim, len(tensors))
+        return T.empty(shape, self.itemsize)
+
+    def pad(self, x: T, pads: Sequence[int]) -> T:
+        """F.pad (constant): pads the last dimensions, (last_lo, last_hi, next_lo, next_hi, ...)."""
+        shape = list(x.shape)
+        for i in range(0, len(pads), 2):
+            shape[-1 - i // 2] += pads[i] + pads[i + 1]
+        return T.empty(shape, self.itemsize)
+
+    def zeros(self, shape: Sequence[int]) -> T:
+        return T.empty(shape, self.itemsize)
+
+    def _conv_layout(self, shape: Sequence[int], x: T) -> T:
+        """A new 4-D tensor in the memory format torch suggests for ``x`` (channels-last or contiguous)."""
+        if x.is_channels_last():
+            return T.empty(shape, self.itemsize, channels_last_strides(shape))
+        return T.empty(shape, self.itemsize)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes of one training step at a batch size and dtype; activations per step of forward_features."""
+
+    batch: int
+    dtype: str
+    checkpointing: bool
+    optimizer: str
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int
+    steps: tuple[StepMemory, ...]
+    recompute_bytes: int = 0  # checkpointing: what the largest block saves again while backward recomputes it
+
+    @property
+    def total_bytes(self) -> int:
+        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.activation_bytes
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "batch": self.batch,
+            "dtype": self.dtype,
+            "checkpointing": self.checkpointing,
+            "optimizer": self.optimizer,
+            "params_bytes": self.params_bytes,
+            "grads_bytes": self.grads_bytes,
+            "optimizer_bytes": self.optimizer_bytes,
+            "activation_bytes": self.activation_bytes,
+            "total_bytes": self.total_bytes,
+            "recompute_bytes": self.recompute_bytes,
+            "stages": [s.as_dict() for s in self.steps],
+            "block_kinds": [
+                {"kind": kind, "blocks": blocks, "activation_bytes": total} for kind, blocks, total in self.by_kind()
+            ],
+        }
+
+    def by_kind(self) -> list[tuple[str, int, int]]:
+        """(block kind, blocks, activation bytes) summed over the stages built of that block."""
+        out: dict[str, tuple[int, int]] = {}
+        for s in self.steps:
+            if s.per_block:
+                blocks, total = out.get(s.kind, (0, 0))
+                out[s.kind] = (blocks + len(s.per_block), total + s.activation_bytes)
+        return [(kind, blocks, total) for kind, (blocks, total) in out.items()]
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    name: str  # attribute path of the step in the generated module (``blocks``, ``network.2``, ``head``)
+    kind: str  # what it is: the stage table's description
+    params: int
+    activation_bytes: int
+    per_block: tuple[int, ...] = ()  # bytes each block saves (stages of blocks)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"name": self.name, "kind": self.kind, "params": self.params}
+        out["activation_bytes"] = self.activation_bytes
+        if self.per_block:
+            out["blocks"] = len(self.per_block)
+            out["activation_bytes_per_block"] = self.per_block[-1]
+        return out
+
+
+def optimizer_bytes(optimizer: str, trainable: int, tensors: int, itemsize: int) -> int:
+    """torch.optim state after its first step. AdamW: exp_avg and exp_avg_sq like each parameter, and a
+    float32 ``step`` scalar tensor per parameter tensor. SGD with momentum (timm's default 0.9): one
+    momentum buffer like each parameter."""
+    if optimizer == "adamw":
+        return 2 * trainable * itemsize + FLOAT32 * tensors
+    if optimizer == "sgd":
+        return trainable * itemsize
+    raise ValueError(f"optimizer {optimizer!r}: choose adamw or sgd")

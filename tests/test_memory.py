@@ -1,0 +1,185 @@
+"""Training memory: the analytic bytes (archgen.memory) against what torch keeps.
+
+Activations are measured with ``torch.autograd.graph.saved_tensors_hooks``: the distinct storages autograd
+saves during one training-mode forward (parameters and buffers excluded, the input image included). Models
+above ``REAL_LIMIT`` parameters run under ``FakeTensorMode`` (the same autograd formulas and stride rules,
+no data), which ``test_fake_tensors_save_what_real_ones_do`` checks against real tensors per family.
+Parameters, gradients and optimizer state are measured after a real AdamW or SGD step.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from archgen.memory import Storage, T, Tape, view_strides
+from conftest import ALL, SPECS, factory, ids, ir_of
+
+BATCH, IMG = 2, 224
+REAL_LIMIT = 30_000_000  # parameters; larger models are measured on fake tensors
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def saved_bytes(model: torch.nn.Module, dtype: torch.dtype, checkpointing: bool) -> int:
+    """Bytes of the distinct storages autograd saves for backward during ``model(x)``."""
+    model.train().set_grad_checkpointing(checkpointing)
+    skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in skip:
+            seen.setdefault(storage._cdata, storage.nbytes())
+        return t
+
+    x = torch.randn(BATCH, 3, IMG, IMG, dtype=dtype)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values())
+
+
+def measured(build: Callable[..., torch.nn.Module], dtype: torch.dtype, fake: bool) -> dict[bool, int]:
+    """Saved bytes without and with grad checkpointing."""
+    if not fake:
+        model = build(img_size=IMG).to(dtype)
+        return {ckpt: saved_bytes(model, dtype, ckpt) for ckpt in (False, True)}
+    with torch.device("meta"):
+        meta = build(img_size=IMG).to(dtype)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = meta.to_empty(device="cpu")
+        return {ckpt: saved_bytes(model, dtype, ckpt) for ckpt in (False, True)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_activation_bytes_equal_what_autograd_saves(path: Path, dtype: str) -> None:
+    ir = ir_of(path)
+    fake = ir.count(IMG).params > REAL_LIMIT
+    got = measured(factory(path), DTYPES[dtype], fake)
+    gc.collect()
+    for ckpt, actual in got.items():
+        fp = ir.memory(IMG, BATCH, dtype, ckpt)
+        steps = ", ".join(f"{s.name} {s.activation_bytes:,}" for s in fp.steps)
+        where = f"{path.stem} @{IMG} batch {BATCH} {dtype} checkpointing={ckpt}"
+        assert fp.activation_bytes == actual, (
+            f"{where}: analytic activation bytes {fp.activation_bytes:,} != saved by autograd {actual:,} "
+            f"(analytic per step: {steps})"
+        )
+
+
+FAMILIES = ["deit_ti", "deit3_s", "cait_xxs24", "ceit_t", "deepvit_s", "volo_d1"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_fake_tensors_save_what_real_ones_do(name: str) -> None:
+    """Large models are measured on fake tensors; one model per family shows that changes nothing."""
+    (path,) = [p for p in SPECS if p.stem == name]
+    for dtype in (torch.float32, torch.bfloat16):
+        assert measured(factory(path), dtype, fake=True) == measured(factory(path), dtype, fake=False), name
+
+
+def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
+    return sum(t.nbytes for state in opt.state.values() for t in state.values() if isinstance(t, torch.Tensor))
+
+
+SMALL = ["deit_ti_distilled", "cait_xxs24", "ceit_t", "deepvit_s", "volo_d1", "vit_b16_sincos"]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("name", SMALL)
+def test_weights_gradients_and_optimizer_state(name: str, optimizer: str) -> None:
+    """After one real training step: parameter, gradient and optimizer-state bytes as counted."""
+    (path,) = [p for p in SPECS if p.stem == name]
+    dtype = "bfloat16" if name == "vit_b16_sincos" else "float32"  # the large one at half the bytes
+    model = factory(path)(img_size=IMG).to(DTYPES[dtype]).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(trainable, lr=1e-3)
+    else:
+        opt = torch.optim.SGD(trainable, lr=1e-3, momentum=0.9)
+    model(torch.randn(1, 3, IMG, IMG, dtype=DTYPES[dtype])).float().sum().backward()
+    opt.step()
+    fp = ir_of(path).memory(IMG, 1, dtype, optimizer=optimizer)
+    params = sum(p.nbytes for p in model.parameters())
+    grads = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
+    assert (fp.params_bytes, fp.grads_bytes) == (params, grads), f"{name}: (params, grads) bytes"
+    assert fp.optimizer_bytes == optimizer_state_bytes(opt), f"{name} {optimizer}: optimizer state bytes"
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_parameter_tensors_and_frozen_parameters(path: Path) -> None:
+    """Per-tensor optimizer state needs the number of trainable tensors; frozen ones take no gradient."""
+    with torch.device("meta"):
+        model = factory(path)(img_size=IMG)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    total = ir_of(path).count(IMG)
+    assert total.tensors == len(trainable), f"{path.stem}: trainable parameter tensors"
+    assert total.trainable == sum(p.numel() for p in trainable), f"{path.stem}: trainable parameters"
+
+
+def test_steps_add_up_and_scale_with_batch() -> None:
+    ir = ir_of(next(p for p in SPECS if p.stem == "cait_xxs24"))
+    fp = ir.memory(IMG, 4, "float32")
+    assert sum(s.activation_bytes for s in fp.steps) == fp.activation_bytes
+    assert sum(total for _, _, total in fp.by_kind()) == sum(s.activation_bytes for s in fp.steps if s.per_block)
+    assert [(kind, blocks) for kind, blocks, _ in fp.by_kind()] == [
+        ("talking_heads + mlp (LayerScale)", 24),
+        ("class_attention + mlp (cls only, LayerScale)", 2),
+    ]
+    # everything but the float32 log-sum-exp of attention is in the activation dtype
+    half = ir.memory(IMG, 4, "bfloat16")
+    assert fp.activation_bytes / 2 < half.activation_bytes < fp.activation_bytes * 0.51
+
+
+# --- the strided-tensor model against torch --------------------------------------------------------
+
+shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=shapes, data=st.data())
+def test_view_strides_match_torch(shape: list[int], data: st.DataObject) -> None:
+    """Permute and slice a tensor, then ask for a view of another shape: fails exactly when torch's does,
+    with the same strides when it does not."""
+    base = torch.empty(shape)
+    perm = data.draw(st.permutations(range(len(shape))))
+    t = base.permute(*perm)
+    dim = data.draw(st.integers(0, t.ndim - 1))
+    step = data.draw(st.integers(1, 2))
+    t = t[(slice(None),) * dim + (slice(None, None, step),)]
+    new, rest = [], t.numel()
+    for _ in range(data.draw(st.integers(0, 3))):
+        new.append(data.draw(st.sampled_from([d for d in range(1, rest + 1) if rest % d == 0])))
+        rest //= new[-1]
+    new.append(rest)
+    ours = view_strides(tuple(t.shape), t.stride(), tuple(new))
+    try:
+        theirs: tuple[int, ...] | None = t.view(*new).stride()
+    except RuntimeError:
+        theirs = None
+    assert ours == theirs, (tuple(t.shape), t.stride(), new)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=st.lists(st.integers(1, 3), min_size=4, max_size=4), data=st.data())
+def test_conv_and_elementwise_output_layouts_match_torch(shape: list[int], data: st.DataObject) -> None:
+    """A convolution's output takes the memory format torch suggests for its input; an elementwise result
+    is laid out in the input's dimension order."""
+    t = torch.randn(shape).permute(*data.draw(st.permutations(range(4))))
+    ours = T(Storage(t.untyped_storage().nbytes()), tuple(t.shape), t.stride(), 4)
+    conv = torch.nn.functional.conv2d(t, torch.randn(5, t.shape[1], 1, 1))
+    assert _strides(Tape(4).conv2d(ours, 5, 1)) == _strides(conv), (t.shape, t.stride())
+    assert _strides(Tape(4).pointwise(ours)) == _strides(t + 1), (t.shape, t.stride())
+
+
+def _strides(t: T | torch.Tensor) -> tuple[int, ...]:
+    """Strides of the dimensions with more than one element (the others' strides never matter)."""
+    shape, stride = (t.shape, t.stride) if isinstance(t, T) else (tuple(t.shape), t.stride())
+    return tuple(s if n > 1 else 0 for n, s in zip(shape, stride, strict=True))
