@@ -259,6 +259,140 @@ def count(
         raise typer.Exit(1)
 
 
+@app.command()
+@_guard
+def sweep(
+    spec: Annotated[str, typer.Argument(help="Spec name or file to vary.")],
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="PATH=V1,V2,... or PATH=LO..HI[:STEP] (repeatable): a field as `archgen show` prints the spec, "
+            "list items by index or stages by key (stages.0.depth, stages.blocks.heads, stem.dim).",
+        ),
+    ] = None,
+    max_params: Annotated[str | None, typer.Option("--max-params", help="Budget: parameters (86e6, 86M).")] = None,
+    max_macs: Annotated[str | None, typer.Option("--max-macs", help="Budget: MACs (5e9, 5G).")] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option("--max-memory", help="Budget: bytes of one training step (16GiB, 16e9); needs --batch."),
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option("--batch", help="Count training memory at this batch (see count --memory).")
+    ] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="Memory: float32, bfloat16 or float16.")] = "float32",
+    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="Memory with grad checkpointing.")] = False,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="Memory: adamw or sgd optimizer state.")] = "adamw",
+    img_size: Annotated[int | None, typer.Option("--img-size", help="Resolution (default: the spec's).")] = None,
+    top: Annotated[int, typer.Option("--top", help="Rows (and invalid combinations) shown; 0 shows all.")] = 25,
+    as_json: Annotated[bool, typer.Option("--json", help="Every row, ranked, and every invalid combination.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write an SVG of params vs MACs with the frontier.")
+    ] = None,
+    emit: Annotated[
+        int | None, typer.Option("--emit", help="Write row ROW as <spec>_sweep<ROW>.yaml (extends the spec).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for --emit.")] = Path("."),
+    spec_folder: SpecFolder = None,
+) -> None:
+    """Count every combination of the --set values: validated like a spec, filtered by the budgets, ranked,
+    the Pareto frontier (most parameters for the fewest MACs, and the least memory with --batch) marked."""
+    _use_specs(spec_folder)
+    from archgen import specs
+    from archgen.sweep import Budget, MemorySetting, SweepError, parse_number
+    from archgen.sweep import sweep as run_sweep
+
+    if max_memory is not None and batch is None:
+        _fail("error: --max-memory needs --batch (training memory depends on it)")
+    if batch is not None:
+        _check_memory_options(batch, dtype, optimizer)
+    if img_size is not None and img_size < 1:
+        _fail(f"error: --img-size {img_size}: must be positive")
+    try:
+        budget = Budget(
+            parse_number(max_params, "--max-params") if max_params else None,
+            parse_number(max_macs, "--max-macs") if max_macs else None,
+            parse_number(max_memory, "--max-memory") if max_memory else None,
+        )
+        memory = MemorySetting(batch, dtype, checkpointing, optimizer) if batch is not None else None
+        loaded = specs.load(specs.find(spec))
+        result = run_sweep(loaded, settings or [], img_size, budget, memory)
+    except SweepError as exc:
+        _fail(f"error: {exc}")
+    if emit is not None:
+        _emit_row(loaded, result, emit, out)
+        return
+    if plot is not None:
+        from archgen.build import write_atomic
+        from archgen.pictures import sweep_svg
+
+        for target in write_atomic(Path("."), {plot.as_posix(): sweep_svg(result)}):
+            typer.echo(f"wrote {target.as_posix()}", err=as_json)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        _print_sweep(result, top)
+
+
+def _emit_row(loaded: Any, result: Any, index: int, out: Path) -> None:
+    import yaml
+
+    from archgen import specs
+    from archgen.build import write_atomic
+    from archgen.sweep import emit_data
+
+    if not 1 <= index <= len(result.rows):
+        _fail(f"error: --emit {index}: rows are numbered 1 to {len(result.rows)}")
+    row = result.rows[index - 1]
+    if row.reason is not None:
+        _fail(f"error: --emit {index}: not a valid spec: {row.reason}")
+    parent = loaded.spec.name
+    if not (out / f"{parent}.yaml").is_file() and not any(
+        (d / f"{parent}.yaml").is_file() for d in specs.search_dirs()
+    ):
+        _fail(f"error: --emit {index}: '{parent}' would not be found from {out.as_posix()}; write next to it (--out)")
+    data = emit_data(loaded, result.axes, row)
+    text = "# written by archgen sweep --emit\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    for target in write_atomic(out, {f"{data['name']}.yaml": text}):
+        typer.echo(f"wrote {target.as_posix()}")
+
+
+def _print_sweep(result: Any, top: int) -> None:
+    from rich.table import Table
+
+    console = _console()
+    ranked = result.ranked()
+    shown = ranked if top == 0 else ranked[:top]
+    mem = result.memory is not None
+    how = (
+        f", memory at batch {result.memory.batch} {result.memory.dtype} {result.memory.optimizer}"
+        + (" with checkpointing" if result.memory.checkpointing else "")
+        if mem
+        else ""
+    )
+    table = Table(title=f"sweep of {result.spec} @{result.img_size}{how}", title_justify="left")
+    for col in ("row", *(a.name for a in result.axes), "params", "MACs (G)", *(["memory (MiB)"] if mem else []), ""):
+        table.add_column(col, justify="right" if col != "" else "left")
+    for r in shown:
+        cells = [str(r.index), *(str(v) for v in r.values), f"{r.params:,}", f"{r.macs / 1e9:.3f}"]
+        cells += [_mib(r.memory_bytes)] if mem else []
+        table.add_row(*cells, "frontier" if r.frontier else "")
+    console.print(table)
+    over = sum(not r.within for r in result.valid)
+    frontier = sum(r.frontier for r in ranked)
+    console.print(
+        f"{len(result.rows):,} combinations: {len(result.valid):,} valid, {len(result.invalid):,} invalid, "
+        f"{over:,} over budget, {len(ranked):,} within ({frontier:,} on the frontier); "
+        f"shown {len(shown):,} (--top), ranked frontier first, then most parameters, fewest MACs"
+    )
+    bad = result.invalid if top == 0 else result.invalid[:top]
+    for r in bad:
+        values = ", ".join(f"{a.name}={v}" for a, v in zip(result.axes, r.values, strict=True))
+        console.print(f"invalid row {r.index} ({values}): {r.reason}", markup=False)
+    if len(bad) < len(result.invalid):
+        console.print(f"... and {len(result.invalid) - len(bad):,} more invalid (--top 0 or --json lists all)")
+
+
 def _check_memory_options(batch: int, dtype: str, optimizer: str) -> None:
     from archgen.memory import ITEMSIZE, OPTIMIZERS
 

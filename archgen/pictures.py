@@ -8,13 +8,16 @@ the prefix tokens and the position table enter.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 
 from archgen.compiler import IR, Walked
 from archgen.counting import Count
 from archgen.fidelity import checks
+from archgen.sweep import Sweep
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -202,6 +205,44 @@ def _ticks(lo: float, hi: float) -> list[float]:
     return out
 
 
+def _log_axes(
+    area: Box, xs: list[float], ys: list[float]
+) -> tuple[Callable[[float, float], tuple[float, float]], list[str]]:
+    """Log-log axes over the data (MACs across in G, params up in M): the point mapping and the grid."""
+    x0, x1 = math.log10(min(xs)) - 0.08, math.log10(max(xs)) + 0.08
+    y0, y1 = math.log10(min(ys)) - 0.08, math.log10(max(ys)) + 0.08
+
+    def at(macs: float, params: float) -> tuple[float, float]:
+        x = area.x0 + (math.log10(macs) - x0) / (x1 - x0) * (area.x1 - area.x0)
+        y = area.y1 - (math.log10(params) - y0) / (y1 - y0) * (area.y1 - area.y0)
+        return round(x, 1), round(y, 1)
+
+    grid = []
+    for v in _ticks(x0, x1):
+        x, _ = at(v, 10**y0)
+        major = math.log10(v).is_integer()
+        grid.append(f'<line x1="{x}" y1="{area.y0}" x2="{x}" y2="{area.y1}" stroke="{"#ccc" if major else "#eee"}"/>')
+        grid.append(f'<text x="{x}" y="{area.y1 + 16}" text-anchor="middle">{v / 1e9:g}</text>')
+    for v in _ticks(y0, y1):
+        _, y = at(10**x0, v)
+        major = math.log10(v).is_integer()
+        grid.append(f'<line x1="{area.x0}" y1="{y}" x2="{area.x1}" y2="{y}" stroke="{"#ccc" if major else "#eee"}"/>')
+        grid.append(f'<text x="{area.x0 - 6}" y="{y + 4}" text-anchor="end">{v / 1e6:g}</text>')
+    return at, grid
+
+
+def _frame(area: Box, title: str) -> list[str]:
+    """Title, border and axis names of a params-vs-MACs chart."""
+    mid_x, mid_y = (area.x0 + area.x1) / 2, (area.y0 + area.y1) / 2
+    return [
+        f'<text x="{mid_x}" y="26" text-anchor="middle" font-size="16">{escape(title, quote=False)}</text>',
+        f'<rect x="{area.x0}" y="{area.y0}" width="{area.x1 - area.x0}" height="{area.y1 - area.y0}" '
+        'fill="none" stroke="black"/>',
+        f'<text x="{mid_x}" y="{area.y1 + 40}" text-anchor="middle">MACs (G)</text>',
+        f'<text x="22" y="{mid_y}" text-anchor="middle" transform="rotate(-90 22 {mid_y})">params (M)</text>',
+    ]
+
+
 def plot_svg(irs: list[IR]) -> str:
     """Params vs MACs at each spec's default resolution (log-log), one colour per family: each spec's
     computed point (filled), each published number at that resolution (hollow, moved along its own axis:
@@ -218,27 +259,10 @@ def plot_svg(irs: list[IR]) -> str:
     ys = [p for _, _, p, _, _ in specs] + [
         c.entry.value for *_, cs in specs for c in cs if c.entry.quantity == "params"
     ]
-    x0, x1 = math.log10(min(xs)) - 0.08, math.log10(max(xs)) + 0.08
-    y0, y1 = math.log10(min(ys)) - 0.08, math.log10(max(ys)) + 0.08
-
-    def at(macs: float, params: float) -> tuple[float, float]:
-        x = area.x0 + (math.log10(macs) - x0) / (x1 - x0) * (area.x1 - area.x0)
-        y = area.y1 - (math.log10(params) - y0) / (y1 - y0) * (area.y1 - area.y0)
-        return round(x, 1), round(y, 1)
-
+    at, grid = _log_axes(area, xs, ys)
     families = sorted({f for _, f, *_ in specs})
     colour = {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(families)}
-    grid, body = [], []
-    for v in _ticks(x0, x1):
-        x, _ = at(v, 10**y0)
-        major = math.log10(v).is_integer()
-        grid.append(f'<line x1="{x}" y1="{area.y0}" x2="{x}" y2="{area.y1}" stroke="{"#ccc" if major else "#eee"}"/>')
-        grid.append(f'<text x="{x}" y="{area.y1 + 16}" text-anchor="middle">{v / 1e9:g}</text>')
-    for v in _ticks(y0, y1):
-        _, y = at(10**x0, v)
-        major = math.log10(v).is_integer()
-        grid.append(f'<line x1="{area.x0}" y1="{y}" x2="{area.x1}" y2="{y}" stroke="{"#ccc" if major else "#eee"}"/>')
-        grid.append(f'<text x="{area.x0 - 6}" y="{y + 4}" text-anchor="end">{v / 1e6:g}</text>')
+    body: list[str] = []
     links, hollow, filled, points = [], [], [], []
     markers: list[tuple[float, float, float]] = []
     segments = []
@@ -286,15 +310,7 @@ def plot_svg(irs: list[IR]) -> str:
                 f'text-anchor="{label.anchor}" font-size="{LABEL_PX}" fill="{_dark(colour[family_of[text]])}" '
                 f'stroke="white" stroke-width="3" paint-order="stroke">{escape(text)}</text>'
             )
-    head = [
-        f'<text x="{(area.x0 + area.x1) / 2}" y="26" text-anchor="middle" font-size="16">'
-        "Parameters vs MACs at each spec's default resolution (log-log)</text>",
-        f'<rect x="{area.x0}" y="{area.y0}" width="{area.x1 - area.x0}" height="{area.y1 - area.y0}" '
-        'fill="none" stroke="black"/>',
-        f'<text x="{(area.x0 + area.x1) / 2}" y="{area.y1 + 40}" text-anchor="middle">MACs (G)</text>',
-        f'<text x="22" y="{(area.y0 + area.y1) / 2}" text-anchor="middle" '
-        f'transform="rotate(-90 22 {(area.y0 + area.y1) / 2})">params (M)</text>',
-    ]
+    head = _frame(area, "Parameters vs MACs at each spec's default resolution (log-log)")
     legend = []
     lx = area.x1 + 24
     for i, family in enumerate(families):
@@ -311,6 +327,85 @@ def plot_svg(irs: list[IR]) -> str:
         f'<text x="{lx + 42}" y="{y + 38}">joined to its spec</text>',
     ]
     return _svg(width, height, [*grid, *head, *links, *hollow, *filled, *body, *legend])
+
+
+FRONTIER = "#d62728"
+MAX_FRONTIER_LABELS = 40
+
+
+def sweep_svg(result: Sweep) -> str:
+    """A sweep's valid variants, params vs MACs (log-log): those within the budgets dark, those over them
+    light, the Pareto frontier red and joined in order of MACs, each frontier point labelled with its row
+    number (``archgen sweep --emit ROW``), the budgets as dashed lines."""
+    width, height = 1200, 860
+    area = Box(80, 50, 1000, 790)
+    valid = result.valid
+    budget = result.budget
+    if not valid:
+        return _svg(width, height, _frame(area, f"sweep of {result.spec}: no valid combination"))
+    xs = [float(r.macs) for r in valid] + ([float(budget.macs)] if budget.macs else [])
+    ys = [float(r.params) for r in valid] + ([float(budget.params)] if budget.params else [])
+    at, grid = _log_axes(area, xs, ys)
+    over, inside = [], []
+    marks: list[tuple[float, float, float]] = []  # what labels keep clear of: the frontier (a sweep has 1000s of dots)
+    for r in valid:
+        x, y = at(r.macs, r.params)
+        tip = f"row {r.index}: {r.params:,} params, {r.macs:,} MACs" + (
+            f", {r.memory_bytes:,} bytes" if r.memory_bytes is not None else ""
+        )
+        if not r.within:
+            over.append(f'<circle class="over" cx="{x}" cy="{y}" r="2.5" fill="#ccc"><title>{tip}</title></circle>')
+        elif not r.frontier:
+            inside.append(f'<circle class="inside" cx="{x}" cy="{y}" r="2.5" fill="#555"><title>{tip}</title></circle>')
+    front = sorted((r for r in valid if r.frontier), key=lambda r: (r.macs, -r.params))
+    spots = [at(r.macs, r.params) for r in front]
+    line = " ".join(f"{x},{y}" for x, y in spots)
+    drawn = [f'<polyline class="frontier" points="{line}" fill="none" stroke="{FRONTIER}" stroke-width="1.2"/>']
+    for r, (x, y) in zip(front, spots, strict=True):
+        drawn.append(
+            f'<circle class="frontier" cx="{x}" cy="{y}" r="4" fill="{FRONTIER}" stroke="white" stroke-width="0.8">'
+            f"<title>row {r.index}: {r.params:,} params, {r.macs:,} MACs (frontier)</title></circle>"
+        )
+        marks.append((x, y, 4.4))
+    limits = []
+    if budget.macs:
+        x, _ = at(budget.macs, ys[0])
+        limits.append(f'<line class="budget" x1="{x}" y1="{area.y0}" x2="{x}" y2="{area.y1}" stroke="#333" '
+                      f'stroke-dasharray="6 4"><title>--max-macs {budget.macs:,}</title></line>')  # fmt: skip
+    if budget.params:
+        _, y = at(xs[0], budget.params)
+        limits.append(f'<line class="budget" x1="{area.x0}" y1="{y}" x2="{area.x1}" y2="{y}" stroke="#333" '
+                      f'stroke-dasharray="6 4"><title>--max-params {budget.params:,}</title></line>')  # fmt: skip
+    segments = list(itertools.pairwise(spots))
+    bounds = Box(area.x0 + 2, area.y0 + 2, area.x1 - 2, area.y1 - 2)
+    step = max(1, math.ceil(len(front) / MAX_FRONTIER_LABELS))  # a long frontier: every step-th point named
+    named = [((f"#{r.index}",), x, y) for i, (r, (x, y)) in enumerate(zip(front, spots, strict=True)) if i % step == 0]
+    labels = []
+    for label in place_labels(named, marks, segments, bounds):
+        if label.leader is not None:
+            x1_, y1_, x2_, y2_ = label.leader
+            labels.append(f'<line class="leader" x1="{x1_}" y1="{y1_}" x2="{x2_}" y2="{y2_}" stroke="#777" '
+                          'stroke-width="0.7"/>')  # fmt: skip
+        labels.append(
+            f'<text class="label" x="{label.x}" y="{label.y}" text-anchor="{label.anchor}" font-size="{LABEL_PX}" '
+            f'fill="{_dark(FRONTIER)}" stroke="white" stroke-width="3" paint-order="stroke">{label.lines[0]}</text>'
+        )
+    axes = ", ".join(a.name for a in result.axes)
+    title = f"sweep of {result.spec} @{result.img_size} over {axes}"
+    lx, ly = area.x1 + 20, area.y0 + 10
+    legend = [
+        f'<circle cx="{lx}" cy="{ly}" r="4" fill="{FRONTIER}"/>',
+        f'<text x="{lx + 12}" y="{ly + 4}">Pareto frontier</text>',
+        f'<text x="{lx + 12}" y="{ly + 18}">(most params for</text>',
+        f'<text x="{lx + 12}" y="{ly + 32}">the MACs{", memory" if result.memory else ""})</text>',
+        f'<circle cx="{lx}" cy="{ly + 52}" r="2.5" fill="#555"/>',
+        f'<text x="{lx + 12}" y="{ly + 56}">within budget</text>',
+        f'<circle cx="{lx}" cy="{ly + 72}" r="2.5" fill="#ccc"/>',
+        f'<text x="{lx + 12}" y="{ly + 76}">over budget</text>',
+        f'<text x="{lx}" y="{ly + 100}">{len(result.rows):,} combinations,</text>',
+        f'<text x="{lx}" y="{ly + 114}">{len(result.invalid):,} invalid</text>',
+    ]
+    return _svg(width, height, [*grid, *_frame(area, title), *limits, *over, *inside, *drawn, *labels, *legend])
 
 
 def macs_text(macs: int) -> str:
