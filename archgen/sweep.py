@@ -9,6 +9,7 @@ the same variant whatever the budgets; ``emit`` writes one as a spec that ``exte
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import math
 import re
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from archgen.compiler import resolve
 from archgen.errors import Pos, SpecError
-from archgen.loader import Located, Path_, dotted
+from archgen.loader import Located, Path_
 from archgen.schema import Spec
 from archgen.specs import NOT_INHERITED, LoadedSpec, _first_error, fields_at
 
@@ -41,7 +42,7 @@ class Axis:
 
     @property
     def name(self) -> str:
-        return ".".join(str(p) for p in self.path)
+        return _name(self.path)
 
 
 @dataclass(frozen=True)
@@ -188,16 +189,20 @@ def parse_axis(arg: str, data: dict[str, Any]) -> Axis:
     path: list[str | int] = []
     node: Any = data
     parts = name.strip().split(".")
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
+    i = 0
+    while i < len(parts):
+        part, last = parts[i], i == len(parts) - 1
         if isinstance(node, list):
             keys = [item.get("key") if isinstance(item, dict) else None for item in node]
-            if part.isdigit() and int(part) < len(node):
+            # a stage key may hold a dot (VOLO's `network.0`): the longest key that matches wins
+            width = next((w for w in range(len(parts) - i, 0, -1) if ".".join(parts[i : i + w]) in keys), 0)
+            if width:
+                index = keys.index(".".join(parts[i : i + width]))
+                i += width - 1
+            elif part.isdigit() and int(part) < len(node):
                 index = int(part)
-            elif part in keys:
-                index = keys.index(part)
             else:
-                where = dotted(tuple(path)) or "the top"
+                where = _name(path) or "the top"
                 raise SweepError(f"--set {name}: no item '{part}' at {where} ({len(node)} items)")
             path.append(index)
             node = node[index]
@@ -205,13 +210,20 @@ def parse_axis(arg: str, data: dict[str, Any]) -> Axis:
             path.append(part)
             node = node.get(part)
         else:
-            valid = ", ".join(fields_at(data, tuple(path))) or "nothing (not a mapping)"
-            raise SweepError(f"--set {name}: no field '{part}' at {dotted(tuple(path)) or 'the top'} (valid: {valid})")
+            fields = fields_at(data, tuple(path))
+            close = difflib.get_close_matches(part, fields, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(fields) or 'none, not a mapping'}"
+            raise SweepError(f"--set {name}: no field '{part}' at {_name(path) or 'the top'}; {hint}")
+        i += 1
     if not path:
         raise SweepError(f"--set {arg}: empty path")
     if path[0] in ("name", *NOT_INHERITED):
         raise SweepError(f"--set {name}: not a shape (a sweep names its rows and carries no published numbers)")
     return Axis(tuple(path), _values(values, name))
+
+
+def _name(path: Path_ | list[str | int]) -> str:
+    return ".".join(str(p) for p in path)
 
 
 def base_data(loaded: LoadedSpec) -> dict[str, Any]:

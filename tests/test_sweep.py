@@ -1,0 +1,155 @@
+"""``archgen sweep``: each row equals ``archgen count`` of the spec it materialises (rows drawn at random and
+written out with ``--emit``), the frontier and the budgets are what their definitions say, and bad input is
+one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from archgen import specs
+from archgen.compiler import resolve
+from archgen.sweep import Budget, MemorySetting, Row, Sweep, emit_data, sweep
+from conftest import ROOT
+
+MEMORY = MemorySetting(batch=3, dtype="bfloat16", checkpointing=False, optimizer="adamw")
+
+# Axes across families: widths, depths, heads, ratios, an op's kind (a part replaced whole) and a stem.
+SWEEPS = {
+    "deit_s": ["stem.dim=192,320,384", "stages.blocks.depth=2,12", "stages.0.heads=3,5,6", "stages.0.mlp_ratio=2,4"],
+    "cait_xxs24": ["stages.blocks.depth=4,24", "stages.blocks_token_only.block.0.op.kind=class_attention,mhsa"],
+    "volo_d1": ["stages.network.0.depth=2,4", "stages.network.0.block.0.op.kernel_size=3,5", "stem.dim=192,256"],
+    "ceit_t": ["stages.blocks.mlp_ratio=2,4", "stages.blocks.block.1.op.kernel_size=3,5,2", "stem.dim=192,256"],
+    "deepvit_s": ["stages.blocks.depth=3,11", "stages.reattention.depth=1,5", "stages.reattention.heads=6,12"],
+}
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "archgen", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def swept(name: str, budget: Budget | None = None) -> Sweep:
+    return sweep(specs.load(specs.find(name)), SWEEPS[name], None, budget or Budget(), MEMORY)
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_rows_equal_the_count_of_their_materialised_spec(name: str, tmp_path: Path) -> None:
+    """Random valid rows, written as child specs, compiled from the file and counted from scratch."""
+    result = swept(name)
+    valid = result.valid
+    assert (valid and len(valid) < len(result.rows)) or name != "deit_s", "deit_s's sweep has invalid rows"
+    loaded = specs.load(specs.find(name))
+    for row in random.Random(name).sample(valid, min(4, len(valid))):
+        data = emit_data(loaded, result.axes, row)
+        path = tmp_path / f"{data['name']}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        ir = resolve(specs.load(path))
+        total = ir.count(result.img_size)
+        fp = ir.memory(result.img_size, MEMORY.batch, MEMORY.dtype, MEMORY.checkpointing, MEMORY.optimizer)
+        label = f"{name} sweep row {row.index} ({data})"
+        assert (row.params, row.macs) == (total.params, total.macs), f"{label}: params, MACs"
+        assert (row.memory_bytes, row.activation_bytes) == (fp.total_bytes, fp.activation_bytes), f"{label}: bytes"
+
+
+def test_emit_writes_a_spec_that_builds_and_counts_like_its_row(tmp_path: Path) -> None:
+    args = ["sweep", "deit_s", "--set", "stem.dim=192,384", "--set", "stages.blocks.block.0.op.kind=mhsa,talking_heads"]
+    table = json.loads(run(*args, "--json", "--batch", "2").stdout)
+    row = next(r for r in table["rows"] if r["values"]["stages.0.block.0.op.kind"] == "talking_heads")
+    proc = run(*args, "--emit", str(row["row"]), "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (path,) = tmp_path.glob("*.yaml")
+    assert path.name == f"deit_s_sweep{row['row']}.yaml"
+    child = yaml.safe_load(path.read_text())
+    assert child["extends"] == "deit_s" and set(child) == {"extends", "name", "title", "stem", "stages"}
+    assert set(child["stages"]) == {"blocks"} and "published" not in child
+    counted = json.loads(run("count", str(path), "--json", "--memory", "--batch", "2").stdout)["counts"][0]
+    assert (counted["params"], counted["macs"]) == (row["params"], row["macs"])
+    assert counted["memory"]["total_bytes"] == row["memory_bytes"]
+    built = run("build", str(path), "--out", str(tmp_path))
+    assert built.returncode == 0, built.stderr
+    assert f"params {row['params']:,}" in (tmp_path / "generated" / f"{path.stem}.py").read_text()
+
+
+def test_frontier_is_the_set_no_row_dominates() -> None:
+    """Checked against the definition, pair by pair: a frontier row is dominated by no other row within the
+    budget (at least its parameters, at most its MACs and memory, better in one, or equal and earlier)."""
+    result = swept("deit_s", Budget(macs=3_000_000_000))
+    inside = result.ranked()
+
+    def dominates(a: Row, b: Row) -> bool:
+        no_worse = a.params >= b.params and a.macs <= b.macs and (a.memory_bytes or 0) <= (b.memory_bytes or 0)
+        key = (a.params, a.macs, a.memory_bytes)
+        better = key != (b.params, b.macs, b.memory_bytes) or (a.macs, -a.params, a.index) < (
+            b.macs,
+            -b.params,
+            b.index,
+        )
+        return a is not b and no_worse and better
+
+    for r in inside:
+        assert r.frontier == (not any(dominates(o, r) for o in inside)), f"row {r.index}"
+    assert 1 < sum(r.frontier for r in inside) < len(inside)
+
+
+def test_budgets_split_the_rows() -> None:
+    budget = Budget(params=15_000_000, macs=3_000_000_000, memory=400_000_000)
+    result = swept("deit_s", budget)
+    for r in result.valid:
+        fits = r.params <= budget.params and r.macs <= budget.macs and (r.memory_bytes or 0) <= budget.memory
+        assert r.within == fits, f"row {r.index}: {r.params:,} params {r.macs:,} MACs {r.memory_bytes:,} bytes"
+    assert 0 < len(result.ranked()) < len(result.valid)
+
+
+def test_invalid_combinations_are_listed_with_their_reason() -> None:
+    proc = run("sweep", "deit_s", "--set", "stages.0.heads=5,6", "--set", "stem.dim=384,400", "--top", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "invalid row 1 (stages.0.heads=5, stem.dim=384): stages[0].heads: 5 does not divide the token width 384" in (
+        proc.stdout.replace("\n", " ")
+    )
+    data = json.loads(
+        run("sweep", "deit_s", "--set", "stages.0.heads=5,6", "--set", "stem.dim=384,400", "--json").stdout
+    )
+    assert [r["row"] for r in data["invalid"]] == [1, 4] and sorted(r["row"] for r in data["rows"]) == [2, 3]
+    assert data["combinations"] == 4 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "stages.0.depht=1,2"], "no field 'depht' at stages.0; did you mean 'depth'?"),
+        (["--set", "stages.nope.depth=1"], "no item 'nope' at stages"),
+        (["--set", "name=a,b"], "not a shape"),
+        (["--set", "stages.0.depth"], "write PATH=V1,V2"),
+        (["--set", "stages.0.depth=9..3"], "must run upwards"),
+        (["--set", "stem.dim=384", "--max-memory", "8GiB"], "--max-memory needs --batch"),
+        (["--set", "stem.dim=384", "--max-macs", "lots"], "--max-macs lots: not a number"),
+        (["--set", "stages.0.heads=5", "--emit", "1"], "--emit 1: not a valid spec"),
+        (["--set", "stem.dim=384", "--emit", "2"], "rows are numbered 1 to 1"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(args: list[str], message: str, tmp_path: Path) -> None:
+    proc = run("sweep", "deit_s", *args, "--out", str(tmp_path), "--plot", str(tmp_path / "p.svg"), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_same_sweep_same_bytes_and_plot_marks_the_frontier(tmp_path: Path) -> None:
+    args = ["sweep", "deit_s", *(a for s in SWEEPS["deit_s"] for a in ("--set", s)), "--max-macs", "4G"]
+    first = run(*args, "--json", "--plot", str(tmp_path / "a.svg"))
+    second = run(*args, "--json", "--plot", str(tmp_path / "b.svg"))
+    assert first.stdout == second.stdout
+    svg = (tmp_path / "a.svg").read_text()
+    assert svg == (tmp_path / "b.svg").read_text()
+    data = json.loads(first.stdout)
+    assert svg.count('<circle class="frontier"') == sum(r["frontier"] for r in data["rows"]) > 0
+    assert svg.count('<circle class="over"') == len(data["over_budget"])
+    assert 'class="budget"' in svg
