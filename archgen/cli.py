@@ -370,11 +370,24 @@ def _print_sweep(result: Any, top: int) -> None:
         if mem
         else ""
     )
-    table = Table(title=f"sweep of {result.spec} @{result.img_size}{how}", title_justify="left")
-    for col in ("row", *(a.name for a in result.axes), "params", "MACs (G)", *(["memory (MiB)"] if mem else []), ""):
-        table.add_column(col, justify="right" if col != "" else "left")
+    varied = [i for i, a in enumerate(result.axes) if len(a.values) > 1]
+    fixed = ", ".join(f"{a.name}={a.values[0]}" for a in result.axes if len(a.values) == 1)
+    limits = [
+        f"{what} <= {value:,}"
+        for what, value in (("params", result.budget.params), ("MACs", result.budget.macs))
+        if value is not None
+    ]
+    if result.budget.memory is not None:
+        limits.append(f"memory <= {_mib(result.budget.memory)} MiB")
+    title = f"sweep of {result.spec} @{result.img_size}{how}"
+    title += f"; fixed: {fixed}" if fixed else ""
+    title += f"; budget: {', '.join(limits)}" if limits else ""
+    table = Table(title=title, title_justify="left")
+    names = [result.axes[i].name for i in varied]
+    for col in ("row", *names, "params", "MACs (G)", *(["memory (MiB)"] if mem else []), ""):
+        table.add_column(col, justify="right" if col != "" else "left", min_width=len(col), no_wrap=True)
     for r in shown:
-        cells = [str(r.index), *(str(v) for v in r.values), f"{r.params:,}", f"{r.macs / 1e9:.3f}"]
+        cells = [str(r.index), *(str(r.values[i]) for i in varied), f"{r.params:,}", f"{r.macs / 1e9:.3f}"]
         cells += [_mib(r.memory_bytes)] if mem else []
         table.add_row(*cells, "frontier" if r.frontier else "")
     console.print(table)
@@ -387,7 +400,7 @@ def _print_sweep(result: Any, top: int) -> None:
     )
     bad = result.invalid if top == 0 else result.invalid[:top]
     for r in bad:
-        values = ", ".join(f"{a.name}={v}" for a, v in zip(result.axes, r.values, strict=True))
+        values = ", ".join(f"{result.axes[i].name}={r.values[i]}" for i in varied)
         console.print(f"invalid row {r.index} ({values}): {r.reason}", markup=False)
     if len(bad) < len(result.invalid):
         console.print(f"... and {len(result.invalid) - len(bad):,} more invalid (--top 0 or --json lists all)")

@@ -358,13 +358,22 @@ def sweep_svg(result: Sweep) -> str:
         elif not r.frontier:
             inside.append(f'<circle class="inside" cx="{x}" cy="{y}" r="2.5" fill="#555"><title>{tip}</title></circle>')
     front = sorted((r for r in valid if r.frontier), key=lambda r: (r.macs, -r.params))
-    spots = [at(r.macs, r.params) for r in front]
+    plane, best = [], -1  # the frontier in this picture's two dimensions, joined by a line
+    for r in front:
+        if r.params > best:
+            plane.append(r)
+            best = r.params
+    spots = [at(r.macs, r.params) for r in plane]
     line = " ".join(f"{x},{y}" for x, y in spots)
-    drawn = [f'<polyline class="frontier" points="{line}" fill="none" stroke="{FRONTIER}" stroke-width="1.2"/>']
-    for r, (x, y) in zip(front, spots, strict=True):
+    drawn = [f'<polyline class="frontier-line" points="{line}" fill="none" stroke="{FRONTIER}" stroke-width="1.2"/>']
+    for r in front:
+        x, y = at(r.macs, r.params)
+        fill = FRONTIER if r in plane else "white"  # hollow: on the frontier through its smaller memory
         drawn.append(
-            f'<circle class="frontier" cx="{x}" cy="{y}" r="4" fill="{FRONTIER}" stroke="white" stroke-width="0.8">'
-            f"<title>row {r.index}: {r.params:,} params, {r.macs:,} MACs (frontier)</title></circle>"
+            f'<circle class="frontier" cx="{x}" cy="{y}" r="4" fill="{fill}" stroke="{FRONTIER}" stroke-width="1.2">'
+            f"<title>row {r.index}: {r.params:,} params, {r.macs:,} MACs"
+            + (f", {r.memory_bytes:,} bytes" if r.memory_bytes is not None else "")
+            + " (frontier)</title></circle>"
         )
         marks.append((x, y, 4.4))
     limits = []
@@ -378,8 +387,8 @@ def sweep_svg(result: Sweep) -> str:
                       f'stroke-dasharray="6 4"><title>--max-params {budget.params:,}</title></line>')  # fmt: skip
     segments = list(itertools.pairwise(spots))
     bounds = Box(area.x0 + 2, area.y0 + 2, area.x1 - 2, area.y1 - 2)
-    step = max(1, math.ceil(len(front) / MAX_FRONTIER_LABELS))  # a long frontier: every step-th point named
-    named = [((f"#{r.index}",), x, y) for i, (r, (x, y)) in enumerate(zip(front, spots, strict=True)) if i % step == 0]
+    step = max(1, math.ceil(len(plane) / MAX_FRONTIER_LABELS))  # a long frontier: every step-th point named
+    named = [((f"#{r.index}",), x, y) for i, (r, (x, y)) in enumerate(zip(plane, spots, strict=True)) if i % step == 0]
     labels = []
     for label in place_labels(named, marks, segments, bounds):
         if label.leader is not None:
@@ -390,20 +399,30 @@ def sweep_svg(result: Sweep) -> str:
             f'<text class="label" x="{label.x}" y="{label.y}" text-anchor="{label.anchor}" font-size="{LABEL_PX}" '
             f'fill="{_dark(FRONTIER)}" stroke="white" stroke-width="3" paint-order="stroke">{label.lines[0]}</text>'
         )
-    axes = ", ".join(a.name for a in result.axes)
+    axes = ", ".join(a.name for a in result.axes if len(a.values) > 1)
     title = f"sweep of {result.spec} @{result.img_size} over {axes}"
     lx, ly = area.x1 + 20, area.y0 + 10
     legend = [
         f'<circle cx="{lx}" cy="{ly}" r="4" fill="{FRONTIER}"/>',
         f'<text x="{lx + 12}" y="{ly + 4}">Pareto frontier</text>',
         f'<text x="{lx + 12}" y="{ly + 18}">(most params for</text>',
-        f'<text x="{lx + 12}" y="{ly + 32}">the MACs{", memory" if result.memory else ""})</text>',
-        f'<circle cx="{lx}" cy="{ly + 52}" r="2.5" fill="#555"/>',
-        f'<text x="{lx + 12}" y="{ly + 56}">within budget</text>',
-        f'<circle cx="{lx}" cy="{ly + 72}" r="2.5" fill="#ccc"/>',
-        f'<text x="{lx + 12}" y="{ly + 76}">over budget</text>',
-        f'<text x="{lx}" y="{ly + 100}">{len(result.rows):,} combinations,</text>',
-        f'<text x="{lx}" y="{ly + 114}">{len(result.invalid):,} invalid</text>',
+        f'<text x="{lx + 12}" y="{ly + 32}">the MACs)</text>',
+    ]
+    ly += 52
+    if result.memory:
+        legend += [
+            f'<circle cx="{lx}" cy="{ly}" r="4" fill="white" stroke="{FRONTIER}" stroke-width="1.2"/>',
+            f'<text x="{lx + 12}" y="{ly + 4}">frontier through</text>',
+            f'<text x="{lx + 12}" y="{ly + 18}">less memory</text>',
+        ]
+        ly += 38
+    legend += [
+        f'<circle cx="{lx}" cy="{ly}" r="2.5" fill="#555"/>',
+        f'<text x="{lx + 12}" y="{ly + 4}">within budget</text>',
+        f'<circle cx="{lx}" cy="{ly + 20}" r="2.5" fill="#ccc"/>',
+        f'<text x="{lx + 12}" y="{ly + 24}">over budget</text>',
+        f'<text x="{lx}" y="{ly + 48}">{len(result.rows):,} combinations,</text>',
+        f'<text x="{lx}" y="{ly + 62}">{len(result.invalid):,} invalid</text>',
     ]
     return _svg(width, height, [*grid, *_frame(area, title), *limits, *over, *inside, *drawn, *labels, *legend])
 
