@@ -183,3 +183,17 @@ def _strides(t: T | torch.Tensor) -> tuple[int, ...]:
     """Strides of the dimensions with more than one element (the others' strides never matter)."""
     shape, stride = (t.shape, t.stride) if isinstance(t, T) else (tuple(t.shape), t.stride())
     return tuple(s if n > 1 else 0 for n, s in zip(shape, stride, strict=True))
+
+
+def test_readme_shows_the_real_memory_output() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cmd = [sys.executable, "-m", "archgen", "count", "vit_b16", "--memory", "--batch", "64"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    output = "\n".join(line.rstrip() for line in proc.stdout.splitlines())
+    assert output in (ROOT / "README.md").read_text(encoding="utf-8"), "README: paste the output of " + " ".join(
+        cmd[2:]
+    )

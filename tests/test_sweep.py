@@ -153,3 +153,17 @@ def test_same_sweep_same_bytes_and_plot_marks_the_frontier(tmp_path: Path) -> No
     assert svg.count('<circle class="frontier"') == sum(r["frontier"] for r in data["rows"]) > 0
     assert svg.count('<circle class="over"') == len(data["over_budget"])
     assert 'class="budget"' in svg
+
+
+def test_readme_shows_the_real_sweep_output(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = readme[readme.index("$ archgen sweep deit_s") :].splitlines()
+    n = next(i for i, line in enumerate(lines) if not line.endswith("\\")) + 1
+    words = " ".join(lines[:n]).replace("\\", " ").split()[2:]
+    plot = words.index("--plot")
+    assert words[plot + 1] == "examples/sweep_deit_s.svg"
+    proc = run(*words[:plot], *words[plot + 2 :], "--plot", str(tmp_path / "sweep.svg"))
+    assert proc.returncode == 0, proc.stderr
+    output = [line.rstrip() for line in proc.stdout.replace(str(tmp_path / "sweep.svg"), words[plot + 1]).splitlines()]
+    assert lines[n : n + len(output) + 1] == [*output, "```"], "README: paste the sweep's output"
+    assert (tmp_path / "sweep.svg").read_text() == (ROOT / "examples" / "sweep_deit_s.svg").read_text()
