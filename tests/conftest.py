@@ -135,3 +135,24 @@ def assert_counts_exact(label: str, ir: IR, build, img_size: int) -> None:
     assert counted.params == actual, f"{label}@{img_size}: analytic params {counted.params:,} != module {actual:,}"
     measured = counter.get_total_flops() // 2
     assert counted.macs == measured, f"{label}@{img_size}: analytic MACs {counted.macs:,} != counted {measured:,}"
+
+
+def saved_activation_bytes(
+    model: torch.nn.Module, dtype: torch.dtype, checkpointing: bool, batch: int, img: int
+) -> int:
+    """Bytes of the distinct storages autograd saves for backward during ``model(x)`` in training mode
+    (parameters and buffers excluded): what ``archgen count --memory`` calls activation bytes."""
+    model.train().set_grad_checkpointing(checkpointing)
+    skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in skip:
+            seen.setdefault(storage._cdata, storage.nbytes())
+        return t
+
+    x = torch.randn(batch, 3, img, img, dtype=dtype)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values())

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from archgen.memory import Storage, T, Tape, view_strides
-from conftest import ALL, SPECS, factory, ids, ir_of
+from conftest import ALL, SPECS, factory, ids, ir_of, saved_activation_bytes
 
 BATCH, IMG = 2, 224
 REAL_LIMIT = 30_000_000  # parameters; larger models are measured on fake tensors
@@ -28,21 +28,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def saved_bytes(model: torch.nn.Module, dtype: torch.dtype, checkpointing: bool) -> int:
-    """Bytes of the distinct storages autograd saves for backward during ``model(x)``."""
-    model.train().set_grad_checkpointing(checkpointing)
-    skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage._cdata not in skip:
-            seen.setdefault(storage._cdata, storage.nbytes())
-        return t
-
-    x = torch.randn(BATCH, 3, IMG, IMG, dtype=dtype)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(seen.values())
+    return saved_activation_bytes(model, dtype, checkpointing, BATCH, IMG)
 
 
 def measured(build: Callable[..., torch.nn.Module], dtype: torch.dtype, fake: bool) -> dict[bool, int]:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archgen.emit import comment_text, emit
-from conftest import assert_counts_exact, compile_data
+from conftest import assert_counts_exact, compile_data, saved_activation_bytes
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -130,6 +130,10 @@ def test_any_composition_compiles_runs_and_counts_exactly(data: dict, tmp_path_f
         out = model(torch.randn(2, 3, size, size))
     assert out.shape == (2, data["num_classes"] or model.num_features)
     assert torch.isfinite(out).all()
+    for dtype, ckpt in ((torch.float32, False), (torch.bfloat16, True)):
+        measured = saved_activation_bytes(model.to(dtype), dtype, ckpt, 2, size)
+        analytic = ir.memory(size, 2, str(dtype).removeprefix("torch."), ckpt).activation_bytes
+        assert analytic == measured, f"composition {data} {dtype} checkpointing={ckpt}: {analytic:,} != {measured:,}"
 
 
 def _program(text: str) -> str:

@@ -36,8 +36,7 @@ class TokenLabelingHead(Head):
 
     def memory(self, tape: Tape, x: T, s: Tokens, m: Model, norm_moved: bool = False) -> dict[str, T]:
         logits = super().memory(tape, x, s, m, norm_moved)
-        if m.num_classes:
-            tape.max(logits["aux_head"], dim=1)  # the largest patch-token prediction of each class
+        tape.max(logits["aux_head"], dim=1)  # the largest patch-token prediction (or feature) of each class
         return logits
 
     def row(self, s: Tokens, m: Model) -> Row:
