@@ -252,11 +252,19 @@ def test_version_and_usage_errors() -> None:
     assert archgen("no-such-command").returncode == 2
 
 
-def test_count_never_imports_torch() -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["count", "vit_b16", "--json"],
+        ["count", "volo_d1", "--memory", "--batch", "8", "--json"],
+        ["sweep", "deit_s", "--set", "stem.dim=192,384", "--batch", "4", "--max-memory", "1GiB", "--json"],
+    ],
+)
+def test_counting_never_imports_torch(args: list[str]) -> None:
     code = (
         "import sys; from archgen.cli import app\n"
-        "try:\n    app(['count', 'vit_b16', '--json'])\n"
-        "except SystemExit:\n    pass\n"
+        f"try:\n    app({args!r})\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'jinja2' not in sys.modules, 'jinja2 was imported'\n"
     )

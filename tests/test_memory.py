@@ -71,6 +71,16 @@ def test_fake_tensors_save_what_real_ones_do(name: str) -> None:
         assert measured(factory(path), dtype, fake=True) == measured(factory(path), dtype, fake=False), name
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_float16_activation_bytes(name: str) -> None:
+    """float16 keeps what bfloat16 keeps on CPU (statistics in the activation dtype, log-sum-exp in float32)."""
+    (path,) = [p for p in SPECS if p.stem == name]
+    got = measured(factory(path), torch.float16, fake=False)
+    for ckpt, actual in got.items():
+        analytic = ir_of(path).memory(IMG, BATCH, "float16", ckpt).activation_bytes
+        assert analytic == actual, f"{name} float16 checkpointing={ckpt}: analytic {analytic:,} != saved {actual:,}"
+
+
 def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
     return sum(t.nbytes for state in opt.state.values() for t in state.values() if isinstance(t, torch.Tensor))
 
@@ -81,18 +91,19 @@ SMALL = ["deit_ti_distilled", "cait_xxs24", "ceit_t", "deepvit_s", "volo_d1", "v
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 @pytest.mark.parametrize("name", SMALL)
 def test_weights_gradients_and_optimizer_state(name: str, optimizer: str) -> None:
-    """After one real training step: parameter, gradient and optimizer-state bytes as counted."""
+    """After one real training step: parameter, gradient and optimizer-state bytes as counted (at 64 px, where
+    the position tables are smaller; AdamW in bfloat16, SGD in float32)."""
     (path,) = [p for p in SPECS if p.stem == name]
-    dtype = "bfloat16" if name == "vit_b16_sincos" else "float32"  # the large one at half the bytes
-    model = factory(path)(img_size=IMG).to(DTYPES[dtype]).train()
+    dtype, img = ("bfloat16" if optimizer == "adamw" else "float32"), 64
+    model = factory(path)(img_size=img).to(DTYPES[dtype]).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adamw":
         opt: torch.optim.Optimizer = torch.optim.AdamW(trainable, lr=1e-3)
     else:
         opt = torch.optim.SGD(trainable, lr=1e-3, momentum=0.9)
-    model(torch.randn(1, 3, IMG, IMG, dtype=DTYPES[dtype])).float().sum().backward()
+    model(torch.randn(1, 3, img, img, dtype=DTYPES[dtype])).float().sum().backward()
     opt.step()
-    fp = ir_of(path).memory(IMG, 1, dtype, optimizer=optimizer)
+    fp = ir_of(path).memory(img, 1, dtype, optimizer=optimizer)
     params = sum(p.nbytes for p in model.parameters())
     grads = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
     assert (fp.params_bytes, fp.grads_bytes) == (params, grads), f"{name}: (params, grads) bytes"
@@ -183,3 +194,24 @@ def test_readme_shows_the_real_memory_output() -> None:
     assert output in (ROOT / "README.md").read_text(encoding="utf-8"), "README: paste the output of " + " ".join(
         cmd[2:]
     )
+
+
+def test_count_json_carries_the_memory_of_each_resolution() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    args = ["count", "cait_xxs24", "--memory", "--batch", "2", "--dtype", "bfloat16", "--optimizer", "sgd", "--json"]
+    proc = subprocess.run([sys.executable, "-m", "archgen", *args], cwd=ROOT, capture_output=True, text=True)
+    counts = json.loads(proc.stdout)["counts"]
+    ir = ir_of(next(p for p in SPECS if p.stem == "cait_xxs24"))
+    assert [c["img_size"] for c in counts] == [224, 384]
+    for entry in counts:
+        memory = entry["memory"]
+        fp = ir.memory(entry["img_size"], 2, "bfloat16", optimizer="sgd")
+        assert (memory["batch"], memory["dtype"], memory["optimizer"]) == (2, "bfloat16", "sgd")
+        for key in ("params_bytes", "grads_bytes", "optimizer_bytes", "activation_bytes", "total_bytes"):
+            assert memory[key] == getattr(fp, key) and isinstance(memory[key], int), key
+        assert sum(s["activation_bytes"] for s in memory["stages"]) == memory["activation_bytes"]
