@@ -379,7 +379,7 @@ def _print_sweep(result: Any, top: int) -> None:
     ]
     if result.budget.memory is not None:
         limits.append(f"memory <= {_mib(result.budget.memory)} MiB")
-    title = f"sweep of {result.spec} @{result.img_size}{how}"
+    title = f"sweep of {result.spec} @{result.img_size or 'img_size'}{how}"
     title += f"; fixed: {fixed}" if fixed else ""
     title += f"; budget: {', '.join(limits)}" if limits else ""
     table = Table(title=title, title_justify="left")

@@ -400,7 +400,7 @@ def sweep_svg(result: Sweep) -> str:
             f'fill="{_dark(FRONTIER)}" stroke="white" stroke-width="3" paint-order="stroke">{label.lines[0]}</text>'
         )
     axes = ", ".join(a.name for a in result.axes if len(a.values) > 1)
-    title = f"sweep of {result.spec} @{result.img_size} over {axes}"
+    title = f"sweep of {result.spec} @{result.img_size or 'img_size'} over {axes}"
     lx, ly = area.x1 + 20, area.y0 + 10
     legend = [
         f'<circle cx="{lx}" cy="{ly}" r="4" fill="{FRONTIER}"/>',

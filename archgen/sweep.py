@@ -83,7 +83,7 @@ class Row:
 @dataclass(frozen=True)
 class Sweep:
     spec: str
-    img_size: int
+    img_size: int | None  # None: each row at its own `img_size` (the sweep varies it)
     axes: tuple[Axis, ...]
     budget: Budget
     memory: MemorySetting | None
@@ -268,7 +268,8 @@ def sweep(
     total = math.prod(len(a.values) for a in axes)
     if total > MAX_COMBINATIONS:
         raise SweepError(f"{total:,} combinations; at most {MAX_COMBINATIONS:,}")
-    size = img_size or loaded.spec.img_size
+    swept_size = any(a.path == ("img_size",) for a in axes)
+    size = img_size or (None if swept_size else loaded.spec.img_size)
     label = loaded.source
     rows = []
     for index, values in enumerate(combinations(axes), 1):
@@ -280,7 +281,7 @@ def sweep(
     return Sweep(loaded.spec.name, size, axes, budget, memory, tuple(rows))
 
 
-def _count(row: Row, data: dict[str, Any], label: str, size: int, memory: MemorySetting | None) -> None:
+def _count(row: Row, data: dict[str, Any], label: str, size: int | None, memory: MemorySetting | None) -> None:
     located = Located(data, {(): Pos(label, 1, 1)})
     try:
         try:
@@ -288,6 +289,7 @@ def _count(row: Row, data: dict[str, Any], label: str, size: int, memory: Memory
         except ValidationError as exc:
             raise _first_error(exc, located, label, None) from None
         ir = resolve(LoadedSpec(spec, label, located))
+        size = size or spec.img_size
         total = ir.count(size)
         row.params, row.macs = total.params, total.macs
         if memory is not None:

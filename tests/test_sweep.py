@@ -167,3 +167,16 @@ def test_readme_shows_the_real_sweep_output(tmp_path: Path) -> None:
     output = [line.rstrip() for line in proc.stdout.replace(str(tmp_path / "sweep.svg"), words[plot + 1]).splitlines()]
     assert lines[n : n + len(output) + 1] == [*output, "```"], "README: paste the sweep's output"
     assert (tmp_path / "sweep.svg").read_text() == (ROOT / "examples" / "sweep_deit_s.svg").read_text()
+
+
+def test_a_swept_img_size_counts_each_row_at_its_own_resolution() -> None:
+    loaded = specs.load(specs.find("volo_d1"))
+    result = sweep(loaded, ["img_size=224,384", "stem.hidden=32,64"])
+    ir = resolve(loaded)
+    assert result.img_size is None
+    for row in result.rows:
+        size = row.values[0]
+        expected = ir.count(size) if row.values[1] == 64 else None
+        if expected is not None:
+            assert (row.params, row.macs) == (expected.params, expected.macs), f"volo_d1 row {row.index} @{size}"
+    assert len({r.macs for r in result.rows}) == 4
