@@ -455,6 +455,10 @@ def _print_memory(size: int, fp: Any) -> None:
     for kind, blocks, n in fp.by_kind():
         kinds.add_row(kind, str(blocks), f"{n:,}", _mib(n), f"{n / acts:.1%}")
     console.print(kinds)
+    console.print(
+        "activations are the storages autograd keeps for backward, exact for torch on CPU; a device's peak also "
+        "holds temporaries inside ops and allocator rounding (README: Cost model)"
+    )
     if fp.checkpointing:
         console.print(
             "with checkpointing a block keeps only its input; backward recomputes one block at a time, "
