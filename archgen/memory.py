@@ -136,15 +136,9 @@ class T:
             acc *= self.shape[d]
         return tuple(out)
 
-    def new_like(self, shape: Sequence[int] | None = None, itemsize: int | None = None) -> T:
-        """A fresh tensor with this one's layout (elementwise results); another shape is contiguous."""
-        if shape is not None and tuple(shape) != self.shape:
-            return T.empty(shape, itemsize or self.itemsize)
-        return T.empty(self.shape, itemsize or self.itemsize, self.dense_layout())
-
-    def fresh(self) -> T:
-        """The same shape and layout in a new storage of the same size."""
-        return T(Storage(self.storage.nbytes), self.shape, self.stride, self.itemsize)
+    def new_like(self) -> T:
+        """A fresh tensor of this shape, laid out as an elementwise result of this one."""
+        return T.empty(self.shape, self.itemsize, self.dense_layout())
 
     # --- views (never save anything) ----------------------------------------------------------------
 
@@ -167,9 +161,6 @@ class T:
         new = self._shape(shape)
         stride = view_strides(self.shape, self.stride, new)
         return self._as(new, stride) if stride is not None else T.empty(new, self.itemsize)
-
-    def contiguous(self) -> T:
-        return self if self.is_contiguous() else T.empty(self.shape, self.itemsize)
 
     def to_channels_last(self) -> T:
         """``contiguous(memory_format=torch.channels_last)``: a copy unless already laid out so."""
@@ -217,10 +208,6 @@ class T:
             shape.append(len(range(start, stop, step)))
             stride.append(st * step)
         return self._as(shape, stride)
-
-    @property
-    def mT(self) -> T:
-        return self.transpose(-2 % self.ndim, -1 % self.ndim)
 
 
 def pool_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
