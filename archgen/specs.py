@@ -65,7 +65,7 @@ def load(path: Path) -> LoadedSpec:
     try:
         spec = Spec.model_validate(located.data)
     except ValidationError as exc:
-        raise _first_error(exc, located, label, extends) from None
+        raise first_error(exc, located, label, extends) from None
     if spec.name != path.stem:
         raise SpecError(located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'")
     return LoadedSpec(spec, label, located, extends)
@@ -148,7 +148,7 @@ def _merge(parent: Located, child: Located) -> Located:
     return out
 
 
-def _first_error(exc: ValidationError, located: Located, source: str, extends: Pos | None) -> SpecError:
+def first_error(exc: ValidationError, located: Located, source: str, extends: Pos | None) -> SpecError:
     """The most useful error: a misspelt key with a close match first, then the first in file order.
     Errors that only echo a deeper one (a tuple left empty because its item failed) are dropped."""
     errs = exc.errors(include_url=False)

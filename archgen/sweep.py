@@ -23,7 +23,7 @@ from archgen.compiler import resolve
 from archgen.errors import Pos, SpecError
 from archgen.loader import Located, Path_
 from archgen.schema import Spec
-from archgen.specs import NOT_INHERITED, LoadedSpec, _first_error, fields_at
+from archgen.specs import NOT_INHERITED, LoadedSpec, fields_at, first_error
 
 MAX_COMBINATIONS = 1_000_000
 MAX_VALUES = 10_000  # per axis (a range such as 64..4096:1 would be a typo more often than a wish)
@@ -287,7 +287,7 @@ def _count(row: Row, data: dict[str, Any], label: str, size: int | None, memory:
         try:
             spec = Spec.model_validate(data)
         except ValidationError as exc:
-            raise _first_error(exc, located, label, None) from None
+            raise first_error(exc, located, label, None) from None
         ir = resolve(LoadedSpec(spec, label, located))
         size = size or spec.img_size
         total = ir.count(size)
