@@ -150,7 +150,9 @@ def saved_activation_bytes(
         storage = t.untyped_storage()
         if storage._cdata not in skip:
             seen.setdefault(storage._cdata, storage.nbytes())
-        return t
+        # Keep the storage alive (so no later storage takes its address) without its grad_fn: a node that
+        # saved its own output would otherwise hold itself, a cycle Python's collector cannot free.
+        return t.detach()
 
     x = torch.randn(batch, 3, img, img, dtype=dtype)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
