@@ -286,6 +286,14 @@ class Tape:
         self.save(x if x.ndim == 2 else x.reshape(-1, x.shape[-1]))
         return T.empty((*x.shape[:-1], out_features), self.itemsize)
 
+    def qkv(self, x: T, heads: int) -> tuple[T, T, T]:
+        """A fused qkv Linear split into per-head q, k, v, each (B, heads, N, head_dim): views of one
+        storage, which is what any op saving them keeps."""
+        b, n, c = x.shape
+        qkv = self.linear(x, 3 * c).reshape(b, n, 3, heads, c // heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+
     def matmul(self, a: T, b: T) -> T:
         """a @ b of two batched matrices: both expanded to the common batch shape and reshaped to 3-D for
         bmm (a copy where the batch dimensions cannot merge, e.g. heads of a fused qkv), and both saved."""

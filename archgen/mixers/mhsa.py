@@ -34,7 +34,5 @@ class MultiHeadAttention(Op):
 
     def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
         B, N, C = x.shape
-        qkv = tape.linear(x, 3 * C).reshape(B, N, 3, c.heads, C // c.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # views of one storage: saved once
-        x = tape.sdpa(q, k, v)
+        x = tape.sdpa(*tape.qkv(x, c.heads))
         return tape.linear(x.transpose(1, 2).reshape(B, N, C), C)  # a view of the attention output

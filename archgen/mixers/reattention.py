@@ -44,8 +44,7 @@ class ReAttention(Op):
     def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
         B, N, C = x.shape
         H = c.heads
-        qkv = tape.linear(x, 3 * C).reshape(B, N, 3, H, C // H)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = tape.qkv(x, H)
         attn = tape.softmax(tape.pointwise(tape.matmul(q, k.transpose(-2, -1))))  # (B, heads, N, N)
         attn = tape.batch_norm(tape.conv2d(attn, H, 1))  # reatten_matrix, var_norm
         if self.transform_scale:

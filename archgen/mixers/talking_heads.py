@@ -46,8 +46,7 @@ class TalkingHeadsAttention(Op):
     def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
         B, N, C = x.shape
         H = c.heads
-        qkv = tape.linear(x, 3 * C).reshape(B, N, 3, H, C // H)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = tape.qkv(x, H)
         attn = tape.matmul(q, k.transpose(-2, -1))  # q and k^T copied to (B * heads, ...) for bmm, both saved
         attn = tape.baddbmm(attn.view(B, H, N * N)).view(B, H, N, N)  # proj_l
         attn = tape.softmax(attn)
