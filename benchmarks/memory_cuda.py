@@ -4,7 +4,8 @@
     python benchmarks/memory_cuda.py deit_s cait_xxs24 volo_d1 ceit_t deepvit_s --batch 64
 
 For each spec, after one warm-up step (cuBLAS workspaces, AdamW state), a second training step measures:
-- weights: ``memory_allocated()`` taken by the model (against ``params_bytes``);
+- weights: ``memory_allocated()`` taken by the model (against ``params_bytes``; BatchNorm buffers of CeiT and
+  VOLO come on top);
 - saved activations: what the forward leaves allocated, less its logits (against ``activation_bytes``);
 - the step's peak: ``max_memory_allocated()`` over forward, backward and ``optimizer.step()``, against the
   analytic total (params + grads + AdamW state + activations).
