@@ -16,7 +16,7 @@ from archgen.base import Op, Part, Step
 from archgen.catalogue import INTERNAL, KINDS
 from archgen.emit import environment
 from archgen.heads.head import Head
-from conftest import ALL, assert_counts_exact, compile_data, ir_of
+from conftest import ALL, assert_counts_exact, compile_data, ir_of, saved_activation_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 MACROS = {"op": ("classes",), "head": ("classes", "init", "forward_head", "reset")}
@@ -61,6 +61,7 @@ def test_part_has_its_own_counter_and_descriptions(kind: type[Part]) -> None:
     if not issubclass(kind, Head):  # heads count their classifiers in one shared place
         base = Op if issubclass(kind, Op) else Step
         assert getattr(kind, "count", None) is not getattr(base, "count", None), f"{kind.__name__} has no count()"
+        assert getattr(kind, "memory", None) is not getattr(base, "memory", None), f"{kind.__name__} has no memory()"
     for name, field in kind.model_fields.items():
         assert field.description, f"{kind.__name__}.{name} has no description"
 
@@ -131,3 +132,7 @@ def test_every_op_works_in_a_block(op: type[Op], where: str, data: dict, tmp_pat
     with torch.no_grad():
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 5) and torch.isfinite(out).all(), f"{op.tag()} in {where}"
+    for ckpt in (False, True):  # training memory: what autograd saves, as traced by the op's memory()
+        saved = saved_activation_bytes(model, torch.float32, ckpt, 2, 32)
+        analytic = ir.memory(32, 2, "float32", ckpt).activation_bytes
+        assert analytic == saved, f"{op.tag()} in {where} checkpointing={ckpt}: {analytic:,} != saved {saved:,}"
