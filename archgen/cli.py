@@ -187,7 +187,8 @@ def count(
         typer.Option(
             "--memory",
             help="Also the bytes of one training step: parameters, gradients, optimizer state and the activations "
-            "autograd keeps for backward (exact for torch on CPU), per stage and per block kind.",
+            "autograd keeps for backward (exact for torch on CPU; drop-path and dropout 0), per stage and per block "
+            "kind.",
         ),
     ] = False,
     batch: Annotated[int, typer.Option("--batch", help="Batch size for --memory.")] = 1,
