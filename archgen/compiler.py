@@ -90,9 +90,11 @@ class IR:
 
     def count(self, img_size: int) -> Count:
         walked = self.walk(img_size)
-        parts = [_placed_count(w, self.model) for w in walked]
-        parts.append(self.head.count(walked[-1].s_out, self.model, self.norm_moved))
-        return Count.group("", _flatten(parts))
+        return self._total([_placed_count(w, self.model) for w in walked], walked)
+
+    def _total(self, placed: list[Count], walked: list[Walked]) -> Count:
+        head = self.head.count(walked[-1].s_out, self.model, self.norm_moved)
+        return Count.group("", _flatten([*placed, head]))
 
     def memory(
         self, img_size: int, batch: int, dtype: str = "float32", checkpointing: bool = False, optimizer: str = "adamw"
@@ -104,20 +106,19 @@ class IR:
         x = tape.input((batch, self.model.in_chans, img_size, img_size))
         walked = self.walk(img_size)
         steps: list[StepMemory] = []
-        for w in walked:
+        placed = [_placed_count(w, self.model) for w in walked]
+        for w, count in zip(walked, placed, strict=True):
             before, tape.blocks = tape.total, []
             x = w.kind.memory(tape, x, w.s_in, self.model)
-            count = _placed_count(w, self.model)
             row = w.kind.row(w.s_in, self.model)
             name = count.name or ", ".join(c.name for c in count.children) or w.kind.kind
             kind = row.kind if row is not None else w.kind.kind
             steps.append(StepMemory(name, kind, count.params, tape.total - before, tuple(tape.blocks)))
         before = tape.total
         self.head.memory(tape, x, walked[-1].s_out, self.model, self.norm_moved)
-        head = self.head.count(walked[-1].s_out, self.model, self.norm_moved)
+        total = self._total(placed, walked)
         row = self.head.row(walked[-1].s_out, self.model)
-        steps.append(StepMemory("head", row.kind, head.params, tape.total - before))
-        total = self.count(img_size)
+        steps.append(StepMemory("head", row.kind, total.params - sum(c.params for c in placed), tape.total - before))
         return Footprint(
             batch=batch,
             dtype=dtype,

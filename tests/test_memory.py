@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from archgen.compiler import IR
 from archgen.memory import Storage, T, Tape, view_strides
 from conftest import ALL, SPECS, factory, ids, ir_of, saved_activation_bytes
 
@@ -121,10 +122,16 @@ def test_parameter_tensors_and_frozen_parameters(path: Path) -> None:
     assert total.trainable == sum(p.numel() for p in trainable), f"{path.stem}: trainable parameters"
 
 
+def _module(ir: IR) -> list[torch.nn.Parameter]:
+    with torch.device("meta"):
+        return list(factory(next(p for p in SPECS if p.stem == ir.spec.name))(img_size=IMG).parameters())
+
+
 def test_steps_add_up_and_scale_with_batch() -> None:
     ir = ir_of(next(p for p in SPECS if p.stem == "cait_xxs24"))
     fp = ir.memory(IMG, 4, "float32")
     assert sum(s.activation_bytes for s in fp.steps) == fp.activation_bytes
+    assert sum(s.params for s in fp.steps) * 4 == fp.params_bytes == sum(p.numel() for p in _module(ir)) * 4
     assert sum(total for _, _, total in fp.by_kind()) == sum(s.activation_bytes for s in fp.steps if s.per_block)
     assert [(kind, blocks) for kind, blocks, _ in fp.by_kind()] == [
         ("talking_heads + mlp (LayerScale)", 24),
