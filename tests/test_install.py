@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -38,14 +39,18 @@ def _example() -> tuple[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtual environment with archgen installed from this checkout, not editable (torch and the
-    other dependencies come from the system site packages, so nothing is downloaded)."""
+    """A fresh virtual environment with archgen installed from this checkout, not editable. torch and the other
+    dependencies, pip and setuptools among them, are those of the environment running the tests, seen through a
+    .pth file: ``venv --system-site-packages`` would reach the base interpreter's packages instead, which inside
+    the user's own virtual environment lack torch and may lack a setuptools that builds wheels."""
     root = tmp_path_factory.mktemp("venv")
-    # --without-pip: the environment's own pip and setuptools build the wheel, as no download is possible
-    venv_cmd = [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root)]
-    subprocess.run(venv_cmd, check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    (site_packages,) = (root / "lib").glob("python*/site-packages")
+    outer = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    (site_packages / "_archgen_test_outer.pth").write_text("\n".join(outer) + "\n", encoding="utf-8")
     pip = [str(root / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*pip, str(ROOT)], check=True, timeout=600, capture_output=True)
+    proc = subprocess.run([*pip, "--ignore-installed", str(ROOT)], timeout=600, capture_output=True, text=True)
+    assert proc.returncode == 0, f"pip install of the checkout failed: {proc.stderr[-2000:]}"
     return root
 
 
