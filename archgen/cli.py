@@ -523,11 +523,9 @@ def _progress() -> Iterator[Callable[[int, int], None]]:
 
 
 def _emit_row(loaded: Any, result: Any, index: int, out: Path) -> None:
-    import yaml
-
     from archgen import specs
     from archgen.build import write_atomic
-    from archgen.sweep import emit_data
+    from archgen.sweep import emit_text
 
     if not 1 <= index <= len(result.rows):
         _fail(f"error: --emit {index}: rows are numbered 1 to {len(result.rows)}")
@@ -539,10 +537,9 @@ def _emit_row(loaded: Any, result: Any, index: int, out: Path) -> None:
         (d / f"{parent}.yaml").is_file() for d in specs.search_dirs()
     ):
         _fail(f"error: --emit {index}: '{parent}' would not be found from {out.as_posix()}; write next to it (--out)")
-    data = emit_data(loaded, result.axes, row)
-    _output_file(out / f"{data['name']}.yaml", "--emit", (".yaml",))
-    text = "# written by archgen sweep --emit\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    for target in write_atomic(out, {f"{data['name']}.yaml": text}):
+    name, text = emit_text(loaded, result.axes, row)
+    _output_file(out / name, "--emit", (".yaml",))
+    for target in write_atomic(out, {name: text}):
         typer.echo(_safe(f"wrote {target.as_posix()}"))
 
 

@@ -444,6 +444,8 @@ def sweep_svg(result: Sweep) -> str:
         f'<text x="{lx}" y="{ly + 48}">{len(result.rows):,} combinations,</text>',
         f'<text x="{lx}" y="{ly + 62}">{len(result.invalid):,} invalid</text>',
     ]
+    if budget.memory:  # not an axis of this picture: named in the legend
+        legend.append(f'<text x="{lx}" y="{ly + 86}">max memory {budget.memory / 2**20:,.0f} MiB</text>')
     return _svg(width, height, [*grid, *_frame(area, title), *limits, *over, *inside, *drawn, *labels, *legend])
 
 

@@ -346,6 +346,15 @@ def emit_data(loaded: LoadedSpec, axes: tuple[Axis, ...], row: Row) -> dict[str,
     return out
 
 
+def emit_text(loaded: LoadedSpec, axes: tuple[Axis, ...], row: Row) -> tuple[str, str]:
+    """The file name and text of ``emit_data``'s spec, as ``archgen sweep --emit`` writes it."""
+    import yaml
+
+    data = emit_data(loaded, axes, row)
+    text = "# written by archgen sweep --emit\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return f"{data['name']}.yaml", text
+
+
 def _restated(path: Path_, data: dict[str, Any]) -> Path_:
     """The shortest prefix of ``path`` the child must give whole: merging stops at a list (other than the
     stages, merged by key) and at a mapping whose ``kind`` is what changes."""

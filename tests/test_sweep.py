@@ -5,6 +5,7 @@ one line, exit 2, nothing written."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -31,8 +32,9 @@ SWEEPS = {
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "archgen", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "archgen", *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
     )
 
 
