@@ -32,5 +32,5 @@ def one_line(text: str) -> str:
 
 
 def xml_text(text: str) -> str:
-    """Character data for an SVG ``<text>`` or ``<title>``: valid XML 1.0, markup characters escaped."""
-    return escape(printable(text), quote=True)
+    """Character data for an SVG ``<text>`` or ``<title>`` (one line): valid XML 1.0, markup escaped."""
+    return escape(one_line(text), quote=True)

@@ -192,6 +192,7 @@ def _no_escapes(text: str) -> None:
     assert not any(ch in text for ch in "\x1b\x07\x9b\u202e"), repr(text)
 
 
+@pytest.mark.slow
 def test_markup_and_escape_sequences_in_a_spec_are_shown_as_text(tmp_path: Path) -> None:
     folder = _hostile_folder(tmp_path)
     for args in (["count", "hostile"], ["list"], ["show", "hostile"], ["diff", "deit_s", "hostile"]):
@@ -230,7 +231,7 @@ def test_a_relative_error_that_is_not_finite_is_null_in_json() -> None:
     assert json.loads(_json({"rel_err": check.rel_err, "x": [float("nan")]})) == {"rel_err": None, "x": [None]}
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(title=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40))
 def test_fuzz_any_title_prints_safely_and_draws_valid_xml(title: str, tmp_path: Path) -> None:
     """In-process: a spec titled with any text counts, lists and draws; the terminal gets no control
@@ -239,7 +240,7 @@ def test_fuzz_any_title_prints_safely_and_draws_valid_xml(title: str, tmp_path: 
 
     from archgen.cli import app
     from archgen.pictures import diagram_svg
-    from archgen.printable import printable
+    from archgen.printable import one_line
 
     specs = tmp_path / "fuzz"
     specs.mkdir(exist_ok=True)
@@ -259,4 +260,4 @@ def test_fuzz_any_title_prints_safely_and_draws_valid_xml(title: str, tmp_path: 
 
     root = ET.fromstring(diagram_svg(resolve(loaded)))
     first = next(root.iter("{http://www.w3.org/2000/svg}text")).text or ""
-    assert first.startswith(printable(title).strip()[:5])
+    assert first.startswith(one_line(title)[:5])

@@ -108,6 +108,7 @@ def test_labels_are_ink_in_rsvg_convert(pictures: dict[str, str], tmp_path: Path
         _check_ink(png, pictures[name], 1, f"rsvg-convert ({name})")
 
 
+@pytest.mark.slow
 def test_png_and_pdf_are_valid_and_deterministic(pictures: dict[str, str]) -> None:
     for name, svg in pictures.items():
         root = ET.fromstring(svg)
@@ -125,6 +126,7 @@ def test_png_and_pdf_are_valid_and_deterministic(pictures: dict[str, str]) -> No
     assert again == pictures["plot"]
 
 
+@pytest.mark.slow
 def test_cli_writes_png_and_pdf_by_suffix(tmp_path: Path) -> None:
     from test_cli_input import archgen
 
