@@ -48,7 +48,8 @@ def _mode_for(target: Path) -> int:
         return 0o666 & ~_umask()
 
 
-def write_atomic(root: Path, files: dict[str, str]) -> list[Path]:
+def write_atomic(root: Path, files: dict[str, str] | dict[str, bytes]) -> list[Path]:
+    """Each file written to a temporary file beside it, then renamed over it (text as UTF-8, bytes as is)."""
     written = []
     for name, text in sorted(files.items()):
         target = root / name
@@ -57,8 +58,12 @@ def write_atomic(root: Path, files: dict[str, str]) -> list[Path]:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             os.chmod(tmp, mode)
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(text)
+            if isinstance(text, bytes):
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(text)
+            else:
+                with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                    fh.write(text)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -6,9 +6,11 @@ Jinja only by the commands that render code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -23,10 +25,18 @@ app = typer.Typer(
     help="Compile vision-transformer specs into standalone PyTorch modules and count them exactly.",
 )
 _state = {"debug": False}
+# sweep: the default cap on combinations (about 20 s of counting here; --max-combinations raises it up to the
+# hard limit), and from how many rows progress is shown on a terminal / logged when stderr is a file
+DEFAULT_MAX_COMBINATIONS = 100_000
+HARD_MAX_COMBINATIONS = 1_000_000  # every row is kept (ranked, plotted): about 0.5 GB at this size
+PROGRESS_ROWS = 2_000
+LOG_ROWS = 20_000
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(message, err=True)
+    from archgen.printable import one_line
+
+    typer.echo(one_line(message), err=True)
     raise typer.Exit(code)
 
 
@@ -57,19 +67,32 @@ def _guard(fn: Any) -> Any:
 
 def _reported(fn: Any, *args: Any, **kwargs: Any) -> Any:
     from archgen.errors import SpecError
+    from archgen.specset import FolderError
 
     try:
         return fn(*args, **kwargs)
     except (typer.Exit, typer.Abort, SystemExit, BrokenPipeError):
         raise
-    except SpecError as exc:
+    except (SpecError, FolderError) as exc:
         if _state["debug"]:
             raise
         _fail(f"error: {exc}")
+    except OSError as exc:  # a file or folder named on the command line: bad input, not a bug
+        if _state["debug"]:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"error: {where}{exc.strerror or exc}")
     except Exception as exc:  # an internal error: one line and a hint, never a traceback
         if _state["debug"]:
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+
+
+def _safe(text: str) -> str:
+    """Free text (a spec's strings, a path) as it may reach a terminal: control characters escaped."""
+    from archgen.printable import printable
+
+    return printable(text)
 
 
 def _version(value: bool) -> None:
@@ -86,8 +109,6 @@ SpecFolder = Annotated[Path | None, typer.Option("--specs", help=SPECS_HELP)]
 
 
 def _use_specs(folder: Path | None) -> None:
-    import os
-
     if folder is not None:
         os.environ["ARCHGEN_SPECS"] = str(folder)
 
@@ -104,39 +125,91 @@ def _root(
     _use_specs(spec_folder)
 
 
-def _is_library(folder: Path) -> bool:
-    """Whether ``folder`` is archgen's own spec library (its schema and field reference are built with it)."""
+def _report(errors: list[str]) -> None:
+    """Every bad spec, one line each as a linter reports them (the command goes on with the others)."""
+    for line in errors:
+        typer.echo(_safe(f"error: {line}"), err=True)
+
+
+def _docs_for(folder: Path) -> dict[str, str]:
+    """What the editor and the reader need next to a spec folder: the JSON Schema every spec's header points
+    at (``# yaml-language-server: $schema=schema.json``) and, for the built-in library, the field reference
+    (a user's folder gets the schema only: its README.md is the user's own)."""
     from archgen import specs
+    from archgen.docs import emit_docs, json_schema
 
-    return folder.resolve() == specs.builtin_dir().resolve()
+    if folder.resolve() == specs.builtin_dir().resolve():
+        return {Path(name).name: text for name, text in emit_docs().items()}
+    return {"schema.json": json_schema()}
 
 
-def _spec_paths(items: list[str], all_: bool) -> list[Path]:
+def _docs_folder(out: Path) -> Path | None:
+    """Where ``build --all`` writes the docs: the user's spec folder, or the library's when it lies under
+    ``out`` (a checkout); an installed library is never written into."""
     from archgen import specs
+    from archgen.specset import user_folder
 
-    if all_:
-        return specs.all_paths()
-    if not items:
-        _fail("error: name specs to build, or pass --all")
-    return [specs.find(item) for item in items]
+    folder = user_folder()
+    if folder is not None:
+        return folder
+    return specs.builtin_dir() if (out / "specs").resolve() == specs.builtin_dir().resolve() else None
 
 
 @app.command()
 @_guard
 def build(
     spec: Annotated[list[str] | None, typer.Argument(help="Spec files or names.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Build every spec in the spec folder (see --specs).")] = False,
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Build every spec in the spec folder (see --specs) and write its schema.json; a bad spec is "
+            "reported and written nothing, the others are written, exit 2.",
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option(help="Folder that holds generated/.")] = Path("."),
     spec_folder: SpecFolder = None,
 ) -> None:
-    """Write <out>/generated/<name>.py for each spec (all rendered and checked before any is written)."""
+    """Write <out>/generated/<name>.py for each spec (named specs: all rendered and checked before any is
+    written; --all: every good spec written, every bad one reported)."""
     _use_specs(spec_folder)
     from archgen import specs
     from archgen.build import render_all, write_atomic
 
-    files = render_all(_spec_paths(spec or [], all_), docs=all_ and _is_library(specs.spec_dir()))
-    for target in write_atomic(out, files):
-        typer.echo(f"wrote {target.as_posix()}")
+    _output_folder(out, "--out")
+    if not all_:
+        if not spec:
+            _fail("error: name specs to build, or pass --all")
+        files = render_all([specs.find(item) for item in spec])
+        for target in write_atomic(out, files):
+            typer.echo(_safe(f"wrote {target.as_posix()}"))
+        return
+    if spec:
+        _fail("error: name specs or pass --all, not both")
+    files, errors = _render_folder()
+    docs = _docs_folder(out)
+    written = write_atomic(out, files)
+    if docs is not None:
+        written += write_atomic(docs, _docs_for(docs))
+    for target in written:
+        typer.echo(_safe(f"wrote {target.as_posix()}"))
+    _report(errors)
+    if errors:
+        typer.echo(f"{len(errors)} bad spec(s): nothing written for them", err=True)
+        raise typer.Exit(2)
+
+
+def _render_folder() -> tuple[dict[str, str], list[str]]:
+    """The generated files of every good spec of the spec folder, and one error line per bad one."""
+    from archgen.build import compile_path
+    from archgen.emit import emit
+    from archgen.specset import each, own
+
+    outcome = each(own(), lambda path: emit(compile_path(path)))
+    files: dict[str, str] = {}
+    for _entry, rendered in outcome.done:
+        files |= rendered  # one file per spec, named after its (unique) file stem
+    return files, outcome.errors
 
 
 @app.command()
@@ -145,19 +218,68 @@ def check(
     root: Annotated[Path, typer.Option("--out", "--root", help="Folder that holds generated/.")] = Path("."),
     spec_folder: SpecFolder = None,
 ) -> None:
-    """Exit 0 if <out>/generated/ is exactly what the spec folder's specs produce; else print the diff, exit 1."""
+    """Exit 0 if <out>/generated/ (and the spec folder's schema.json) is exactly what the spec folder's specs
+    produce; else print the diff, exit 1. Bad specs are reported, one line each, exit 2."""
     _use_specs(spec_folder)
-    from archgen import specs
-    from archgen.build import drift, render_all
+    from archgen.build import drift
 
-    expected = render_all(specs.all_paths(), docs=_is_library(specs.spec_dir()))
+    expected, errors = _render_folder()
+    docs = _docs_folder(root)
+    if docs is not None:
+        user = docs == _user_folder()
+        for name, text in _docs_for(docs).items():
+            # the library's docs are part of it; a user's schema.json is checked once build --all wrote it
+            if not user or (docs / name).is_file():
+                expected[Path(os.path.relpath(docs / name, root)).as_posix()] = text
     problems = drift(root, expected)
     for problem in problems:
-        typer.echo(problem)
+        typer.echo(_safe(problem))
+    _report(errors)
+    if errors:
+        raise typer.Exit(2)
     if problems:
         typer.echo(f"{len(problems)} file(s) out of date; run: archgen build --all", err=True)
         raise typer.Exit(1)
     typer.echo(f"generated/ is up to date ({len(expected)} files)")
+
+
+def _user_folder() -> Path | None:
+    from archgen.specset import user_folder
+
+    return user_folder()
+
+
+def _output_folder(path: Path, option: str) -> None:
+    """A folder to write into must be a folder or not exist yet (it is made)."""
+    if path.exists() and not path.is_dir():
+        _fail(f"error: {option} {path.as_posix()}: not a folder")
+
+
+PICTURE_SUFFIXES = (".svg", ".png", ".pdf")
+
+
+def _output_file(path: Path, option: str, suffixes: tuple[str, ...] = PICTURE_SUFFIXES) -> None:
+    """A file to write must not be a folder, must sit in a folder, and (a picture) end in a known suffix."""
+    if path.is_dir() or path.name in ("", ".", ".."):
+        _fail(f"error: {option} {path.as_posix()}: a folder; name the file to write")
+    if path.parent.exists() and not path.parent.is_dir():
+        _fail(f"error: {option} {path.as_posix()}: {path.parent.as_posix()} is not a folder")
+    if path.suffix.lower() not in suffixes:
+        _fail(f"error: {option} {path.as_posix()}: write {', '.join(suffixes)}")
+
+
+def _write_picture(path: Path, svg: str, quiet: bool = False) -> None:
+    """The SVG as written, or rendered to PNG or PDF (by the suffix), atomically."""
+    from archgen.build import write_atomic
+
+    if path.suffix.lower() == ".svg":
+        written = write_atomic(Path("."), {path.as_posix(): svg})
+    else:
+        from archgen.render import render
+
+        written = write_atomic(Path("."), {path.as_posix(): render(svg, path.suffix.lower()[1:])})
+    for target in written:
+        typer.echo(_safe(f"wrote {target.as_posix()}"), err=quiet)
 
 
 @app.command()
@@ -191,16 +313,17 @@ def count(
             "kind.",
         ),
     ] = False,
-    batch: Annotated[int, typer.Option("--batch", help="Batch size for --memory.")] = 1,
+    batch: Annotated[int | None, typer.Option("--batch", help="Batch size for --memory (default 1).")] = None,
     dtype: Annotated[
-        str, typer.Option("--dtype", help="Dtype the module is cast to for --memory: float32, bfloat16, float16.")
-    ] = "float32",
+        str | None,
+        typer.Option("--dtype", help="Dtype the module is cast to for --memory: float32 (default), bfloat16, float16."),
+    ] = None,
     checkpointing: Annotated[
         bool, typer.Option("--checkpointing", help="--memory with the model's grad checkpointing on (per block).")
     ] = False,
     optimizer: Annotated[
-        str, typer.Option("--optimizer", help="Optimizer state for --memory: adamw or sgd.")
-    ] = "adamw",
+        str | None, typer.Option("--optimizer", help="Optimizer state for --memory: adamw (default) or sgd.")
+    ] = None,
     spec_folder: SpecFolder = None,
 ) -> None:
     """Exact params and MACs per resolution, against the published numbers; with --memory, training memory.
@@ -208,7 +331,14 @@ def count(
     rel. err is (published - ours) / ours: positive when the source prints more than we count.
     """
     _use_specs(spec_folder)
+    given = [o for o, v in (("--batch", batch), ("--dtype", dtype), ("--optimizer", optimizer)) if v is not None]
+    given += ["--checkpointing"] if checkpointing else []
+    if given and not memory:
+        _fail(f"error: {', '.join(given)}: only with --memory (they describe the training step it counts)")
+    batch, dtype, optimizer = batch or 1, dtype or "float32", optimizer or "adamw"
     _check_memory_options(batch, dtype, optimizer)
+    for size in img_size or []:
+        _check_img_size(size)
     if by not in ("stage", "module", "op"):
         _fail(f"error: --by {by}: choose stage, module or op")
     if convention not in ("macs", "flops", "fvcore"):
@@ -219,9 +349,6 @@ def count(
 
     ir = compile_path(specs.find(spec))
     sizes = sorted(set(img_size)) if img_size else resolutions(ir)
-    for size in sizes:
-        if size < 1:
-            _fail(f"error: --img-size {size}: must be positive")
     rows = []
     problems = 0
     for size in sizes:
@@ -251,7 +378,7 @@ def count(
                 for size, total, found in rows
             ],
         }
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(_json(payload))
     else:
         _print_counts(ir, rows, by, convention)
         for size, footprint in footprints.items():
@@ -281,15 +408,29 @@ def sweep(
     batch: Annotated[
         int | None, typer.Option("--batch", help="Count training memory at this batch (see count --memory).")
     ] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="Memory: float32, bfloat16 or float16.")] = "float32",
-    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="Memory with grad checkpointing.")] = False,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="Memory: adamw or sgd optimizer state.")] = "adamw",
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="Memory (with --batch): float32 (default), bfloat16 or float16.")
+    ] = None,
+    checkpointing: Annotated[
+        bool, typer.Option("--checkpointing", help="Memory (with --batch) with grad checkpointing.")
+    ] = False,
+    optimizer: Annotated[
+        str | None, typer.Option("--optimizer", help="Memory (with --batch): adamw (default) or sgd optimizer state.")
+    ] = None,
     img_size: Annotated[int | None, typer.Option("--img-size", help="Resolution (default: the spec's).")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows (and invalid combinations) shown; 0 shows all.")] = 25,
     as_json: Annotated[bool, typer.Option("--json", help="Every row, ranked, and every invalid combination.")] = False,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Write an SVG of params vs MACs with the frontier.")
+        Path | None,
+        typer.Option("--plot", help="Write a chart of params vs MACs with the frontier (.svg, .png or .pdf)."),
     ] = None,
+    max_combinations: Annotated[
+        int,
+        typer.Option(
+            "--max-combinations",
+            help="Refuse a sweep of more combinations than this (about 5,000 a second are counted).",
+        ),
+    ] = DEFAULT_MAX_COMBINATIONS,
     emit: Annotated[
         int | None, typer.Option("--emit", help="Write row ROW as <spec>_sweep<ROW>.yaml (extends the spec).")
     ] = None,
@@ -305,10 +446,22 @@ def sweep(
 
     if max_memory is not None and batch is None:
         _fail("error: --max-memory needs --batch (training memory depends on it)")
+    given = [o for o, v in (("--dtype", dtype), ("--optimizer", optimizer)) if v is not None]
+    given += ["--checkpointing"] if checkpointing else []
+    if given and batch is None:
+        _fail(f"error: {', '.join(given)}: only with --batch (they describe the training step it counts)")
+    dtype, optimizer = dtype or "float32", optimizer or "adamw"
     if batch is not None:
         _check_memory_options(batch, dtype, optimizer)
-    if img_size is not None and img_size < 1:
-        _fail(f"error: --img-size {img_size}: must be positive")
+    if img_size is not None:
+        _check_img_size(img_size)
+    _in_range("--top", top, 0, 10**9)
+    _in_range("--max-combinations", max_combinations, 1, HARD_MAX_COMBINATIONS)
+    if emit is not None:
+        _in_range("--emit", emit, 1, max_combinations)
+        _output_folder(out, "--out")
+    if plot is not None:
+        _output_file(plot, "--plot")
     try:
         budget = Budget(
             parse_number(max_params, "--max-params") if max_params else None,
@@ -317,30 +470,62 @@ def sweep(
         )
         memory = MemorySetting(batch, dtype, checkpointing, optimizer) if batch is not None else None
         loaded = specs.load(specs.find(spec))
-        result = run_sweep(loaded, settings or [], img_size, budget, memory)
+        with _progress() as tick:
+            result = run_sweep(loaded, settings or [], img_size, budget, memory, max_combinations, tick)
     except SweepError as exc:
         _fail(f"error: {exc}")
     if emit is not None:
         _emit_row(loaded, result, emit, out)
         return
     if plot is not None:
-        from archgen.build import write_atomic
         from archgen.pictures import sweep_svg
 
-        for target in write_atomic(Path("."), {plot.as_posix(): sweep_svg(result)}):
-            typer.echo(f"wrote {target.as_posix()}", err=as_json)
+        _write_picture(plot, sweep_svg(result), quiet=as_json)
     if as_json:
-        typer.echo(json.dumps(result.as_dict(), indent=2))
+        typer.echo(_json(result.as_dict()))
     else:
         _print_sweep(result, top)
 
 
-def _emit_row(loaded: Any, result: Any, index: int, out: Path) -> None:
-    import yaml
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[int, int], None]]:
+    """A sweep's progress on stderr: a rich bar on a terminal once a sweep is long enough to wait for; when
+    stderr is a file, a plain line every tenth of a long sweep (stdout and --json stay clean)."""
+    import time
 
+    state: dict[str, Any] = {"bar": None, "shown": 0}
+    start = time.monotonic()
+    terminal = sys.stderr.isatty()
+
+    def tick(done: int, total: int) -> None:
+        if terminal and total >= PROGRESS_ROWS:
+            if state["bar"] is None:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+                bar = Progress(
+                    "counting combinations", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True,
+                )  # fmt: skip
+                state["bar"], state["task"] = bar, bar.add_task("sweep", total=total)
+                bar.start()
+            state["bar"].update(state["task"], completed=done)
+        elif not terminal and total >= LOG_ROWS and done * 10 // total > state["shown"]:
+            state["shown"] = done * 10 // total
+            took = time.monotonic() - start
+            typer.echo(f"sweep: {done:,} of {total:,} combinations counted ({took:.0f} s)", err=True)
+
+    try:
+        yield tick
+    finally:
+        if state["bar"] is not None:
+            state["bar"].stop()
+
+
+def _emit_row(loaded: Any, result: Any, index: int, out: Path) -> None:
     from archgen import specs
     from archgen.build import write_atomic
-    from archgen.sweep import emit_data
+    from archgen.sweep import emit_text
 
     if not 1 <= index <= len(result.rows):
         _fail(f"error: --emit {index}: rows are numbered 1 to {len(result.rows)}")
@@ -352,10 +537,10 @@ def _emit_row(loaded: Any, result: Any, index: int, out: Path) -> None:
         (d / f"{parent}.yaml").is_file() for d in specs.search_dirs()
     ):
         _fail(f"error: --emit {index}: '{parent}' would not be found from {out.as_posix()}; write next to it (--out)")
-    data = emit_data(loaded, result.axes, row)
-    text = "# written by archgen sweep --emit\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    for target in write_atomic(out, {f"{data['name']}.yaml": text}):
-        typer.echo(f"wrote {target.as_posix()}")
+    name, text = emit_text(loaded, result.axes, row)
+    _output_file(out / name, "--emit", (".yaml",))
+    for target in write_atomic(out, {name: text}):
+        typer.echo(_safe(f"wrote {target.as_posix()}"))
 
 
 def _print_sweep(result: Any, top: int) -> None:
@@ -402,16 +587,44 @@ def _print_sweep(result: Any, top: int) -> None:
     bad = result.invalid if top == 0 else result.invalid[:top]
     for r in bad:
         values = ", ".join(f"{result.axes[i].name}={r.values[i]}" for i in varied)
-        console.print(f"invalid row {r.index} ({values}): {r.reason}", markup=False)
+        console.print(f"invalid row {r.index} ({values}): {r.reason}")
     if len(bad) < len(result.invalid):
         console.print(f"... and {len(result.invalid) - len(bad):,} more invalid (--top 0 or --json lists all)")
+
+
+# Bounds of the numeric options: far beyond any real use, small enough that no count takes long or
+# overflows a fixed-width integer on the way (a batch of 10**19 did).
+MAX_BATCH = 2**20
+MAX_IMG_SIZE = 2**16
+
+
+def _in_range(option: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        _fail(f"error: {option} {value}: must be between {low:,} and {high:,}")
+
+
+def _check_img_size(size: int) -> None:
+    _in_range("--img-size", size, 1, MAX_IMG_SIZE)
+
+
+def _json(data: Any) -> str:
+    """JSON as the standard defines it: a number that is not finite (a relative error against 0) is null."""
+    import math
+
+    def finite(node: Any) -> Any:
+        if isinstance(node, float) and not math.isfinite(node):
+            return None
+        if isinstance(node, dict):
+            return {k: finite(v) for k, v in node.items()}
+        return [finite(v) for v in node] if isinstance(node, (list, tuple)) else node
+
+    return json.dumps(finite(data), indent=2, allow_nan=False)
 
 
 def _check_memory_options(batch: int, dtype: str, optimizer: str) -> None:
     from archgen.memory import ITEMSIZE, OPTIMIZERS
 
-    if batch < 1:
-        _fail(f"error: --batch {batch}: must be positive")
+    _in_range("--batch", batch, 1, MAX_BATCH)
     if dtype not in ITEMSIZE:
         _fail(f"error: --dtype {dtype}: choose {', '.join(ITEMSIZE)}")
     if optimizer not in OPTIMIZERS:
@@ -478,7 +691,7 @@ def _published(found: list[Any]) -> dict[str, list[dict[str, Any]]] | None:
                 "value": c.entry.value,
                 "source": c.entry.source,
                 "convention": c.entry.convention,
-                "rel_err": round(c.rel_err, 6),
+                "rel_err": round(c.rel_err, 6),  # null where not finite (a source printing a number we count as 0)
                 "status": c.status,
                 "deviation": c.entry.deviation,
             }
@@ -494,8 +707,12 @@ def _console() -> Any:
             self.quiet = True
             raise BrokenPipeError
 
-    # Piped output (CI logs, README snippets) gets a fixed width instead of rich's 80 columns.
-    return _Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+        def render_str(self, text: str, **kwargs: Any) -> Any:  # every str a table or print shows
+            return super().render_str(_safe(text), **kwargs)
+
+    # Piped output (CI logs, README snippets) gets a fixed width instead of rich's 80 columns. A spec's text
+    # is shown as written: no markup (`[red]`, `[/]`), no emoji codes, no highlighting.
+    return _Console(highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 140)
 
 
 # The sign of the relative error, spelt out where it is shown (Check.rel_err).
@@ -518,6 +735,7 @@ def _convention(entry: Any) -> str:
 
 def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str = "macs") -> None:
     from rich.table import Table
+    from rich.text import Text
 
     console = _console()
     spec = ir.spec
@@ -545,9 +763,10 @@ def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str =
         for c in found:
             if c.entry.deviation:
                 console.print(
-                    f"[bold]deviation[/bold] @{c.entry.img_size} {c.entry.quantity} {c.entry.printed}: "
-                    f"{c.entry.deviation}",
-                    markup=True,
+                    Text.assemble(
+                        ("deviation", "bold"),
+                        _safe(f" @{c.entry.img_size} {c.entry.quantity} {c.entry.printed}: {c.entry.deviation}"),
+                    )
                 )
     size, total, _ = rows[0]
     label = {"macs": "MACs", "flops": "FLOPs (2 x MACs)", "fvcore": "fvcore (MACs + norm terms)"}[convention]
@@ -575,7 +794,8 @@ def show(
     from archgen import specs
 
     loaded = specs.load(specs.find(spec))
-    typer.echo(_resolved_text(loaded, as_json), nl=False)
+    text = _resolved_text(loaded, as_json)  # YAML escapes control characters itself, bar bidi overrides
+    typer.echo(text if as_json else _safe(text), nl=False)
 
 
 def _kind_first(data: Any) -> Any:
@@ -588,7 +808,7 @@ def _kind_first(data: Any) -> Any:
 def _resolved_text(loaded: Any, as_json: bool = False) -> str:
     data = _kind_first(loaded.spec.model_dump(mode="json", exclude_defaults=False))
     if as_json:
-        return json.dumps(data, indent=2) + "\n"
+        return _json(data) + "\n"
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
@@ -601,7 +821,7 @@ def diff(
     b: Annotated[str, typer.Argument(help="Second spec (name or file).")],
     spec_folder: SpecFolder = None,
 ) -> None:
-    """Spec difference, generated-code difference and count delta between two specs."""
+    """Count delta, spec difference and generated-code difference between two specs (A -> B)."""
     _use_specs(spec_folder)
     import difflib
 
@@ -610,60 +830,75 @@ def diff(
     from archgen.emit import emit
 
     left, right = specs.load(specs.find(a)), specs.load(specs.find(b))
+    ir_a, ir_b = resolve(left), resolve(right)
+    typer.echo(_safe(f"=== counts ({left.spec.name} -> {right.spec.name})"))
+    for size in sorted({left.spec.img_size, right.spec.img_size}):
+        ca, cb = ir_a.count(size), ir_b.count(size)
+        typer.echo(f"@{size}: params {_delta(ca.params, cb.params)}; MACs {_delta(ca.macs, cb.macs)}")
     for title, x, y in (
         ("spec (resolved)", _resolved_text(left), _resolved_text(right)),
-        ("generated code", *[next(iter(emit(resolve(s)).values())) for s in (left, right)]),
+        ("generated code", *[next(iter(emit(ir).values())) for ir in (ir_a, ir_b)]),
     ):
         typer.echo(f"=== {title}")
         lines = difflib.unified_diff(
             x.splitlines(keepends=True), y.splitlines(keepends=True), left.spec.name, right.spec.name
         )
-        typer.echo("".join(lines), nl=False)
-    typer.echo("=== counts")
-    ir_a, ir_b = resolve(left), resolve(right)
-    for size in sorted({left.spec.img_size, right.spec.img_size}):
-        ca, cb = ir_a.count(size), ir_b.count(size)
-        typer.echo(
-            f"@{size}: params {ca.params:,} -> {cb.params:,} ({cb.params - ca.params:+,}, "
-            f"{(cb.params - ca.params) / ca.params:+.1%}); MACs {ca.macs:,} -> {cb.macs:,} "
-            f"({cb.macs - ca.macs:+,}, {(cb.macs - ca.macs) / ca.macs:+.1%})"
-        )
+        typer.echo(_safe("".join(lines)), nl=False)
+
+
+def _delta(a: int, b: int) -> str:
+    """``a -> b (+change, +relative)``; no relative change from 0."""
+    relative = f", {(b - a) / a:+.1%}" if a else ""
+    return f"{a:,} -> {b:,} ({b - a:+,}{relative})"
 
 
 @app.command()
 @_guard
 def plot(
-    out: Annotated[Path, typer.Option("--out", "-o", help="SVG file to write.")] = Path("archgen-plot.svg"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write: .svg, .png or .pdf (by its suffix).")] = Path(
+        "archgen-plot.svg"
+    ),
     spec_folder: SpecFolder = None,
 ) -> None:
-    """Write an SVG chart of params vs MACs for every spec, published points beside computed ones."""
+    """Write a chart of params vs MACs for every spec (yours and the built-in ones), published points beside
+    computed ones. A bad spec is reported and left out (exit 2)."""
     _use_specs(spec_folder)
-    from archgen import specs
-    from archgen.build import compile_path, write_atomic
+    from archgen.build import compile_path
     from archgen.pictures import plot_svg
+    from archgen.specset import each, everything
 
-    svg = plot_svg([compile_path(p) for p in specs.all_paths()])
-    for target in write_atomic(Path("."), {out.as_posix(): svg}):
-        typer.echo(f"wrote {target.as_posix()}")
+    _output_file(out, "--out")
+    outcome = each(everything(), compile_path)
+    if not outcome.done:
+        _report(outcome.errors)
+        _fail("error: no spec to plot")
+    _write_picture(out, plot_svg([ir for _, ir in outcome.done], yours={e.name for e, _ in outcome.done if e.user}))
+    _report(outcome.errors)
+    if outcome.errors:
+        raise typer.Exit(2)
 
 
 @app.command()
 @_guard
 def diagram(
     spec: Annotated[str, typer.Argument(help="Spec name or file.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="SVG file (default: <name>.svg).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File to write: .svg (default <name>.svg), .png or .pdf.")
+    ] = None,
     spec_folder: SpecFolder = None,
 ) -> None:
-    """Write an SVG of one spec's stage/block graph with token grids and widths."""
+    """Write a picture of one spec's stage/block graph with token grids and widths."""
     _use_specs(spec_folder)
     from archgen import specs
-    from archgen.build import compile_path, write_atomic
+    from archgen.build import compile_path
     from archgen.pictures import diagram_svg
 
+    if out is not None:
+        _output_file(out, "--out")
     ir = compile_path(specs.find(spec))
     target = out or Path(f"{ir.spec.name}.svg")
-    for written in write_atomic(Path("."), {target.as_posix(): diagram_svg(ir)}):
-        typer.echo(f"wrote {written.as_posix()}")
+    _output_file(target, "--out")
+    _write_picture(target, diagram_svg(ir))
 
 
 @app.command()
@@ -684,19 +919,18 @@ def list_(
     ] = False,
     spec_folder: SpecFolder = None,
 ) -> None:
-    """Every spec with its family, params and MACs at its default resolution, and published numbers."""
+    """Every spec, yours and the built-in ones (marked), with its family, params and MACs at its default
+    resolution, and published numbers. A bad spec is reported, one line each, and the others listed (exit 2)."""
     _use_specs(spec_folder)
-    from archgen import specs
     from archgen.build import compile_path
     from archgen.fidelity import checks, markdown_table
+    from archgen.specset import each, everything, user_folder
 
+    outcome = each(everything(), compile_path)
     if fidelity:
-        typer.echo(markdown_table([compile_path(p) for p in specs.all_paths()]), nl=False)
-        return
-
+        typer.echo(_safe(markdown_table([ir for _, ir in outcome.done])), nl=False)
     items = []
-    for path in specs.all_paths():
-        ir = compile_path(path)
+    for entry, ir in [] if fidelity else outcome.done:
         total = ir.count(ir.spec.img_size)
         found = checks(ir, ir.spec.img_size)
         items.append(
@@ -707,21 +941,32 @@ def list_(
                 "params": total.params,
                 "macs": total.macs,
                 "published": _published(found),
+                "from": entry.origin,  # built-in, or the user's folder (and whether it overrides a built-in)
+                "overrides_builtin": entry.overrides,
             }
         )
     if as_json:
-        typer.echo(json.dumps(items, indent=2))
-        return
+        typer.echo(_json(items))
+    elif not fidelity:
+        _print_list(items, mine=user_folder() is not None)
+    _report(outcome.errors)
+    if outcome.errors:
+        raise typer.Exit(2)
+
+
+def _print_list(items: list[dict[str, Any]], mine: bool) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("name", "family", "img", "params (M)", "MACs (G)", "published @ default"):
-        table.add_column(col, justify="left" if col in ("name", "family", "published @ default") else "right")
+    columns = ("name", *(["from"] if mine else []), "family", "img", "params (M)", "MACs (G)", "published @ default")
+    for col in columns:
+        table.add_column(col, justify="right" if col in ("img", "params (M)", "MACs (G)") else "left")
     for it in items:
         pub = it["published"] or {}
         text = ", ".join(f"{q} {e['printed']} ({e['status']})" for q, es in pub.items() for e in es)
         table.add_row(
             it["name"],
+            *([it["from"]] if mine else []),
             it["family"],
             str(it["img_size"]),
             f"{it['params'] / 1e6:.2f}",
@@ -732,7 +977,58 @@ def list_(
 
 
 def main() -> None:
+    from typer._click import exceptions as click
+
+    args = sys.argv[1:]
     try:
-        app()
+        code = app(args, standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
+    except click.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help())
+        sys.exit(2)
+    except click.ClickException as exc:  # bad usage: one line as every other error, not typer's box
+        from archgen.printable import one_line
+
+        typer.echo(one_line(f"error: {_usage(exc, args)}"), err=True)
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage(exc: Any, args: list[str]) -> str:
+    """Click's usage error as ``--option VALUE: what is wrong`` (the value as the user typed it)."""
+    from typer._click import exceptions as click
+
+    message = exc.format_message()
+    param = getattr(exc, "param", None)
+    if (
+        not isinstance(exc, click.BadParameter)
+        or isinstance(exc, click.MissingParameter)
+        or not getattr(param, "opts", None)
+        or not param.opts[0].startswith("-")
+    ):
+        return message[:1].lower() + message[1:]
+    reason = message.split(": ", 1)[-1]
+    reason = {
+        "Input should be a valid integer, unable to parse string as an integer": "not an integer",
+        "Input should be a valid number, unable to parse string as a number": "not a number",
+    }.get(reason, reason[:1].lower() + reason[1:].rstrip("."))
+    given = []  # the values the user gave this option (--opt V or --opt=V)
+    for i, arg in enumerate(args):
+        for opt in param.opts:
+            if arg == opt and i + 1 < len(args):
+                given.append(args[i + 1])
+            elif arg.startswith(f"{opt}="):
+                given.append(arg.split("=", 1)[1])
+    bad = next((v for v in given if not _number(v)), given[-1] if given else "")
+    return f"{param.opts[0]} {bad}: {reason}" if bad else f"{param.opts[0]}: {reason}"
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from archgen.compiler import IR
@@ -20,7 +21,10 @@ class Check:
 
     @property
     def rel_err(self) -> float:
-        """(published - ours) / ours: positive when the source prints more than we count."""
+        """(published - ours) / ours: positive when the source prints more than we count; infinite when we
+        count 0 and the source prints more (JSON shows it as null)."""
+        if self.computed == 0:
+            return 0.0 if self.entry.value == 0 else math.copysign(math.inf, self.entry.value)
         return (self.entry.value - self.computed) / self.computed
 
     @property

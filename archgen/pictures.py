@@ -1,4 +1,8 @@
-"""Pictures a person would rather look at than a table: SVG written by hand (no plotting dependency).
+"""Pictures a person would rather look at than a table: SVG written by hand, in the subset of SVG every
+renderer draws alike (browsers, librsvg, CairoSVG; ``render.py`` draws the same elements to PNG and PDF):
+shapes and plain ``<text>`` with presentation attributes, no CSS, no ``paint-order``, no ``dominant-baseline``.
+A label's white halo is a second ``<text>`` drawn under it (``paint-order: stroke`` is ignored by CairoSVG,
+which then paints the stroke over the letters: a white blob).
 
 ``plot_svg``: params vs MACs of every spec (log-log), each published number joined to its spec's computed
 point; names placed where they overlap no other name, marker or line (leader lines where set apart).
@@ -12,11 +16,11 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from html import escape
 
 from archgen.compiler import IR, Walked
 from archgen.counting import Count
 from archgen.fidelity import checks
+from archgen.printable import xml_text as escape
 from archgen.sweep import Sweep
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -188,6 +192,18 @@ def _candidate(lines: tuple[str, ...], px: float, py: float, radius: float, angl
     return Label(lines, round(x, 1), round(top + 0.8 * size, 1), anchor, box, leader)
 
 
+def _halo_text(
+    x: float, y: float, anchor: str, text: str, fill: str, extra: str = "", kind: str = "label"
+) -> list[str]:
+    """A label over a white halo (two texts: the halo first), so it reads on lines and grid alike."""
+    at = f'x="{x}" y="{y}" text-anchor="{anchor}" font-size="{LABEL_PX}"{extra}'
+    return [
+        f'<text class="halo" {at} fill="white" stroke="white" stroke-width="3" stroke-linejoin="round">'
+        f"{escape(text)}</text>",
+        f'<text class="{kind}" {at} fill="{fill}">{escape(text)}</text>',
+    ]
+
+
 def _dark(hex_colour: str, keep: float = 0.62) -> str:
     """The colour darkened for text (the palette's orange and pink are too light to read at 11 px)."""
     rgb = [round(int(hex_colour[i : i + 2], 16) * keep) for i in (1, 3, 5)]
@@ -235,7 +251,7 @@ def _frame(area: Box, title: str) -> list[str]:
     """Title, border and axis names of a params-vs-MACs chart."""
     mid_x, mid_y = (area.x0 + area.x1) / 2, (area.y0 + area.y1) / 2
     return [
-        f'<text x="{mid_x}" y="26" text-anchor="middle" font-size="16">{escape(title, quote=False)}</text>',
+        f'<text x="{mid_x}" y="26" text-anchor="middle" font-size="16">{escape(title)}</text>',
         f'<rect x="{area.x0}" y="{area.y0}" width="{area.x1 - area.x0}" height="{area.y1 - area.y0}" '
         'fill="none" stroke="black"/>',
         f'<text x="{mid_x}" y="{area.y1 + 40}" text-anchor="middle">MACs (G)</text>',
@@ -243,13 +259,16 @@ def _frame(area: Box, title: str) -> list[str]:
     ]
 
 
-def plot_svg(irs: list[IR]) -> str:
+def plot_svg(irs: list[IR], yours: set[str] | frozenset[str] = frozenset()) -> str:
     """Params vs MACs at each spec's default resolution (log-log), one colour per family: each spec's
     computed point (filled), each published number at that resolution (hollow, moved along its own axis:
     a MACs figure sideways, a params figure up or down) joined to its spec's point by a line, and every
-    spec's name placed where it overlaps nothing, with a leader line when set apart."""
+    spec's name placed where it overlaps nothing, with a leader line when set apart; the names in ``yours``
+    (the user's own specs) in bold."""
     width, height = 1400, 1000
     area = Box(80, 50, 1180, 930)  # the plot; the legend sits to its right
+    if not irs:
+        return _svg(width, height, _frame(area, "no spec to plot"))
     specs = []
     for ir in irs:
         size = ir.spec.img_size
@@ -305,11 +324,9 @@ def plot_svg(irs: list[IR]) -> str:
                 f'<line class="leader" x1="{x1_}" y1="{y1_}" x2="{x2_}" y2="{y2_}" stroke="#777" stroke-width="0.7"/>'
             )
         for k, text in enumerate(label.lines):
-            body.append(
-                f'<text class="label" x="{label.x}" y="{round(label.y + k * LINE * LABEL_PX, 1)}" '
-                f'text-anchor="{label.anchor}" font-size="{LABEL_PX}" fill="{_dark(colour[family_of[text]])}" '
-                f'stroke="white" stroke-width="3" paint-order="stroke">{escape(text)}</text>'
-            )
+            y = round(label.y + k * LINE * LABEL_PX, 1)
+            bold = ' font-weight="bold"' if text in yours else ""
+            body += _halo_text(label.x, y, label.anchor, text, _dark(colour[family_of[text]]), bold)
     head = _frame(area, "Parameters vs MACs at each spec's default resolution (log-log)")
     legend = []
     lx = area.x1 + 24
@@ -326,6 +343,8 @@ def plot_svg(irs: list[IR]) -> str:
         f'<text x="{lx + 42}" y="{y + 24}">published,</text>',
         f'<text x="{lx + 42}" y="{y + 38}">joined to its spec</text>',
     ]
+    if yours:
+        legend.append(f'<text x="{lx}" y="{y + 62}" font-weight="bold">bold: your specs</text>')
     return _svg(width, height, [*grid, *head, *links, *hollow, *filled, *body, *legend])
 
 
@@ -376,15 +395,19 @@ def sweep_svg(result: Sweep) -> str:
             + " (frontier)</title></circle>"
         )
         marks.append((x, y, 4.4))
-    limits = []
+    limits = []  # each budget a dashed line, named where it meets the frame (the top; the right)
     if budget.macs:
         x, _ = at(budget.macs, ys[0])
         limits.append(f'<line class="budget" x1="{x}" y1="{area.y0}" x2="{x}" y2="{area.y1}" stroke="#333" '
                       f'stroke-dasharray="6 4"><title>--max-macs {budget.macs:,}</title></line>')  # fmt: skip
+        limits += _halo_text(x - 4, area.y0 + 14, "end", f"max MACs {macs_text(budget.macs)}", "#333", kind="budget")
     if budget.params:
         _, y = at(xs[0], budget.params)
         limits.append(f'<line class="budget" x1="{area.x0}" y1="{y}" x2="{area.x1}" y2="{y}" stroke="#333" '
                       f'stroke-dasharray="6 4"><title>--max-params {budget.params:,}</title></line>')  # fmt: skip
+        limits += _halo_text(
+            area.x1 - 4, y - 5, "end", f"max params {budget.params / 1e6:,.3g} M", "#333", kind="budget"
+        )
     segments = list(itertools.pairwise(spots))
     bounds = Box(area.x0 + 2, area.y0 + 2, area.x1 - 2, area.y1 - 2)
     step = max(1, math.ceil(len(plane) / MAX_FRONTIER_LABELS))  # a long frontier: every step-th point named
@@ -395,10 +418,7 @@ def sweep_svg(result: Sweep) -> str:
             x1_, y1_, x2_, y2_ = label.leader
             labels.append(f'<line class="leader" x1="{x1_}" y1="{y1_}" x2="{x2_}" y2="{y2_}" stroke="#777" '
                           'stroke-width="0.7"/>')  # fmt: skip
-        labels.append(
-            f'<text class="label" x="{label.x}" y="{label.y}" text-anchor="{label.anchor}" font-size="{LABEL_PX}" '
-            f'fill="{_dark(FRONTIER)}" stroke="white" stroke-width="3" paint-order="stroke">{label.lines[0]}</text>'
-        )
+        labels += _halo_text(label.x, label.y, label.anchor, label.lines[0], _dark(FRONTIER))
     axes = ", ".join(a.name for a in result.axes if len(a.values) > 1)
     title = f"sweep of {result.spec} @{result.img_size or 'img_size'} over {axes}"
     lx, ly = area.x1 + 20, area.y0 + 10
@@ -424,6 +444,8 @@ def sweep_svg(result: Sweep) -> str:
         f'<text x="{lx}" y="{ly + 48}">{len(result.rows):,} combinations,</text>',
         f'<text x="{lx}" y="{ly + 62}">{len(result.invalid):,} invalid</text>',
     ]
+    if budget.memory:  # not an axis of this picture: named in the legend
+        legend.append(f'<text x="{lx}" y="{ly + 86}">max memory {budget.memory / 2**20:,.0f} MiB</text>')
     return _svg(width, height, [*grid, *_frame(area, title), *limits, *over, *inside, *drawn, *labels, *legend])
 
 

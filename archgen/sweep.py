@@ -13,7 +13,7 @@ import difflib
 import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,9 @@ from archgen.loader import Located, Path_
 from archgen.schema import Spec
 from archgen.specs import NOT_INHERITED, LoadedSpec, fields_at, first_error
 
-MAX_COMBINATIONS = 1_000_000
+MAX_COMBINATIONS = 100_000  # the default cap (the CLI's --max-combinations raises it)
 MAX_VALUES = 10_000  # per axis (a range such as 64..4096:1 would be a typo more often than a wish)
+PROGRESS_EVERY = 250  # rows between progress reports
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?::(\d+))?$")
 _SUFFIX = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
 
@@ -156,9 +157,11 @@ def _scalar(text: str) -> Any:
         return None
     for cast in (int, float):
         try:
-            return cast(text)
+            value = cast(text)
         except ValueError:
-            pass
+            continue
+        # YAML reads `inf` and `nan` as text (its own are `.inf`, `.nan`), and no shape is infinite
+        return value if math.isfinite(value) else text.strip()
     return text.strip()
 
 
@@ -257,7 +260,10 @@ def sweep(
     img_size: int | None = None,
     budget: Budget = Budget(),
     memory: MemorySetting | None = None,
+    max_combinations: int = MAX_COMBINATIONS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Sweep:
+    """Every combination counted; ``progress(done, total)`` is called as rows are counted."""
     data = base_data(loaded)
     axes = tuple(parse_axis(a, data) for a in args)
     if not axes:
@@ -266,8 +272,10 @@ def sweep(
     if len(set(names)) != len(names):
         raise SweepError(f"--set {next(n for n in names if names.count(n) > 1)} given twice")
     total = math.prod(len(a.values) for a in axes)
-    if total > MAX_COMBINATIONS:
-        raise SweepError(f"{total:,} combinations; at most {MAX_COMBINATIONS:,}")
+    if total > max_combinations:
+        raise SweepError(
+            f"{total:,} combinations, more than {max_combinations:,} (fewer values, or --max-combinations {total})"
+        )
     swept_size = any(a.path == ("img_size",) for a in axes)
     size = img_size or (None if swept_size else loaded.spec.img_size)
     label = loaded.source
@@ -277,6 +285,8 @@ def sweep(
         _count(row, materialise(data, axes, values), label, size, memory)
         row.within = row.reason is None and budget.allows(row)
         rows.append(row)
+        if progress is not None and (index % PROGRESS_EVERY == 0 or index == total):
+            progress(index, total)
     _mark_frontier([r for r in rows if r.reason is None and r.within])
     return Sweep(loaded.spec.name, size, axes, budget, memory, tuple(rows))
 
@@ -318,7 +328,8 @@ def emit_data(loaded: LoadedSpec, axes: tuple[Axis, ...], row: Row) -> dict[str,
     """The row as a spec that ``extends:`` the swept one and restates only what changed: stages by their
     ``key`` (merged into the parent's stage), a list or a part whose ``kind`` changes given whole."""
     parent = loaded.spec.name
-    data = materialise(base_data(loaded), axes, row.values)
+    base = base_data(loaded)
+    data = materialise(base, axes, row.values)
     out: dict[str, Any] = {"extends": parent, "name": f"{parent}_sweep{row.index}"}
     settings = ", ".join(f"{a.name}={v}" for a, v in zip(axes, row.values, strict=True))
     out["title"] = f"{loaded.spec.title}, sweep row {row.index} ({settings})"
@@ -327,11 +338,21 @@ def emit_data(loaded: LoadedSpec, axes: tuple[Axis, ...], row: Row) -> dict[str,
         node: Any = data
         for part in path:
             node = node[part]
+        keyed = _keyed(path, base)
         target = out
-        for part in _keyed(path, data)[:-1]:
+        for part in keyed[:-1]:
             target = target.setdefault(part, {})
-        target[_keyed(path, data)[-1]] = copy.deepcopy(node)
+        target[keyed[-1]] = copy.deepcopy(node)
     return out
+
+
+def emit_text(loaded: LoadedSpec, axes: tuple[Axis, ...], row: Row) -> tuple[str, str]:
+    """The file name and text of ``emit_data``'s spec, as ``archgen sweep --emit`` writes it."""
+    import yaml
+
+    data = emit_data(loaded, axes, row)
+    text = "# written by archgen sweep --emit\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return f"{data['name']}.yaml", text
 
 
 def _restated(path: Path_, data: dict[str, Any]) -> Path_:
@@ -348,7 +369,8 @@ def _restated(path: Path_, data: dict[str, Any]) -> Path_:
 
 
 def _keyed(path: Path_, data: dict[str, Any]) -> list[str]:
-    """``stages.<i>`` written as the stage's key, as a child spec merges stages."""
+    """``stages.<i>`` written as the stage's key in the parent (``data``), as a child spec merges stages (a
+    swept ``key`` renames the stage it is merged into)."""
     out = [str(p) for p in path]
     if len(path) > 1 and path[0] == "stages":
         out[1] = data["stages"][path[1]]["key"]

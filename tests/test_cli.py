@@ -33,7 +33,8 @@ def archgen(
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        # this checkout's archgen, from whatever folder (an installed one may be another)
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})},
         timeout=120,
         umask=umask,
     )
@@ -57,21 +58,43 @@ def test_bad_spec_gives_one_line_error_and_writes_nothing(name: str, tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
-def test_build_all_writes_nothing_if_any_spec_is_bad(tmp_path: Path) -> None:
+BAD_IN_FOLDER = ("heads_not_dividing", "misspelt_field", "unknown_kind")
+
+
+def test_build_all_writes_every_good_spec_and_reports_every_bad_one(tmp_path: Path) -> None:
+    """--all as a linter: one line per bad spec (its own error, at its own line), the good specs and the schema
+    written, nothing for a bad spec, exit 2. Named specs stay all-or-nothing."""
     specs = tmp_path / "specs"
     specs.mkdir()
     shutil.copy(ROOT / "specs" / "deit_ti.yaml", specs)
     shutil.copy(ROOT / "specs" / "vit_b16.yaml", specs)
-    shutil.copy(BAD / "heads_not_dividing.yaml", specs)
+    for name in BAD_IN_FOLDER:
+        shutil.copy(BAD / f"{name}.yaml", specs)
+    expected = [EXPECTED[name].replace("tests/bad_specs/", "specs/") for name in BAD_IN_FOLDER]
     proc = archgen("build", "--all", "--out", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2
-    assert not (tmp_path / "generated").exists()
-    (specs / "heads_not_dividing.yaml").unlink()
-    proc = archgen("build", "--all", "--out", str(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [*expected, "3 bad spec(s): nothing written for them"]
     built = sorted(p.name for p in (tmp_path / "generated").iterdir())
     assert built == ["deit_ti.py", "vit_b16.py"]
     assert (tmp_path / "generated" / "deit_ti.py").read_bytes() == (ROOT / "generated" / "deit_ti.py").read_bytes()
+    # the schema every spec's header points the editor at, next to the specs; the folder's README is the user's
+    assert (specs / "schema.json").read_bytes() == (ROOT / "specs" / "schema.json").read_bytes()
+    assert not (specs / "README.md").exists()
+    proc = archgen("check", "--out", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == expected
+    assert proc.stdout == ""
+    (specs / "schema.json").write_text("{}\n")  # a stale schema is drift, as a stale module is
+    for name in BAD_IN_FOLDER:
+        (specs / f"{name}.yaml").unlink()
+    proc = archgen("check", "--out", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1 and "--- a/specs/schema.json" in proc.stdout
+    assert archgen("build", "--all", cwd=tmp_path).returncode == 0
+    assert archgen("check", cwd=tmp_path).stdout == "generated/ is up to date (3 files)\n"
+    # named specs: all rendered before any is written
+    shutil.copy(BAD / "heads_not_dividing.yaml", specs)
+    proc = archgen("build", "deit_ti", "heads_not_dividing", "--out", str(tmp_path / "named"), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == expected[:1]
+    assert not (tmp_path / "named").exists()
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
@@ -258,6 +281,7 @@ def test_version_and_usage_errors() -> None:
         ["count", "vit_b16", "--json"],
         ["count", "volo_d1", "--memory", "--batch", "8", "--json"],
         ["sweep", "deit_s", "--set", "stem.dim=192,384", "--batch", "4", "--max-memory", "1GiB", "--json"],
+        ["list", "--json"],
     ],
 )
 def test_counting_never_imports_torch(args: list[str]) -> None:
@@ -267,6 +291,7 @@ def test_counting_never_imports_torch(args: list[str]) -> None:
         "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'jinja2' not in sys.modules, 'jinja2 was imported'\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

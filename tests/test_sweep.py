@@ -5,6 +5,7 @@ one line, exit 2, nothing written."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from archgen import specs
 from archgen.compiler import resolve
-from archgen.sweep import Budget, MemorySetting, Row, Sweep, emit_data, sweep
+from archgen.sweep import Budget, MemorySetting, Row, Sweep, SweepError, emit_data, emit_text, sweep
 from conftest import ROOT
 
 MEMORY = MemorySetting(batch=3, dtype="bfloat16", checkpointing=False, optimizer="adamw")
@@ -31,8 +34,9 @@ SWEEPS = {
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "archgen", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "archgen", *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
     )
 
 
@@ -180,3 +184,68 @@ def test_a_swept_img_size_counts_each_row_at_its_own_resolution() -> None:
         if expected is not None:
             assert (row.params, row.macs) == (expected.params, expected.macs), f"volo_d1 row {row.index} @{size}"
     assert len({r.macs for r in result.rows}) == 4
+
+
+def test_too_many_combinations_is_refused_before_counting_and_the_cap_can_be_raised() -> None:
+    loaded = specs.load(specs.find("deit_s"))
+    axes = ["stem.dim=64..4096:1", "stages.blocks.depth=1..30"]  # 4,033 x 30 = 120,990 combinations
+    with pytest.raises(SweepError, match=r"^120,990 combinations, more than 100,000 \(fewer values, or "):
+        sweep(loaded, axes)
+    calls: list[tuple[int, int]] = []
+    result = sweep(
+        loaded, ["stem.dim=192..576:64", "stages.blocks.depth=1..30"], progress=lambda d, t: calls.append((d, t))
+    )
+    assert len(result.rows) == 210 and calls == [(210, 210)]  # every 250 rows, and at the end
+    with pytest.raises(SweepError, match="more than 209"):
+        sweep(loaded, ["stem.dim=192..576:64", "stages.blocks.depth=1..30"], max_combinations=209)
+
+
+def test_progress_goes_to_stderr_and_json_stays_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from archgen import cli
+
+    monkeypatch.setattr(cli, "LOG_ROWS", 100)  # a "long" sweep, small enough for a test
+    monkeypatch.setattr("archgen.sweep.PROGRESS_EVERY", 10)
+    result = CliRunner().invoke(cli.app, ["sweep", "deit_s", "--set", "stages.blocks.depth=1..200", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["combinations"] == 200
+    lines = result.stderr.splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("sweep: 200 of 200 combinations counted (")
+
+
+# Axes whose emitted rows once failed to load back or count differently: a stage key with a dot (VOLO's
+# `network.0`), a list given whole, None, a stage renamed by its own `key`, text values YAML reads otherwise.
+EMIT_AXES = {
+    "volo_d1": [
+        "stages.network.0.depth=2,4",
+        "stages.network.0.block.0.op.kernel_size=3,5",
+        "stages.network.0.key=net0,network.0",
+        "stem.dim=192,256",
+    ],
+    "deit_s": [
+        "stages.blocks.heads=null,6",
+        "stages.blocks.head_dim=64,null",
+        "stages.0.key=trunk,blocks",
+        "title=yes,1e3,null,on",
+        "stages.blocks.mlp_ratio=2,4.5",
+    ],
+}
+
+
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_every_emitted_row_loads_back_and_counts_as_its_row(data: st.DataObject) -> None:
+    import tempfile
+
+    name = data.draw(st.sampled_from(sorted(EMIT_AXES)))
+    axes = data.draw(st.lists(st.sampled_from(EMIT_AXES[name]), min_size=1, max_size=3, unique=True))
+    loaded = specs.load(specs.find(name))
+    result = sweep(loaded, axes)
+    with tempfile.TemporaryDirectory() as folder:
+        for row in result.valid:
+            file, text = emit_text(loaded, result.axes, row)
+            path = Path(folder) / file
+            path.write_text(text, encoding="utf-8")
+            total = resolve(specs.load(path)).count(result.img_size)
+            assert (total.params, total.macs) == (row.params, row.macs), f"{name} {axes} row {row.index}:\n{text}"
