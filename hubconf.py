@@ -1,9 +1,10 @@
 """torch.hub entry points: ``torch.hub.load("<clone>", "volo_d3", source="local")``.
 
-Each entry is a generated module's factory, loaded from ``generated/`` by file path, so loading needs
-only torch (archgen itself is not imported); ``pretrained=True`` downloads the reference weights (timm's,
-from the Hugging Face hub) as the generated factory does. torch.hub lists every public callable here as an entry
-point, so the helpers' own names start with an underscore and modules are imported whole.
+Each entry is a generated module's factory, loaded from ``generated/`` by file path (archgen itself is not
+imported); ``pretrained=True`` loads the reference weights (timm's, from the Hugging Face hub, through the cache
+timm uses) with huggingface_hub and safetensors, as the generated factory does, so torch.hub checks for them
+before it loads an entry. torch.hub lists every public callable here as an entry point, so the helpers' own names
+start with an underscore and modules are imported whole.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib.util
 import pathlib
 import typing
 
-dependencies = ["torch"]
+dependencies = ["torch", "huggingface_hub", "safetensors"]
 
 _GENERATED = pathlib.Path(__file__).resolve().parent / "generated"
 

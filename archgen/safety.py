@@ -11,11 +11,13 @@ ALLOWED_IMPORTS = frozenset(
         "torch.nn.functional",
         "torch.utils.checkpoint",
         "math",
-        "json",
-        "os",
-        "struct",
+        "contextlib",
         "pathlib",
         "typing",
+        # imported inside the weights loader only, where it runs
+        "huggingface_hub",
+        "huggingface_hub.errors",
+        "safetensors.torch",
     }
 )
 FORBIDDEN_NAMES = frozenset(
@@ -51,11 +53,7 @@ def check_source(text: str, filename: str) -> ast.Module:
         tree = ast.parse(text, filename=filename)
     except SyntaxError as exc:
         raise UnsafeOutput(f"{filename}:{exc.lineno}: generated code does not parse: {exc.msg}") from None
-    # `os` only as `os.environ` (the hub endpoint's variable): any other use of the name is refused
-    environ = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "environ"}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and node.id == "os" and id(node) not in environ:
-            raise UnsafeOutput(f"{filename}:{node.lineno}: generated code may use os only as os.environ")
         if isinstance(node, ast.Import):
             bad = [a.name for a in node.names if a.name not in ALLOWED_IMPORTS]
         elif isinstance(node, ast.ImportFrom):
