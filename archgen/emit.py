@@ -297,8 +297,10 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
 def _factory_doc(spec: Any) -> str:
     ref = spec.reference
     if ref is not None and ref.hf_hub_id:
-        weights = (f"pretrained=True loads timm's {ref.model}.{ref.tag} weights (from the Hugging Face hub, "
-                   "through the cache timm uses; needs huggingface_hub and safetensors)")
+        weights = (
+            f"pretrained=True loads timm's {ref.model}.{ref.tag} weights (from the Hugging Face hub, "
+            "through the cache timm uses; needs huggingface_hub and safetensors)"
+        )
     else:
         weights = "no weights on the Hugging Face hub"
     return comment_text(f"{spec.title}; {spec.img_size}x{spec.img_size} by default; {weights}; checkpoint_path= "

@@ -336,8 +336,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except ImportError as exc:
-        raise ImportError(f"loading weights needs {exc.name}: pip install huggingface_hub safetensors") from None
+    except ImportError:
+        raise ImportError("safetensors files need the safetensors library: pip install safetensors") from None
     except Exception as exc:  # either library raises several types for corrupt, truncated or unsafe files
         kind = "a safetensors file" if path.suffix == ".safetensors" else "loadable with torch.load(weights_only=True)"
         raise ValueError(f"not {kind} ({str(exc).strip()[:300]})") from None
@@ -362,8 +362,8 @@ def load_pretrained(model: nn.Module, checkpoint_path: str | Path | None = None)
         try:
             from huggingface_hub import hf_hub_download
             from huggingface_hub.errors import EntryNotFoundError
-        except ImportError as exc:
-            raise ImportError(f"loading weights needs {exc.name}: pip install huggingface_hub safetensors") from None
+        except ImportError:
+            raise ImportError("downloads need huggingface_hub: pip install huggingface_hub safetensors") from None
         try:
             path = Path(hf_hub_download(repo, "model.safetensors"))
         except EntryNotFoundError:
