@@ -258,6 +258,8 @@ def emit(ir: IR) -> dict[str, str]:
             reset=str(head.reset(head_ctx)).strip("\n"),
             no_weight_decay=sorted({name for w in walked for name in w.kind.no_weight_decay()}),
             trunc_normal=sorted({name for w in walked for name in w.kind.trunc_normal()}),
+            classifiers=ir.head.classifiers(),
+            head_prefixes=_prefixes(ir.head.classifiers()),
             factory_doc=docstring_literal(textwrap.fill(_factory_doc(spec), width=110)),
             factory_def=def_line(
                 spec.name,
@@ -292,6 +294,12 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("first_conv", spec.stem.first_conv),
         ("classifier", heads[0] if len(heads) == 1 else heads),
     ]
+
+
+def _prefixes(classifiers: tuple[str, ...]) -> str:
+    """The argument of ``key.startswith`` that picks the classifiers' weights."""
+    prefixes = tuple(f"{name}." for name in classifiers)
+    return pyrepr(prefixes[0] if len(prefixes) == 1 else prefixes)
 
 
 def _factory_doc(spec: Any) -> str:

@@ -338,34 +338,30 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(model: nn.Module, checkpoint_path: str | Path | None = None) -> None:
-    """Weights into `model` with strict=True: a checkpoint file, else the reference weights, which huggingface_hub
-    downloads on first use into the cache timm uses (model.safetensors, else pytorch_model.bin). A classifier of
-    another width stays as initialised (timm's rule). A downloaded file that does not load leaves the cache."""
-    repo = pretrained_cfg["hf_hub_id"]
-    if checkpoint_path is None and repo is None:
-        raise ValueError(f"{pretrained_cfg['architecture']} has no weights on the hub: pass checkpoint_path=")
+    """Weights into `model` with strict=True: a checkpoint file, else the reference weights, downloaded on first use
+    into the Hugging Face cache that timm uses. A classifier of another width stays as initialised (timm's rule)."""
     if checkpoint_path is not None:
         path = Path(checkpoint_path)
+    elif pretrained_cfg["hf_hub_id"] is None:
+        raise ValueError(f"{pretrained_cfg['architecture']} has no weights on the hub: pass checkpoint_path=")
     else:
         try:
             from huggingface_hub import hf_hub_download
             from huggingface_hub.errors import EntryNotFoundError
         except ImportError:
             raise ImportError("downloads need huggingface_hub: pip install huggingface_hub safetensors") from None
-        try:
-            path = Path(hf_hub_download(repo, "model.safetensors"))
+        try:  # as timm asks: model.safetensors, else pytorch_model.bin
+            path = Path(hf_hub_download(pretrained_cfg["hf_hub_id"], "model.safetensors"))
         except EntryNotFoundError:
-            path = Path(hf_hub_download(repo, "pytorch_model.bin"))
+            path = Path(hf_hub_download(pretrained_cfg["hf_hub_id"], "pytorch_model.bin"))
     try:
         state = read_checkpoint(path)
-        heads = pretrained_cfg["classifier"]
-        heads = (heads,) if isinstance(heads, str) else heads
-        if state.get(f"{heads[0]}.weight", torch.empty(0)).shape[:1] != (model.num_classes,):
-            state = {k: v for k, v in state.items() if k.split(".")[0] not in heads}
-            state |= {k: v for k, v in model.state_dict().items() if k.split(".")[0] in heads}
+        if state.get("head.weight", torch.empty(0)).shape[:1] != (model.num_classes,):
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+            state |= {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
         model.load_state_dict(state)  # the model resamples position tables for its own grid
     except (ValueError, RuntimeError, IndexError) as exc:  # not a checkpoint, or not this model's
-        if checkpoint_path is None:  # removed, so that the next call downloads it again
+        if checkpoint_path is None:  # a downloaded file that fails leaves the cache: the next call downloads again
             with contextlib.suppress(OSError):
                 for file in (path.resolve(), path):  # the blob, then the snapshot's link to it
                     file.unlink(missing_ok=True)

@@ -188,7 +188,7 @@ def _torch_file(obj: object, tmp: Path) -> bytes:
 def _assert_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """The model holds exactly these tensors (strict loading makes the output timm's; test_reference checks)."""
     ours = model.state_dict()
-    assert list(ours) == list(state), sorted(set(ours) ^ set(state))
+    assert set(ours) == set(state), sorted(set(ours) ^ set(state))
     differ = [k for k in ours if not torch.equal(ours[k], state[k])]
     assert not differ, f"{len(differ)} tensors differ, first {differ[:3]}"
 
@@ -283,6 +283,33 @@ def test_another_resolution_and_classifier_width(hub: FakeHub, tmp_path: Path) -
     state = model.state_dict()
     loaded = [k for k in ref if k != "pos_embed" and not k.startswith("head.")]
     assert len(loaded) == len(state) - 3 and all(torch.equal(state[k], ref[k]) for k in loaded)
+
+
+@pytest.mark.parametrize(
+    ("spec", "reference", "num_classes", "drop_head"),
+    [
+        ("deit_ti", "deit_tiny_patch16_224", 0, False),  # a backbone: the file's classifier is left out
+        ("deit_ti", "deit_tiny_patch16_224", 1000, True),  # a file without a classifier: the model keeps its own
+        ("deit_ti_distilled", "deit_tiny_distilled_patch16_224", 10, False),  # both classifiers stay initialised
+    ],
+)
+def test_classifier_rule(tmp_path: Path, spec: str, reference: str, num_classes: int, drop_head: bool) -> None:
+    ref = timm.create_model(reference, pretrained=False).state_dict()
+    heads = ("head.", "head_dist.")
+    if drop_head:
+        ref = {k: v for k, v in ref.items() if not k.startswith(heads)}
+    torch.save(ref, tmp_path / "weights.pth")
+    torch.manual_seed(5)
+    model = factory(ROOT / "specs" / f"{spec}.yaml")(checkpoint_path=tmp_path / "weights.pth", num_classes=num_classes)
+    torch.manual_seed(5)
+    fresh = factory(ROOT / "specs" / f"{spec}.yaml")(num_classes=num_classes).state_dict()
+    state = model.state_dict()
+    own_heads = [k for k in state if k.startswith(heads)]
+    assert len(own_heads) == (0 if num_classes == 0 else 4 if "distilled" in spec else 2), own_heads
+    assert all(torch.equal(state[k], fresh[k]) for k in own_heads)
+    _assert_weights(
+        model, {**{k: v for k, v in ref.items() if not k.startswith(heads)}, **{k: state[k] for k in own_heads}}
+    )
 
 
 def test_a_dropped_transfer_resumes(hub: FakeHub, tmp_path: Path) -> None:
