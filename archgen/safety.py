@@ -14,12 +14,14 @@ ALLOWED_IMPORTS = frozenset(
         "contextlib",
         "pathlib",
         "typing",
-        # imported inside the weights loader only, where it runs
-        "huggingface_hub",
-        "huggingface_hub.errors",
-        "safetensors.torch",
     }
 )
+# The weights loader's imports, name by name: huggingface_hub can upload as well as download.
+ALLOWED_FROM = {
+    "huggingface_hub": frozenset({"hf_hub_download"}),
+    "huggingface_hub.errors": frozenset({"EntryNotFoundError"}),
+    "safetensors.torch": frozenset({"load_file"}),
+}
 FORBIDDEN_NAMES = frozenset(
     {
         "exec",
@@ -56,6 +58,8 @@ def check_source(text: str, filename: str) -> ast.Module:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             bad = [a.name for a in node.names if a.name not in ALLOWED_IMPORTS]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in ALLOWED_FROM:
+            bad = [f"{node.module}.{a.name}" for a in node.names if a.name not in ALLOWED_FROM[node.module]]
         elif isinstance(node, ast.ImportFrom):
             bad = [] if node.level == 0 and node.module in ALLOWED_IMPORTS else [str(node.module)]
         elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:

@@ -30,7 +30,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, factory, module_of
+from conftest import ROOT, factory, module_of, source_of
 
 timm = pytest.importorskip("timm")
 hf_constants = pytest.importorskip("huggingface_hub.constants")
@@ -576,3 +576,23 @@ def test_missing_libraries_get_a_one_line_hint(tmp_path: Path) -> None:
         "ImportError downloads need huggingface_hub: pip install huggingface_hub safetensors",
         "ImportError safetensors files need the safetensors library: pip install safetensors",
     ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "import huggingface_hub",
+        "from huggingface_hub import upload_folder",
+        "from huggingface_hub.hf_api import HfApi",
+        "from safetensors.torch import save_file",
+        "import json",
+        "import os",
+    ],
+)
+def test_generated_code_imports_only_what_the_loader_uses(line: str) -> None:
+    """The allow-list behind every emitted file opens huggingface_hub and safetensors name by name."""
+    from archgen.safety import UnsafeOutput, check_source
+
+    assert check_source(source_of(DEIT_TI), "deit_ti.py")
+    with pytest.raises(UnsafeOutput, match="generated code may not use"):
+        check_source(f"def load() -> None:\n    {line}\n", "injected.py")
