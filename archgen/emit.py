@@ -22,12 +22,10 @@ from archgen.safety import check_source
 
 HERE = Path(__file__).resolve().parent
 BODY_INDENT = 8  # model __init__ lines sit inside a class and a method
-# What the model template itself uses (weights reading and download among it): standard library and torch only.
+# What the model template itself uses: standard library and torch only (the libraries that load weights,
+# huggingface_hub and safetensors, are imported by the loading code when it runs).
 BASE_IMPORTS = (
-    "import json",
-    "import math",
-    "import os",
-    "import struct",
+    "import contextlib",
     "from pathlib import Path",
     "from typing import Any",
     "import torch",
@@ -130,9 +128,12 @@ def _split_classes(text: str) -> list[str]:
 
 
 def _imports(code: list[str]) -> list[str]:
-    """The file's imports: the model template's always, torch.nn.functional where the parts use it; isort's order."""
-    uses_f = any(re.search(r"\bF\.", text) for text in code)
-    lines = set(BASE_IMPORTS) | ({"import torch.nn.functional as F"} if uses_f else set())
+    """The file's imports: the model template's always, math and torch.nn.functional where the parts use them;
+    isort's order."""
+    lines = set(BASE_IMPORTS)
+    for module, line in (("F", "import torch.nn.functional as F"), ("math", "import math")):
+        if any(re.search(rf"(?<![\w.]){module}\.", text) for text in code):
+            lines.add(line)
 
     def key(line: str) -> tuple[int, int, str]:
         m = _IMPORT_KEY.match(line)
@@ -257,6 +258,8 @@ def emit(ir: IR) -> dict[str, str]:
             reset=str(head.reset(head_ctx)).strip("\n"),
             no_weight_decay=sorted({name for w in walked for name in w.kind.no_weight_decay()}),
             trunc_normal=sorted({name for w in walked for name in w.kind.trunc_normal()}),
+            classifiers=ir.head.classifiers(),
+            head_prefixes=_prefixes(ir.head.classifiers()),
             factory_doc=docstring_literal(textwrap.fill(_factory_doc(spec), width=110)),
             factory_def=def_line(
                 spec.name,
@@ -293,10 +296,19 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
     ]
 
 
+def _prefixes(classifiers: tuple[str, ...]) -> str:
+    """The argument of ``key.startswith`` that picks the classifiers' weights."""
+    prefixes = tuple(f"{name}." for name in classifiers)
+    return pyrepr(prefixes[0] if len(prefixes) == 1 else prefixes)
+
+
 def _factory_doc(spec: Any) -> str:
     ref = spec.reference
     if ref is not None and ref.hf_hub_id:
-        weights = f"pretrained=True loads timm's {ref.model}.{ref.tag} weights (downloaded once into torch's hub cache)"
+        weights = (
+            f"pretrained=True loads timm's {ref.model}.{ref.tag} weights (from the Hugging Face hub, "
+            "through the cache timm uses; needs huggingface_hub and safetensors)"
+        )
     else:
         weights = "no weights on the Hugging Face hub"
     return comment_text(f"{spec.title}; {spec.img_size}x{spec.img_size} by default; {weights}; checkpoint_path= "

@@ -18,10 +18,8 @@ Published (printed precision; a deviation is explained in the spec):
     vit_small_patch16_224 infer_gmacs]: ok (+0.0%)
 """
 
-import json
+import contextlib
 import math
-import os
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -313,126 +311,66 @@ class VisionTransformer(nn.Module):
         self.grad_checkpointing = enable
 
 
-SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file, read with the standard library: an 8-byte little-endian header length, a JSON
-    header {name: {dtype, shape, data_offsets}}, then the tensors' bytes."""
-    data = path.read_bytes()
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file (memory-mapped), else a torch file read with weights_only=True (official training
+    checkpoints keep the weights under "model" or "state_dict"); anything else is a ValueError."""
+    if not path.is_file():  # a FIFO, a device or a folder would block or never end
+        raise ValueError("not a regular file")
     try:
-        (size,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8 : 8 + size])
-        body = memoryview(data)[8 + size :]
-        tensors = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            dtype, shape, (start, end) = SAFETENSORS_DTYPES[info["dtype"]], info["shape"], info["data_offsets"]
-            nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-            if end - start != nbytes or end > len(body):
-                raise ValueError(f"{name} needs bytes {start}-{start + nbytes} of {len(body)}: truncated")
-            raw = bytearray(body[start:end])
-            tensor = torch.frombuffer(raw, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
-            tensors[name] = tensor.reshape(shape)
-    except (ValueError, KeyError, TypeError, struct.error) as exc:
-        raise ValueError(f"{path}: not a whole safetensors file ({exc})") from None
-    return tensors
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-
-def read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A torch checkpoint loaded with weights_only=True; official training checkpoints keep the weights under
-    "model" (CeiT, DeepViT) or "state_dict"."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt, truncated or unsafe files
-        raise ValueError(
-            f"{path}: not loadable with weights_only=True ({str(exc).strip().splitlines()[0]}); if you trust the "
-            "file, load it with torch.load(path, weights_only=False) and pass its weights to load_state_dict"
-        ) from None
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise ImportError("safetensors files need the safetensors library: pip install safetensors") from None
+    except Exception as exc:  # either library raises several types for corrupt, truncated or unsafe files
+        kind = "a safetensors file" if path.suffix == ".safetensors" else "loadable with torch.load(weights_only=True)"
+        raise ValueError(f"not {kind} ({str(exc).strip()[:300]})") from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError("not a state dict of tensors")
     return state
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    return read_safetensors(path) if path.suffix == ".safetensors" else read_torch_checkpoint(path)
-
-
-def hub_weights(cfg: dict) -> tuple[Path, dict[str, torch.Tensor]]:
-    """The reference weights from the Hugging Face hub ($HF_ENDPOINT, default https://huggingface.co), downloaded
-    once into torch's hub cache: model.safetensors, else pytorch_model.bin. A download enters the cache only
-    after it reads back whole, so the cache never holds a partial file."""
-    folder = Path(torch.hub.get_dir()) / "checkpoints" / cfg["hf_hub_id"].replace("/", "--")
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return folder / name, read_checkpoint(folder / name)
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    folder.mkdir(parents=True, exist_ok=True)
-    failures = []
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        url = f"{endpoint}/{cfg['hf_hub_id']}/resolve/main/{name}"
-        partial = folder / f".{name}.partial"
-        try:
-            torch.hub.download_url_to_file(url, str(partial), progress=False)
-        except OSError as exc:  # HTTP and network errors
-            failures.append(f"{url}: {exc}")
-            continue
-        try:
-            state = read_safetensors(partial) if name.endswith(".safetensors") else read_torch_checkpoint(partial)
-        except ValueError as exc:
-            partial.unlink()
-            raise ValueError(f"{url}: {exc}") from None
-        partial.replace(folder / name)
-        return folder / name, state
-    raise OSError(f"no weights for {cfg['hf_hub_id']}: {'; '.join(failures)}")
-
-
 def load_pretrained(model: nn.Module, checkpoint_path: str | Path | None = None) -> None:
-    """Weights into `model` with strict=True: a checkpoint file, or else the reference weights from the hub.
-    Position tables are resampled to the model's size; a classifier of another width than the weights' stays
-    as initialised (timm's rule). Keys that differ otherwise are an error naming the file."""
+    """Weights into `model` with strict=True: a checkpoint file, else the reference weights, downloaded on first use
+    into the Hugging Face cache that timm uses. A classifier of another width stays as initialised (timm's rule)."""
     if checkpoint_path is not None:
         path = Path(checkpoint_path)
-        state = read_checkpoint(path)
-    elif pretrained_cfg["hf_hub_id"] is not None:
-        path, state = hub_weights(pretrained_cfg)
+    elif pretrained_cfg["hf_hub_id"] is None:
+        raise ValueError(f"{pretrained_cfg['architecture']} has no weights on the hub: pass checkpoint_path=")
     else:
-        raise ValueError(
-            f"{pretrained_cfg['architecture']} has no weights on the Hugging Face hub: pass checkpoint_path="
-        )
-    heads = pretrained_cfg["classifier"]
-    heads = (heads,) if isinstance(heads, str) else heads
-    own = model.state_dict()
-    width = state[f"{heads[0]}.weight"].shape[0] if f"{heads[0]}.weight" in state else 0
-    new_head = width != model.num_classes
-    if new_head:  # the weights' classifier is left out; the model keeps its freshly initialised one
-        state = {k: v for k, v in state.items() if k.split(".")[0] not in heads}
-        own = {k: v for k, v in own.items() if k.split(".")[0] not in heads}
-    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
-    if missing or unexpected:
-        raise ValueError(f"{path}: keys differ from the model's: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        try:
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import EntryNotFoundError
+        except ImportError:
+            raise ImportError("downloads need huggingface_hub: pip install huggingface_hub safetensors") from None
+        try:  # as timm asks: model.safetensors, else pytorch_model.bin
+            path = Path(hf_hub_download(pretrained_cfg["hf_hub_id"], "model.safetensors"))
+        except EntryNotFoundError:
+            path = Path(hf_hub_download(pretrained_cfg["hf_hub_id"], "pytorch_model.bin"))
     try:
-        model.load_state_dict(state, strict=not new_head)
-    except RuntimeError as exc:
+        state = read_checkpoint(path)
+        if state.get("head.weight", torch.empty(0)).shape[:1] != (model.num_classes,):
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+            state |= {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
+        model.load_state_dict(state)  # the model resamples position tables for its own grid
+    except (ValueError, RuntimeError, IndexError) as exc:  # not a checkpoint, or not this model's
+        if checkpoint_path is None:  # a downloaded file that fails leaves the cache: the next call downloads again
+            with contextlib.suppress(OSError):
+                for file in (path.resolve(), path):  # the blob, then the snapshot's link to it
+                    file.unlink(missing_ok=True)
         raise ValueError(f"{path}: {' '.join(str(exc).split())[:500]}") from None
 
 
 def vit_s16(pretrained: bool = False, checkpoint_path: str | Path | None = None, **kwargs: Any) -> VisionTransformer:
     """ViT-S/16; 224x224 by default; pretrained=True loads timm's vit_small_patch16_224.augreg_in21k_ft_in1k weights
-    (downloaded once into torch's hub cache); checkpoint_path= loads a local file (safetensors or torch).
+    (from the Hugging Face hub, through the cache timm uses; needs huggingface_hub and safetensors);
+    checkpoint_path= loads a local file (safetensors or torch).
     """
     model = VisionTransformer(**kwargs)
     if pretrained or checkpoint_path is not None:
