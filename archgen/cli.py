@@ -201,6 +201,14 @@ def count(
     optimizer: Annotated[
         str, typer.Option("--optimizer", help="Optimizer state for --memory: adamw or sgd.")
     ] = "adamw",
+    amp: Annotated[
+        str | None,
+        typer.Option(
+            "--amp",
+            help="--memory of mixed precision: float32 weights, gradients and optimizer state, the forward under "
+            "torch.autocast in bf16 or fp16 (instead of --dtype).",
+        ),
+    ] = None,
     spec_folder: SpecFolder = None,
 ) -> None:
     """Exact params and MACs per resolution, against the published numbers; with --memory, training memory.
@@ -208,7 +216,9 @@ def count(
     rel. err is (published - ours) / ours: positive when the source prints more than we count.
     """
     _use_specs(spec_folder)
-    _check_memory_options(batch, dtype, optimizer)
+    _check_memory_options(batch, dtype, optimizer, amp)
+    if amp is not None and not memory:
+        _fail(f"error: --amp {amp}: only --memory depends on it; add --memory")
     if by not in ("stage", "module", "op"):
         _fail(f"error: --by {by}: choose stage, module or op")
     if convention not in ("macs", "flops", "fvcore"):
@@ -229,7 +239,9 @@ def count(
         found = checks(ir, size)
         problems += sum(not c.ok for c in found)
         rows.append((size, total, found))
-    footprints = {size: ir.memory(size, batch, dtype, checkpointing, optimizer) for size in sizes} if memory else {}
+    footprints = (
+        {size: ir.memory(size, batch, dtype, checkpointing, optimizer, amp) for size in sizes} if memory else {}
+    )
     if as_json:
         payload = {
             "name": ir.spec.name,
@@ -407,13 +419,19 @@ def _print_sweep(result: Any, top: int) -> None:
         console.print(f"... and {len(result.invalid) - len(bad):,} more invalid (--top 0 or --json lists all)")
 
 
-def _check_memory_options(batch: int, dtype: str, optimizer: str) -> None:
-    from archgen.memory import ITEMSIZE, OPTIMIZERS
+def _check_memory_options(batch: int, dtype: str, optimizer: str, amp: str | None = None) -> None:
+    from archgen.memory import AMP, ITEMSIZE, OPTIMIZERS
 
     if batch < 1:
         _fail(f"error: --batch {batch}: must be positive")
     if dtype not in ITEMSIZE:
         _fail(f"error: --dtype {dtype}: choose {', '.join(ITEMSIZE)}")
+    if amp is not None and amp not in AMP:
+        _fail(f"error: --amp {amp}: choose {', '.join(AMP)}")
+    if amp is not None and dtype != "float32":
+        _fail(
+            f"error: --amp {amp} keeps the weights in float32 (torch.autocast); --dtype {dtype} casts them: choose one"
+        )
     if optimizer not in OPTIMIZERS:
         _fail(f"error: --optimizer {optimizer}: choose {', '.join(OPTIMIZERS)}")
 
@@ -427,7 +445,7 @@ def _print_memory(size: int, fp: Any) -> None:
 
     console = _console()
     ckpt = "grad checkpointing" if fp.checkpointing else "no checkpointing"
-    title = f"memory of one training step @{size}, batch {fp.batch}, {fp.dtype}, {fp.optimizer}, {ckpt}"
+    title = f"memory of one training step @{size}, batch {fp.batch}, {fp.precision}, {fp.optimizer}, {ckpt}"
     table = Table(title=title, title_justify="left")
     for col in ("", "bytes", "MiB", "share"):
         table.add_column(col, justify="left" if not col else "right")
