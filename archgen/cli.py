@@ -296,6 +296,7 @@ def sweep(
     dtype: Annotated[str, typer.Option("--dtype", help="Memory: float32, bfloat16 or float16.")] = "float32",
     checkpointing: Annotated[bool, typer.Option("--checkpointing", help="Memory with grad checkpointing.")] = False,
     optimizer: Annotated[str, typer.Option("--optimizer", help="Memory: adamw or sgd optimizer state.")] = "adamw",
+    amp: Annotated[str | None, typer.Option("--amp", help="Memory under torch.autocast: bf16 or fp16.")] = None,
     img_size: Annotated[int | None, typer.Option("--img-size", help="Resolution (default: the spec's).")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows (and invalid combinations) shown; 0 shows all.")] = 25,
     as_json: Annotated[bool, typer.Option("--json", help="Every row, ranked, and every invalid combination.")] = False,
@@ -317,8 +318,10 @@ def sweep(
 
     if max_memory is not None and batch is None:
         _fail("error: --max-memory needs --batch (training memory depends on it)")
+    if amp is not None and batch is None:
+        _fail(f"error: --amp {amp}: only training memory depends on it; add --batch")
     if batch is not None:
-        _check_memory_options(batch, dtype, optimizer)
+        _check_memory_options(batch, dtype, optimizer, amp)
     if img_size is not None and img_size < 1:
         _fail(f"error: --img-size {img_size}: must be positive")
     try:
@@ -327,7 +330,7 @@ def sweep(
             parse_number(max_macs, "--max-macs") if max_macs else None,
             parse_number(max_memory, "--max-memory") if max_memory else None,
         )
-        memory = MemorySetting(batch, dtype, checkpointing, optimizer) if batch is not None else None
+        memory = MemorySetting(batch, dtype, checkpointing, optimizer, amp) if batch is not None else None
         loaded = specs.load(specs.find(spec))
         result = run_sweep(loaded, settings or [], img_size, budget, memory)
     except SweepError as exc:
@@ -378,7 +381,7 @@ def _print_sweep(result: Any, top: int) -> None:
     shown = ranked if top == 0 else ranked[:top]
     mem = result.memory is not None
     how = (
-        f", memory at batch {result.memory.batch} {result.memory.dtype} {result.memory.optimizer}"
+        f", memory at batch {result.memory.batch} {result.memory.precision} {result.memory.optimizer}"
         + (" with checkpointing" if result.memory.checkpointing else "")
         if mem
         else ""

@@ -134,11 +134,31 @@ class T:
         return True
 
     def dense_layout(self) -> tuple[int, ...]:
-        """Strides of an elementwise result: TensorIterator orders the output's dimensions as the input's
-        strides are ordered (equal strides keep the later dimension innermost) and lays them out densely."""
-        order = sorted(range(self.ndim), key=lambda d: (self.stride[d], -d))
+        """Strides of an elementwise result (or of ``empty_like``): TensorIterator orders the dimensions as
+        the input's strides are ordered and lays them out densely. Its insertion sort starts from the last
+        dimension innermost and moves a dimension inwards past one of larger stride, or of equal stride and
+        smaller size; a broadcast dimension (stride 0) compares with nothing and stays where it is."""
+        perm = list(range(self.ndim - 1, -1, -1))  # innermost first
+
+        def should_swap(d0: int, d1: int) -> int:
+            s0, s1 = self.stride[d0], self.stride[d1]
+            if s0 == 0 or s1 == 0:
+                return 0
+            if s0 != s1:
+                return 1 if s0 > s1 else -1
+            return 1 if self.shape[d0] > self.shape[d1] else 0
+
+        for i in range(self.ndim):
+            d1 = i
+            for d0 in range(i - 1, -1, -1):
+                order = should_swap(perm[d0], perm[d1])
+                if order > 0:
+                    perm[d0], perm[d1] = perm[d1], perm[d0]
+                    d1 = d0
+                elif order < 0:
+                    break
         out, acc = [0] * self.ndim, 1
-        for d in order:
+        for d in perm:
             out[d] = acc
             acc *= self.shape[d]
         return tuple(out)
@@ -158,13 +178,13 @@ class T:
         return True
 
     def to(self, itemsize: int) -> T:
-        """``x.to(dtype)``: a copy, with the same strides when x is dense and non-overlapping, otherwise in
-        the memory format torch suggests (channels-last or contiguous); x itself if it has the dtype."""
+        """``x.to(dtype)``: a copy (x itself if it has the dtype) with x's strides when x is dense and
+        non-overlapping, otherwise laid out densely in x's dimension order (``empty_like``'s preserve_format)."""
         if itemsize == self.itemsize:
             return self
-        if self.is_non_overlapping_and_dense():
-            return T.empty(self.shape, itemsize, self.stride)
-        return T.empty(self.shape, itemsize, channels_last_strides(self.shape) if self.is_channels_last() else None)
+        return T.empty(
+            self.shape, itemsize, self.stride if self.is_non_overlapping_and_dense() else self.dense_layout()
+        )
 
     # --- views (never save anything) ----------------------------------------------------------------
 
@@ -515,8 +535,7 @@ class Footprint:
 
     @property
     def precision(self) -> str:
-        """How the step runs, in words: ``float32`` or ``float32 weights, bf16 autocast``."""
-        return f"{self.dtype} weights, {self.amp} autocast" if self.amp else self.dtype
+        return precision(self.dtype, self.amp)
 
     @property
     def total_bytes(self) -> int:
@@ -566,6 +585,11 @@ class StepMemory:
             out["blocks"] = len(self.per_block)
             out["activation_bytes_per_block"] = self.per_block[-1]
         return out
+
+
+def precision(dtype: str, amp: str | None) -> str:
+    """How a step runs, in words: ``float32`` or ``float32 weights, bf16 autocast``."""
+    return f"{dtype} weights, {amp} autocast" if amp else dtype
 
 
 def optimizer_bytes(optimizer: str, trainable: int, tensors: int, itemsize: int) -> int:

@@ -256,23 +256,47 @@ def test_conv_and_elementwise_output_layouts_match_torch(shape: list[int], data:
     assert _strides(Tape(4).pointwise(ours)) == _strides(t + 1), (t.shape, t.stride())
 
 
+@settings(max_examples=300, deadline=None)
+@given(shape=st.lists(st.integers(1, 3), min_size=1, max_size=4), data=st.data())
+def test_casts_and_elementwise_results_of_strided_inputs_match_torch(shape: list[int], data: st.DataObject) -> None:
+    """An input cast for a lower-precision op keeps its strides when dense (a permutation) and is laid out
+    densely in its dimension order otherwise (a slice, an expand), as an elementwise result is."""
+    t = torch.randn(shape).permute(*data.draw(st.permutations(range(len(shape)))))
+    dim = data.draw(st.integers(0, t.ndim - 1))
+    t = t[(slice(None),) * dim + (slice(None, None, data.draw(st.integers(1, 2))),)]
+    if data.draw(st.booleans()):
+        t = t[(slice(None),) * dim + (slice(0, 1),)].expand(*t.shape[:dim], 2, *t.shape[dim + 1 :])
+    x = T(Storage(t.untyped_storage().nbytes()), tuple(t.shape), t.stride(), 4)
+    assert _strides(x.to(2)) == _strides(t.to(torch.bfloat16)), (tuple(t.shape), t.stride())
+    assert x.to(2).storage.nbytes == 2 * t.numel()
+    assert _strides(Tape(4).pointwise(x)) == _strides(t * 2), (tuple(t.shape), t.stride())
+
+
 def _strides(t: T | torch.Tensor) -> tuple[int, ...]:
     """Strides of the dimensions with more than one element (the others' strides never matter)."""
     shape, stride = (t.shape, t.stride) if isinstance(t, T) else (tuple(t.shape), t.stride())
     return tuple(s if n > 1 else 0 for n, s in zip(shape, stride, strict=True))
 
 
-def test_readme_shows_the_real_memory_output() -> None:
+@pytest.mark.parametrize(
+    ("args", "start"),
+    [
+        ([], ""),  # the whole output
+        (["--amp", "bf16", "--img-size", "224"], "memory of one training step"),  # its memory tables
+    ],
+)
+def test_readme_shows_the_real_memory_output(args: list[str], start: str) -> None:
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    cmd = [sys.executable, "-m", "archgen", "count", "vit_b16", "--memory", "--batch", "64"]
+    cmd = [sys.executable, "-m", "archgen", "count", "vit_b16", "--memory", "--batch", "64", *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     output = "\n".join(line.rstrip() for line in proc.stdout.splitlines())
-    assert output in (ROOT / "README.md").read_text(encoding="utf-8"), "README: paste the output of " + " ".join(
-        cmd[2:]
+    assert start in output, proc.stdout
+    assert output[output.index(start) :] in (ROOT / "README.md").read_text(encoding="utf-8"), (
+        "README: paste the output of " + " ".join(cmd[2:])
     )
 
 
@@ -343,3 +367,16 @@ def test_count_amp_bad_options(args: list[str], message: str) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
     assert not proc.stdout
+
+
+def test_sweep_counts_memory_under_amp() -> None:
+    """``sweep --batch B --amp fp16``: the row that leaves deit_ti as it is has deit_ti's --amp footprint."""
+    from archgen import specs
+    from archgen.sweep import Budget, MemorySetting, sweep
+
+    setting = MemorySetting(batch=2, amp="fp16")
+    result = sweep(specs.load(specs.find("deit_ti")), ["stem.dim=192,384"], None, Budget(), setting)
+    (row,) = [r for r in result.rows if r.values == (192,)]
+    fp = ir_of(next(p for p in SPECS if p.stem == "deit_ti")).memory(result.img_size, 2, amp="fp16")
+    assert (row.memory_bytes, row.activation_bytes) == (fp.total_bytes, fp.activation_bytes)
+    assert result.as_dict()["memory"]["amp"] == "fp16"
