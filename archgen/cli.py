@@ -324,6 +324,14 @@ def count(
     optimizer: Annotated[
         str | None, typer.Option("--optimizer", help="Optimizer state for --memory: adamw (default) or sgd.")
     ] = None,
+    amp: Annotated[
+        str | None,
+        typer.Option(
+            "--amp",
+            help="--memory of mixed precision: float32 weights, gradients and optimizer state, the forward under "
+            "torch.autocast in bf16 or fp16 (instead of --dtype).",
+        ),
+    ] = None,
     spec_folder: SpecFolder = None,
 ) -> None:
     """Exact params and MACs per resolution, against the published numbers; with --memory, training memory.
@@ -331,12 +339,13 @@ def count(
     rel. err is (published - ours) / ours: positive when the source prints more than we count.
     """
     _use_specs(spec_folder)
-    given = [o for o, v in (("--batch", batch), ("--dtype", dtype), ("--optimizer", optimizer)) if v is not None]
+    options = (("--batch", batch), ("--dtype", dtype), ("--optimizer", optimizer), ("--amp", amp))
+    given = [o for o, v in options if v is not None]
     given += ["--checkpointing"] if checkpointing else []
     if given and not memory:
         _fail(f"error: {', '.join(given)}: only with --memory (they describe the training step it counts)")
     batch, dtype, optimizer = batch or 1, dtype or "float32", optimizer or "adamw"
-    _check_memory_options(batch, dtype, optimizer)
+    _check_memory_options(batch, dtype, optimizer, amp)
     for size in img_size or []:
         _check_img_size(size)
     if by not in ("stage", "module", "op"):
@@ -356,7 +365,9 @@ def count(
         found = checks(ir, size)
         problems += sum(not c.ok for c in found)
         rows.append((size, total, found))
-    footprints = {size: ir.memory(size, batch, dtype, checkpointing, optimizer) for size in sizes} if memory else {}
+    footprints = (
+        {size: ir.memory(size, batch, dtype, checkpointing, optimizer, amp) for size in sizes} if memory else {}
+    )
     if as_json:
         payload = {
             "name": ir.spec.name,
@@ -417,6 +428,9 @@ def sweep(
     optimizer: Annotated[
         str | None, typer.Option("--optimizer", help="Memory (with --batch): adamw (default) or sgd optimizer state.")
     ] = None,
+    amp: Annotated[
+        str | None, typer.Option("--amp", help="Memory (with --batch) under torch.autocast: bf16 or fp16.")
+    ] = None,
     img_size: Annotated[int | None, typer.Option("--img-size", help="Resolution (default: the spec's).")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows (and invalid combinations) shown; 0 shows all.")] = 25,
     as_json: Annotated[bool, typer.Option("--json", help="Every row, ranked, and every invalid combination.")] = False,
@@ -446,13 +460,13 @@ def sweep(
 
     if max_memory is not None and batch is None:
         _fail("error: --max-memory needs --batch (training memory depends on it)")
-    given = [o for o, v in (("--dtype", dtype), ("--optimizer", optimizer)) if v is not None]
+    given = [o for o, v in (("--dtype", dtype), ("--optimizer", optimizer), ("--amp", amp)) if v is not None]
     given += ["--checkpointing"] if checkpointing else []
     if given and batch is None:
         _fail(f"error: {', '.join(given)}: only with --batch (they describe the training step it counts)")
     dtype, optimizer = dtype or "float32", optimizer or "adamw"
     if batch is not None:
-        _check_memory_options(batch, dtype, optimizer)
+        _check_memory_options(batch, dtype, optimizer, amp)
     if img_size is not None:
         _check_img_size(img_size)
     _in_range("--top", top, 0, 10**9)
@@ -468,7 +482,7 @@ def sweep(
             parse_number(max_macs, "--max-macs") if max_macs else None,
             parse_number(max_memory, "--max-memory") if max_memory else None,
         )
-        memory = MemorySetting(batch, dtype, checkpointing, optimizer) if batch is not None else None
+        memory = MemorySetting(batch, dtype, checkpointing, optimizer, amp) if batch is not None else None
         loaded = specs.load(specs.find(spec))
         with _progress() as tick:
             result = run_sweep(loaded, settings or [], img_size, budget, memory, max_combinations, tick)
@@ -551,7 +565,7 @@ def _print_sweep(result: Any, top: int) -> None:
     shown = ranked if top == 0 else ranked[:top]
     mem = result.memory is not None
     how = (
-        f", memory at batch {result.memory.batch} {result.memory.dtype} {result.memory.optimizer}"
+        f", memory at batch {result.memory.batch} {result.memory.precision} {result.memory.optimizer}"
         + (" with checkpointing" if result.memory.checkpointing else "")
         if mem
         else ""
@@ -621,12 +635,18 @@ def _json(data: Any) -> str:
     return json.dumps(finite(data), indent=2, allow_nan=False)
 
 
-def _check_memory_options(batch: int, dtype: str, optimizer: str) -> None:
-    from archgen.memory import ITEMSIZE, OPTIMIZERS
+def _check_memory_options(batch: int, dtype: str, optimizer: str, amp: str | None = None) -> None:
+    from archgen.memory import AMP, ITEMSIZE, OPTIMIZERS
 
     _in_range("--batch", batch, 1, MAX_BATCH)
     if dtype not in ITEMSIZE:
         _fail(f"error: --dtype {dtype}: choose {', '.join(ITEMSIZE)}")
+    if amp is not None and amp not in AMP:
+        _fail(f"error: --amp {amp}: choose {', '.join(AMP)}")
+    if amp is not None and dtype != "float32":
+        _fail(
+            f"error: --amp {amp} keeps the weights in float32 (torch.autocast); --dtype {dtype} casts them: choose one"
+        )
     if optimizer not in OPTIMIZERS:
         _fail(f"error: --optimizer {optimizer}: choose {', '.join(OPTIMIZERS)}")
 
@@ -640,7 +660,7 @@ def _print_memory(size: int, fp: Any) -> None:
 
     console = _console()
     ckpt = "grad checkpointing" if fp.checkpointing else "no checkpointing"
-    title = f"memory of one training step @{size}, batch {fp.batch}, {fp.dtype}, {fp.optimizer}, {ckpt}"
+    title = f"memory of one training step @{size}, batch {fp.batch}, {fp.precision}, {fp.optimizer}, {ckpt}"
     table = Table(title=title, title_justify="left")
     for col in ("", "bytes", "MiB", "share"):
         table.add_column(col, justify="left" if not col else "right")

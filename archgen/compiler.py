@@ -15,7 +15,7 @@ from archgen.counting import Count
 from archgen.errors import KindError
 from archgen.heads.head import Head
 from archgen.loader import Path_
-from archgen.memory import ITEMSIZE, Footprint, StepMemory, Tape, optimizer_bytes
+from archgen.memory import AMP, ITEMSIZE, Footprint, StepMemory, Tape, optimizer_bytes
 from archgen.specs import LoadedSpec
 from archgen.stages.reshape import Reshape
 from archgen.tokens.join import JoinTokens
@@ -97,12 +97,22 @@ class IR:
         return Count.group("", _flatten([*placed, head]))
 
     def memory(
-        self, img_size: int, batch: int, dtype: str = "float32", checkpointing: bool = False, optimizer: str = "adamw"
+        self,
+        img_size: int,
+        batch: int,
+        dtype: str = "float32",
+        checkpointing: bool = False,
+        optimizer: str = "adamw",
+        amp: str | None = None,
     ) -> Footprint:
         """Bytes of one training step: weights, gradients, optimizer state, and the activations autograd
-        saves during ``model(x)`` (forward_features, then forward_head), traced step by step."""
+        saves during ``model(x)`` (forward_features, then forward_head), traced step by step. ``dtype`` is
+        the module's (and the image's); ``amp`` (bf16, fp16) runs the forward under ``torch.autocast`` in
+        that dtype, which needs a float32 module."""
+        if amp is not None and dtype != "float32":
+            raise ValueError(f"amp {amp} runs a float32 module under autocast, not a {dtype} one")
         itemsize = ITEMSIZE[dtype]
-        tape = Tape(itemsize, checkpointing)
+        tape = Tape(itemsize, checkpointing, ITEMSIZE[AMP[amp]] if amp is not None else None)
         x = tape.input((batch, self.model.in_chans, img_size, img_size))
         walked = self.walk(img_size)
         steps: list[StepMemory] = []
@@ -122,6 +132,7 @@ class IR:
         return Footprint(
             batch=batch,
             dtype=dtype,
+            amp=amp,
             checkpointing=checkpointing,
             optimizer=optimizer,
             params_bytes=total.params * itemsize,

@@ -11,6 +11,12 @@ counts each storage once, however many views of it are saved (torch keeps one st
 view). Parameters and buffers are never counted: they are not activations. The rules are those of torch's
 CPU kernels (torch 2.x), written next to each op; ``tests/test_memory.py`` measures every spec with
 ``torch.autograd.graph.saved_tensors_hooks`` and requires equality.
+
+Every tensor carries its element size, so one trace serves a module cast to one dtype and mixed precision
+(``torch.autocast("cpu", dtype)`` around a float32 module): there the lower-precision ops (linear, conv,
+matmul, bmm, baddbmm, scaled-dot-product attention) run on copies of their inputs and weights in the
+autocast dtype and save those copies, and every other op runs in the widest dtype of its inputs, parameters
+included (CPU autocast puts none of the ops used here on its float32 list; ``x + pos_embed`` is float32).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+AMP = {"bf16": "bfloat16", "fp16": "float16"}  # --amp: the torch.autocast dtype (CPU autocast takes both)
 OPTIMIZERS = ("adamw", "sgd")
-FLOAT32 = 4  # statistics that CPU kernels keep in float32 whatever the activation dtype
+FLOAT32 = 4  # attention's log-sum-exp, which CPU kernels keep in float32 whatever the activation dtype
 INT64 = 8  # indices (max-pooling, max)
 
 
@@ -127,18 +134,57 @@ class T:
         return True
 
     def dense_layout(self) -> tuple[int, ...]:
-        """Strides of an elementwise result: TensorIterator orders the output's dimensions as the input's
-        strides are ordered (equal strides keep the later dimension innermost) and lays them out densely."""
-        order = sorted(range(self.ndim), key=lambda d: (self.stride[d], -d))
+        """Strides of an elementwise result (or of ``empty_like``): TensorIterator orders the dimensions as
+        the input's strides are ordered and lays them out densely. Its insertion sort starts from the last
+        dimension innermost and moves a dimension inwards past one of larger stride, or of equal stride and
+        smaller size; a broadcast dimension (stride 0) compares with nothing and stays where it is."""
+        perm = list(range(self.ndim - 1, -1, -1))  # innermost first
+
+        def should_swap(d0: int, d1: int) -> int:
+            s0, s1 = self.stride[d0], self.stride[d1]
+            if s0 == 0 or s1 == 0:
+                return 0
+            if s0 != s1:
+                return 1 if s0 > s1 else -1
+            return 1 if self.shape[d0] > self.shape[d1] else 0
+
+        for i in range(self.ndim):
+            d1 = i
+            for d0 in range(i - 1, -1, -1):
+                order = should_swap(perm[d0], perm[d1])
+                if order > 0:
+                    perm[d0], perm[d1] = perm[d1], perm[d0]
+                    d1 = d0
+                elif order < 0:
+                    break
         out, acc = [0] * self.ndim, 1
-        for d in order:
+        for d in perm:
             out[d] = acc
             acc *= self.shape[d]
         return tuple(out)
 
-    def new_like(self) -> T:
-        """A fresh tensor of this shape, laid out as an elementwise result of this one."""
-        return T.empty(self.shape, self.itemsize, self.dense_layout())
+    def new_like(self, itemsize: int | None = None) -> T:
+        """A fresh tensor of this shape (and this dtype unless given), laid out as an elementwise result of
+        this one."""
+        return T.empty(self.shape, itemsize or self.itemsize, self.dense_layout())
+
+    def is_non_overlapping_and_dense(self) -> bool:
+        """c10's rule: the elements, in stride order, fill one block of memory without gaps or overlaps."""
+        expected = 1
+        for d in sorted((d for d in range(self.ndim) if self.shape[d] > 1), key=lambda d: self.stride[d]):
+            if self.stride[d] != expected:
+                return False
+            expected *= self.shape[d]
+        return True
+
+    def to(self, itemsize: int) -> T:
+        """``x.to(dtype)``: a copy (x itself if it has the dtype) with x's strides when x is dense and
+        non-overlapping, otherwise laid out densely in x's dimension order (``empty_like``'s preserve_format)."""
+        if itemsize == self.itemsize:
+            return self
+        return T.empty(
+            self.shape, itemsize, self.stride if self.is_non_overlapping_and_dense() else self.dense_layout()
+        )
 
     # --- views (never save anything) ----------------------------------------------------------------
 
@@ -221,12 +267,15 @@ def pool_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool
 class Tape:
     """Runs ops on symbolic tensors and counts the bytes autograd saves, by scope.
 
-    ``checkpointing``: blocks run under activation checkpointing (the generated ``_block``): only their
-    inputs are saved, and what runs inside is not recorded.
+    ``itemsize``: the dtype of the module's parameters and of the input image. ``autocast``: the element size
+    of the ``torch.autocast`` dtype the forward runs under, or None. ``checkpointing``: blocks run under
+    activation checkpointing (the generated ``_block``): only their inputs are saved, and what runs inside is
+    not recorded (backward recomputes it under the same autocast state).
     """
 
-    def __init__(self, itemsize: int, checkpointing: bool = False) -> None:
+    def __init__(self, itemsize: int, checkpointing: bool = False, autocast: int | None = None) -> None:
         self.itemsize = itemsize
+        self.autocast = autocast
         self.checkpointing = checkpointing
         self.total = 0
         self._seen: set[Storage] = set()  # held, not ids: a freed id would be reused
@@ -276,15 +325,42 @@ class Tape:
                 break
         return x, per_block
 
+    # --- dtypes -------------------------------------------------------------------------------------
+
+    @property
+    def low(self) -> int:
+        """Element size the lower-precision ops compute in: the autocast dtype, else the module's."""
+        return self.autocast or self.itemsize
+
+    def _cast(self, x: T) -> T:
+        """An input of a lower-precision op as the op sees it: under autocast a copy in the autocast dtype
+        (never cached: autocast caches casts of leaf tensors that require grad, i.e. parameters, only)."""
+        return x.to(self.low)
+
+    def _weight(self, *shape: int) -> None:
+        """A parameter a lower-precision op saves for the gradient of its input. Unchanged it is a parameter,
+        not an activation; under autocast the op saves the copy in the autocast dtype, a new storage. (Autocast
+        caches that copy for the forward, so a parameter used twice would be copied once; each parameter here
+        is used once, and a slice or expand of one is not a parameter: it is copied at every use.)"""
+        if self.autocast:
+            self.save(T.empty(shape, self.autocast))
+
+    def _widest(self, *tensors: T) -> int:
+        """Element size of an op's result from inputs of mixed dtypes (type promotion: the widest)."""
+        return max(t.itemsize for t in tensors)
+
     # --- ops that save for backward ------------------------------------------------------------------
     # Each returns its output; what it saves follows the backward formula of torch's CPU kernel.
 
     def linear(self, x: T, out_features: int, bias: bool = True) -> T:
-        """nn.Linear: the weight's gradient needs the input. A 2-D input is saved as it is (addmm); other
-        inputs as ``reshape(-1, in_features)``, which copies a layout that cannot be flattened (a slice)."""
-        del bias  # with or without bias the same input is saved, flattened the same way
+        """nn.Linear: the weight's gradient needs the input, the input's the weight. A 2-D input is saved as
+        it is (addmm); other inputs as ``reshape(-1, in_features)``, which copies a layout that cannot be
+        flattened (a slice)."""
+        del bias  # with or without bias the same input is saved, flattened the same way; a bias is never saved
+        x = self._cast(x)
         self.save(x if x.ndim == 2 else x.reshape(-1, x.shape[-1]))
-        return T.empty((*x.shape[:-1], out_features), self.itemsize)
+        self._weight(out_features, x.shape[-1])
+        return T.empty((*x.shape[:-1], out_features), self.low)
 
     def qkv(self, x: T, heads: int) -> tuple[T, T, T]:
         """A fused qkv Linear split into per-head q, k, v, each (B, heads, N, head_dim): views of one
@@ -297,33 +373,37 @@ class Tape:
     def matmul(self, a: T, b: T) -> T:
         """a @ b of two batched matrices: both expanded to the common batch shape and reshaped to 3-D for
         bmm (a copy where the batch dimensions cannot merge, e.g. heads of a fused qkv), and both saved."""
+        a, b = self._cast(a), self._cast(b)
         batch = tuple(max(p, q) for p, q in zip(a.shape[:-2], b.shape[:-2], strict=True))
         n, m, p = a.shape[-2], a.shape[-1], b.shape[-1]
         flat = math.prod(batch)
         a3 = a.expand(*batch, n, m).reshape(flat, n, m)
         b3 = b.expand(*batch, m, p).reshape(flat, m, p)
         self.save(a3, b3)
-        return T.empty((flat, n, p), self.itemsize).view(*batch, n, p)
+        return T.empty((flat, n, p), self.low).view(*batch, n, p)
 
     def baddbmm(self, batch2: T) -> T:
-        """baddbmm(bias, weight.expand(B, H, H), batch2): the weight's gradient needs batch2 (the weight
-        itself is a parameter)."""
+        """baddbmm(bias, weight.expand(B, H, H), batch2): the weight's gradient needs batch2, batch2's the
+        expanded weight (under autocast a contiguous (B, H, H) copy; unchanged, a view of the parameter)."""
+        batch2 = self._cast(batch2)
         self.save(batch2)
-        return T.empty(batch2.shape, self.itemsize)
+        self._weight(batch2.shape[0], batch2.shape[1], batch2.shape[1])
+        return T.empty(batch2.shape, self.low)
 
     def sdpa(self, q: T, k: T, v: T) -> T:
         """Fused attention (CPU flash kernel, no mask, dropout 0): saves q, k, v, its output and the
         log-sum-exp of each query row, kept in float32 whatever the dtype. The kernel writes its output as
         (B, Lq, heads, head_dim) and returns it transposed, so ``transpose(1, 2).reshape(B, Lq, C)`` is a view."""
+        q, k, v = self._cast(q), self._cast(k), self._cast(v)
         b, h, lq, _ = q.shape
-        out = T.empty((b, lq, h, v.shape[-1]), self.itemsize).transpose(1, 2)
+        out = T.empty((b, lq, h, v.shape[-1]), self.low).transpose(1, 2)
         lse = T.empty((b, lq, h), FLOAT32).transpose(1, 2)
         self.save(q, k, v, out, lse)
         return out
 
     def softmax(self, x: T) -> T:
         """Softmax: its backward needs its output only."""
-        out = T.empty(x.shape, self.itemsize)
+        out = T.empty(x.shape, x.itemsize)
         self.save(out)
         return out
 
@@ -339,37 +419,41 @@ class Tape:
 
     def layer_norm(self, x: T) -> T:
         """LayerNorm over the last dimension: saves its input and a mean and an inverse standard deviation
-        per row (in the activation dtype on CPU); the output is contiguous."""
+        per row, in the parameters' dtype on CPU (float32 for a bfloat16 input under autocast); the output
+        is contiguous, in the input's dtype."""
         stats = (*x.shape[:-1], 1)
         self.save(x, T.empty(stats, self.itemsize), T.empty(stats, self.itemsize))
-        return T.empty(x.shape, self.itemsize)
+        return T.empty(x.shape, x.itemsize)
 
     def batch_norm(self, x: T) -> T:
         """BatchNorm2d in training: saves its input and a mean and an inverse standard deviation per
-        channel; the output keeps the input's memory format."""
+        channel (in the parameters' dtype, as LayerNorm); the output keeps the input's memory format and dtype."""
         c = x.shape[1]
         self.save(x, T.empty((c,), self.itemsize), T.empty((c,), self.itemsize))
-        return self._conv_layout(x.shape, x)
+        return self._conv_layout(x.shape, x, x.itemsize)
 
-    def conv2d(self, x: T, out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> T:
-        """Conv2d: the weight's gradient needs the input; the output takes the input's memory format."""
+    def conv2d(self, x: T, out_channels: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1) -> T:
+        """Conv2d: saves its input and weight whatever needs a gradient; the output takes the input's memory
+        format."""
+        x = self._cast(x)
         self.save(x)
+        self._weight(out_channels, x.shape[1] // groups, kernel, kernel)
         b, _, h, w = x.shape
         size = ((h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1)
-        return self._conv_layout((b, out_channels, *size), x)
+        return self._conv_layout((b, out_channels, *size), x, self.low)
 
     def avg_pool2d(self, x: T, kernel: int, stride: int, ceil_mode: bool = False) -> T:
         """avg_pool2d: its backward reads the input (for its shape and padding)."""
         self.save(x)
         b, c, h, w = x.shape
         size = (pool_size(h, kernel, stride, 0, ceil_mode), pool_size(w, kernel, stride, 0, ceil_mode))
-        return self._conv_layout((b, c, *size), x)
+        return self._conv_layout((b, c, *size), x, x.itemsize)
 
     def max_pool2d(self, x: T, kernel: int, stride: int, padding: int) -> T:
         """max_pool2d: saves its input and the int64 index of every maximum."""
         b, c, h, w = x.shape
         size = (pool_size(h, kernel, stride, padding, False), pool_size(w, kernel, stride, padding, False))
-        out = self._conv_layout((b, c, *size), x)
+        out = self._conv_layout((b, c, *size), x, x.itemsize)
         indices = T(Storage(out.numel * INT64), out.shape, out.stride, INT64)
         self.save(x, indices)
         return out
@@ -378,58 +462,68 @@ class Tape:
         """max over a dimension: saves the int64 indices of the maxima."""
         shape = x.shape[:dim] + x.shape[dim + 1 :]
         self.save(T.empty(shape, INT64))
-        return T.empty(shape, self.itemsize)
+        return T.empty(shape, x.itemsize)
 
     def mul(self, x: T) -> T:
-        """x * parameter (LayerScale): the parameter's gradient needs x."""
+        """x * parameter (LayerScale): the parameter's gradient needs x; the result takes the wider dtype."""
         self.save(x)
-        return x.new_like()
+        return x.new_like(self._widest(x, self.param))
 
     # --- ops that save nothing -----------------------------------------------------------------------
 
+    @property
+    def param(self) -> T:
+        """A stand-in for a parameter or buffer operand (a position table, a token): only its dtype matters."""
+        return T.empty((), self.itemsize)
+
     def pointwise(self, x: T, other: T | None = None) -> T:
-        """x + y, x * scalar, x + a table: nothing saved. The result is laid out as TensorIterator lays it
-        out: contiguous when both operands are, otherwise in the dimension order of their strides."""
+        """x + y, x * scalar, x + a table (``other=tape.param``): nothing saved. The result takes the wider
+        dtype and is laid out as TensorIterator lays it out: contiguous when both operands are, otherwise in
+        the dimension order of their strides."""
+        itemsize = x.itemsize if other is None else self._widest(x, other)
         if other is not None and x.is_contiguous() and other.is_contiguous() and x.shape == other.shape:
-            return T.empty(x.shape, self.itemsize)
-        return x.new_like()
+            return T.empty(x.shape, itemsize)
+        return x.new_like(itemsize)
 
     def mean(self, x: T, dim: int) -> T:
-        return T.empty(x.shape[:dim] + x.shape[dim + 1 :], self.itemsize)
+        return T.empty(x.shape[:dim] + x.shape[dim + 1 :], x.itemsize)
 
     def cat(self, tensors: Sequence[T], dim: int) -> T:
         shape = list(tensors[0].shape)
         shape[dim] = sum(t.shape[dim] for t in tensors)
-        return T.empty(shape, self.itemsize)
+        return T.empty(shape, self._widest(*tensors))
 
     def stack(self, tensors: Sequence[T], dim: int) -> T:
         shape = list(tensors[0].shape)
         shape.insert(dim, len(tensors))
-        return T.empty(shape, self.itemsize)
+        return T.empty(shape, self._widest(*tensors))
 
     def pad(self, x: T, pads: Sequence[int]) -> T:
         """F.pad (constant): pads the last dimensions, (last_lo, last_hi, next_lo, next_hi, ...)."""
         shape = list(x.shape)
         for i in range(0, len(pads), 2):
             shape[-1 - i // 2] += pads[i] + pads[i + 1]
-        return T.empty(shape, self.itemsize)
+        return T.empty(shape, x.itemsize)
 
-    def zeros(self, shape: Sequence[int]) -> T:
-        return T.empty(shape, self.itemsize)
+    def zeros(self, shape: Sequence[int], like: T | None = None) -> T:
+        """A new tensor of ``like``'s dtype (``x.new_zeros``), or of the parameters' (an expanded token)."""
+        return T.empty(shape, like.itemsize if like is not None else self.itemsize)
 
-    def _conv_layout(self, shape: Sequence[int], x: T) -> T:
+    def _conv_layout(self, shape: Sequence[int], x: T, itemsize: int) -> T:
         """A new 4-D tensor in the memory format torch suggests for ``x`` (channels-last or contiguous)."""
         if x.is_channels_last():
-            return T.empty(shape, self.itemsize, channels_last_strides(shape))
-        return T.empty(shape, self.itemsize)
+            return T.empty(shape, itemsize, channels_last_strides(shape))
+        return T.empty(shape, itemsize)
 
 
 @dataclass(frozen=True)
 class Footprint:
-    """Bytes of one training step at a batch size and dtype; activations per step of forward_features."""
+    """Bytes of one training step at a batch size and dtype; activations per step of forward_features.
+    ``dtype`` is the module's (weights, gradients, optimizer state); ``amp`` the autocast dtype, if any."""
 
     batch: int
     dtype: str
+    amp: str | None
     checkpointing: bool
     optimizer: str
     params_bytes: int
@@ -440,6 +534,10 @@ class Footprint:
     recompute_bytes: int = 0  # checkpointing: what the largest block saves again while backward recomputes it
 
     @property
+    def precision(self) -> str:
+        return precision(self.dtype, self.amp)
+
+    @property
     def total_bytes(self) -> int:
         return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.activation_bytes
 
@@ -447,6 +545,7 @@ class Footprint:
         return {
             "batch": self.batch,
             "dtype": self.dtype,
+            "amp": self.amp,
             "checkpointing": self.checkpointing,
             "optimizer": self.optimizer,
             "params_bytes": self.params_bytes,
@@ -486,6 +585,11 @@ class StepMemory:
             out["blocks"] = len(self.per_block)
             out["activation_bytes_per_block"] = self.per_block[-1]
         return out
+
+
+def precision(dtype: str, amp: str | None) -> str:
+    """How a step runs, in words: ``float32`` or ``float32 weights, bf16 autocast``."""
+    return f"{dtype} weights, {amp} autocast" if amp else dtype
 
 
 def optimizer_bytes(optimizer: str, trainable: int, tensors: int, itemsize: int) -> int:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from archgen.compiler import resolve
 from archgen.errors import Pos, SpecError
 from archgen.loader import Located, Path_
+from archgen.memory import precision
 from archgen.schema import Spec
 from archgen.specs import NOT_INHERITED, LoadedSpec, fields_at, first_error
 
@@ -66,6 +67,11 @@ class MemorySetting:
     dtype: str = "float32"
     checkpointing: bool = False
     optimizer: str = "adamw"
+    amp: str | None = None  # torch.autocast dtype (bf16, fp16) around a float32 module
+
+    @property
+    def precision(self) -> str:
+        return precision(self.dtype, self.amp)
 
 
 @dataclass
@@ -303,7 +309,7 @@ def _count(row: Row, data: dict[str, Any], label: str, size: int | None, memory:
         total = ir.count(size)
         row.params, row.macs = total.params, total.macs
         if memory is not None:
-            fp = ir.memory(size, memory.batch, memory.dtype, memory.checkpointing, memory.optimizer)
+            fp = ir.memory(size, memory.batch, memory.dtype, memory.checkpointing, memory.optimizer, memory.amp)
             row.memory_bytes, row.activation_bytes = fp.total_bytes, fp.activation_bytes
     except SpecError as exc:
         row.reason = f"{exc.field}: {exc.message}" if exc.field else exc.message

@@ -138,10 +138,16 @@ def assert_counts_exact(label: str, ir: IR, build, img_size: int) -> None:
 
 
 def saved_activation_bytes(
-    model: torch.nn.Module, dtype: torch.dtype, checkpointing: bool, batch: int, img: int
+    model: torch.nn.Module,
+    dtype: torch.dtype,
+    checkpointing: bool,
+    batch: int,
+    img: int,
+    autocast: torch.dtype | None = None,
 ) -> int:
     """Bytes of the distinct storages autograd saves for backward during ``model(x)`` in training mode
-    (parameters and buffers excluded): what ``archgen count --memory`` calls activation bytes."""
+    (parameters and buffers excluded): what ``archgen count --memory`` calls activation bytes. ``autocast``:
+    the forward runs under ``torch.autocast("cpu", autocast)`` (``count --memory --amp``)."""
     model.train().set_grad_checkpointing(checkpointing)
     skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
     seen: dict[int, int] = {}
@@ -155,6 +161,7 @@ def saved_activation_bytes(
         return t.detach()
 
     x = torch.randn(batch, 3, img, img, dtype=dtype)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    amp = torch.autocast("cpu", dtype=autocast, enabled=autocast is not None)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp:
         model(x)
     return sum(seen.values())

@@ -132,7 +132,10 @@ def test_every_op_works_in_a_block(op: type[Op], where: str, data: dict, tmp_pat
     with torch.no_grad():
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 5) and torch.isfinite(out).all(), f"{op.tag()} in {where}"
-    for ckpt in (False, True):  # training memory: what autograd saves, as traced by the op's memory()
-        saved = saved_activation_bytes(model, torch.float32, ckpt, 2, 32)
-        analytic = ir.memory(32, 2, "float32", ckpt).activation_bytes
-        assert analytic == saved, f"{op.tag()} in {where} checkpointing={ckpt}: {analytic:,} != saved {saved:,}"
+    # training memory: what autograd saves, as traced by the op's memory(), in float32 and under autocast
+    for amp, autocast in ((None, None), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        for ckpt in (False, True):
+            saved = saved_activation_bytes(model, torch.float32, ckpt, 2, 32, autocast=autocast)
+            analytic = ir.memory(32, 2, "float32", ckpt, amp=amp).activation_bytes
+            where_ = f"{op.tag()} in {where} --amp {amp} checkpointing={ckpt}"
+            assert analytic == saved, f"{where_}: {analytic:,} != saved {saved:,}"

@@ -130,10 +130,17 @@ def test_any_composition_compiles_runs_and_counts_exactly(data: dict, tmp_path_f
         out = model(torch.randn(2, 3, size, size))
     assert out.shape == (2, data["num_classes"] or model.num_features)
     assert torch.isfinite(out).all()
-    for dtype, ckpt in ((torch.float32, False), (torch.bfloat16, True)):
-        measured = saved_activation_bytes(model.to(dtype), dtype, ckpt, 2, size)
-        analytic = ir.memory(size, 2, str(dtype).removeprefix("torch."), ckpt).activation_bytes
-        assert analytic == measured, f"composition {data} {dtype} checkpointing={ckpt}: {analytic:,} != {measured:,}"
+    # float32, float32 under bf16 autocast (--amp bf16), then the module cast to bfloat16
+    for dtype, amp, ckpt in (
+        (torch.float32, None, False),
+        (torch.float32, "bf16", False),
+        (torch.bfloat16, None, True),
+    ):
+        autocast = torch.bfloat16 if amp else None
+        measured = saved_activation_bytes(model.to(dtype), dtype, ckpt, 2, size, autocast=autocast)
+        analytic = ir.memory(size, 2, str(dtype).removeprefix("torch."), ckpt, amp=amp).activation_bytes
+        where = f"composition {data} {dtype} --amp {amp} checkpointing={ckpt}"
+        assert analytic == measured, f"{where}: {analytic:,} != {measured:,}"
 
 
 def _program(text: str) -> str:

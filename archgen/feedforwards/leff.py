@@ -54,5 +54,5 @@ class LeFF(Op):
         k = self.kernel_size
         x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
         x = tape.gelu(tape.batch_norm(tape.conv2d(x, c.hidden, 1)))
-        x = tape.gelu(tape.batch_norm(tape.conv2d(x, c.hidden, k, 1, k // 2)))
+        x = tape.gelu(tape.batch_norm(tape.conv2d(x, c.hidden, k, 1, k // 2, groups=c.hidden)))  # depthwise
         return tape.batch_norm(tape.conv2d(x, c.dim, 1)).permute(0, 2, 3, 1)  # (B, H, W, C)

@@ -79,6 +79,6 @@ class OutlookAttention(Op):
         v = tape.pad(tape.linear(x, C), (0, 0, p, p, p, p)).reshape(B, H + 2 * p, W + 2 * p, heads, d)
         windows = [v[:, i : i + s * h : s, j : j + s * w : s] for i in range(k) for j in range(k)]
         v = tape.stack(windows, dim=4).reshape(B, h * w, heads, k * k, d)
-        tape.matmul(attn, v)  # the fold adds its result into a zero grid: nothing more saved
-        out = tape.zeros((B, H + 2 * p, W + 2 * p, heads, d))
+        x = tape.matmul(attn, v)  # the fold adds its result into a zero grid: nothing more saved
+        out = tape.zeros((B, H + 2 * p, W + 2 * p, heads, d), like=x)
         return tape.linear(out[:, p : p + H, p : p + W].reshape(B, H, W, C), C)  # a copy where p > 0

@@ -81,15 +81,16 @@ class LayerClassAttention(Step):
     def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
         B, L, C = x.shape[0], s.collected, s.dim
         H = self.heads
-        x = tape.pointwise(tape.zeros((B, L, C)))  # stack of the collected class tokens + pos_layer_embed
+        tokens = tape.zeros((B, L, C), like=x)  # torch.stack of the collected class tokens
+        x = tape.pointwise(tokens, tape.param)  # + pos_layer_embed
         y = tape.layer_norm(x)  # norm1
+        # q and kv use slices of the qkv weight: under autocast each slice is copied (a slice is not cached)
         q = tape.linear(y[:, -1:], C).reshape(B, 1, H, C // H)
         k, v = tape.linear(y, 2 * C).reshape(B, L, 2, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)
         y = tape.sdpa(q.transpose(1, 2), k, v)
-        tape.linear(y.transpose(1, 2).reshape(B, 1, C), C)  # proj
-        x = tape.pointwise(x[:, -1:])  # the last class token + attention
-        self.feedforward.memory(tape, tape.layer_norm(x), self._ctx(s))
-        return tape.pointwise(x)
+        y = tape.linear(y.transpose(1, 2).reshape(B, 1, C), C)  # proj
+        x = tape.pointwise(x[:, -1:], y)  # the last class token + attention
+        return tape.pointwise(x, self.feedforward.memory(tape, tape.layer_norm(x), self._ctx(s)))
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row(f"class attention over {s.collected} layers", "1", str(self.heads))

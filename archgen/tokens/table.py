@@ -38,7 +38,7 @@ class PositionTable(Step):
         return "seq"
 
     def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
-        return tape.pointwise(x)  # x + table: nothing saved (the table is a parameter or a buffer)
+        return tape.pointwise(x, tape.param)  # x + table: nothing saved (the table is a parameter or a buffer)
 
 
 class SequenceTable(PositionTable):
