@@ -9,7 +9,7 @@ never taps: timm returns no class-token features either.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from archgen.compiler import Walked
 
@@ -22,12 +22,14 @@ class Tap:
     prefix: int  # prefix tokens to drop from the tap's tokens
     step: int  # index in the walk of the step after which it is taken (per-stage taps)
     normed: bool  # the final norm has this width: norm=True normalises the tap, as timm does
+    prefixed: bool = True  # the file's feature_map takes a prefix (some tap of the model has prefix tokens)
 
     @property
     def value(self) -> str:
         """The tap as returned: ``feature_map(...)`` of the (optionally normalised) tokens."""
         x = "self.norm(x) if norm else x" if self.normed else "x"
-        return f"feature_map({x}, h, w, {self.prefix}, output_fmt)"
+        prefix = f"{self.prefix}, " if self.prefixed else ""
+        return f"feature_map({x}, h, w, {prefix}output_fmt)"
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,13 @@ def taps(walked: list[Walked], img_size: int, final_norm_dim: int | None) -> Tap
     if len(containers) == 1:
         i, first = main[0]
         total = sum(w.kind.depth for _, w in main)
-        return Taps(True, containers[0], tuple(tap(f"{containers[0]}.{j}", i, first) for j in range(total)))
-    last = {w.container or w.kind.key: (i, w) for i, w in main}  # a container's tap is after its last stage
-    return Taps(False, "", tuple(tap(name, *last[name]) for name in containers))
+        found = Taps(True, containers[0], tuple(tap(f"{containers[0]}.{j}", i, first) for j in range(total)))
+    else:
+        last = {w.container or w.kind.key: (i, w) for i, w in main}  # a container's tap is after its last stage
+        found = Taps(False, "", tuple(tap(name, *last[name]) for name in containers))
+    if any(t.prefix for t in found.taps):
+        return found
+    return replace(found, taps=tuple(replace(t, prefixed=False) for t in found.taps))
 
 
 def intermediates_body(t: Taps, step_lines: list[str], loop: str) -> list[str]:
