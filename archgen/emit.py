@@ -260,8 +260,7 @@ def emit(ir: IR) -> dict[str, str]:
             taps=taps is not None,
             prefixed_taps=taps is not None and taps.taps[0].prefixed,
             intermediates=intermediates,
-            prune_line=_prune_line(taps, containers),
-            has_norm=has_norm,
+            prune=_prune(taps, walked, containers, model, ir.norm_moved),
             forward_head=str(head.forward_head(head_ctx)).strip("\n"),
             get_classifier=str(head.get_classifier(head_ctx)).strip("\n"),
             reset=str(head.reset(head_ctx)).strip("\n"),
@@ -334,15 +333,29 @@ def _feature_info(taps: features.Taps | None) -> str:
     return f"self.feature_info = [\n{rows}]"
 
 
-def _prune_line(taps: features.Taps | None, containers: dict[str, _Ctx]) -> str:
-    """prune_intermediate_layers keeps the blocks (or the ModuleList entries) up to the last tap."""
-    if taps is None or taps.prunable is None:
-        return ""
+def _prune(
+    taps: features.Taps | None, walked: list[Walked], containers: dict[str, _Ctx], m: Model, fc_norm: bool
+) -> list[str]:
+    """prune_intermediate_layers: the blocks (or the ModuleList entries) up to the last tap kept, and every
+    step's attributes dropped once no kept tap needs them (see features.prune_body)."""
+    if taps is None:
+        return []
+    truncate = ""
     if taps.per_block:
         attr = containers[taps.container].attr
-        return f"{attr} = {attr}[: last + 1]"
-    ends = [int(t.module.partition(".")[2]) for t in taps.taps]
-    return f"self.{taps.prunable} = self.{taps.prunable}[: {ends}[last] + 1]"
+        truncate = f"{attr} = {attr}[: last + 1]"
+    elif taps.prunable is not None:
+        ends = [int(t.module.partition(".")[2]) for t in taps.taps]
+        truncate = f"self.{taps.prunable} = self.{taps.prunable}[: {ends}[last] + 1]"
+    cut = {taps.container, taps.prunable}
+    owned: list[tuple[str, ...]] = []
+    for w in walked:
+        count = w.kind.count(w.s_in, m)
+        names = (w.container,) if w.container else (count.name,) if count.name else (c.name for c in count.children)
+        kept = w.kind.kind != "layernorm"  # the final norm: prune_norm's
+        owned.append(tuple(n for n in names if kept and n.partition(".")[0] not in cut))
+    has_norm = any(w.kind.kind == "layernorm" for w in walked)
+    return features.prune_body(taps, owned, truncate, has_norm, fc_norm)
 
 
 def _grids(walked: list[Walked]) -> list[Grid | None]:

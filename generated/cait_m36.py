@@ -275,7 +275,7 @@ class Cait(nn.Module):
         if not self.dynamic_img_size:  # torch._assert, not `if`: torch.fx traces it
             message = (
                 f"Cait expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
-                f"build it with img_size={H} or dynamic_img_size=True"
+                "build it for that size (img_size) or with dynamic_img_size=True"
             )
             torch._assert(self.img_size[0] == H, message)
             torch._assert(self.img_size[1] == W, message)
@@ -356,6 +356,7 @@ class Cait(nn.Module):
         if prune_norm:
             self.norm = nn.Identity()
         if prune_head:
+            self.cls_token = self.blocks_token_only = None
             self.reset_classifier(0, "")
         return take
 

@@ -211,7 +211,7 @@ class VisionTransformer(nn.Module):
         if not self.dynamic_img_size:  # torch._assert, not `if`: torch.fx traces it
             message = (
                 f"VisionTransformer expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
-                f"build it with img_size={H} or dynamic_img_size=True"
+                "build it for that size (img_size) or with dynamic_img_size=True"
             )
             torch._assert(self.img_size[0] == H, message)
             torch._assert(self.img_size[1] == W, message)

@@ -363,7 +363,7 @@ class VOLO(nn.Module):
         if not self.dynamic_img_size:  # torch._assert, not `if`: torch.fx traces it
             message = (
                 f"VOLO expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
-                f"build it with img_size={H} or dynamic_img_size=True"
+                "build it for that size (img_size) or with dynamic_img_size=True"
             )
             torch._assert(self.img_size[0] == H, message)
             torch._assert(self.img_size[1] == W, message)
@@ -463,9 +463,12 @@ class VOLO(nn.Module):
         """Drop what the taps in `indices` do not need (timm's semantics); returns the kept tap indices."""
         take, last = feature_take_indices(len(self.feature_info), indices)
         self.network = self.network[: [0, 2, 3, 4][last] + 1]
-        if prune_norm:
+        if last < 1:
+            self.pos_embed = None
+        if prune_norm or last < 1:
             self.norm = nn.Identity()
         if prune_head:
+            self.cls_token = self.post_network = None
             self.reset_classifier(0, "")
         return take
 
