@@ -400,12 +400,11 @@ def live(lines: list[str], names: tuple[str, ...]) -> list[str]:
     out: list[str] = []
     for i, line in enumerate(flat):
         stripped = line.lstrip()
-        if stripped.startswith(target):
-            if not read_after(i):
-                value = _CODE.match(stripped[len(target) :])[1]  # type: ignore[index]
-                if "(" in value and not use.search(value):
-                    out.append(line[: len(line) - len(stripped)] + value + "  # checks the input size")
-                continue
+        if stripped.startswith(target) and not read_after(i):
+            value = _CODE.match(stripped[len(target) :])[1]  # type: ignore[index]
+            if "(" in value and not use.search(value):
+                out.append(line[: len(line) - len(stripped)] + value + "  # checks the input size")
+            continue
         out.append(line)
     return out
 

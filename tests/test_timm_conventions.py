@@ -26,8 +26,9 @@ pytest.importorskip("torchvision")  # timm's FX helpers are torchvision's featur
 from timm.models import get_pretrained_cfg  # noqa: E402
 from timm.models._features_fx import create_feature_extractor, get_graph_node_names  # noqa: E402
 
-import archgen.timm  # noqa: E402  (registers the specs)
+import archgen.timm  # noqa: E402, F401  (registers the specs)
 from archgen import features  # noqa: E402
+from archgen.compiler import IR  # noqa: E402
 
 NAMES = [p.stem for p in SPECS]
 # the smallest spec of each family; DeepViT-S for its conv stem (the others of its family share ViT's)
@@ -37,7 +38,7 @@ TIMM_FAMILIES = [n for n in RUN if ir_of(ROOT / "specs" / f"{n}.yaml").spec.refe
 TARGET_FWD, TARGET_BWD = 384, 128
 
 
-def _ir(name: str):  # noqa: ANN202
+def _ir(name: str) -> IR:
     return ir_of(ROOT / "specs" / f"{name}.yaml")
 
 
