@@ -15,11 +15,12 @@ from __future__ import annotations
 import linecache
 import math
 import traceback
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT, SPECS, assert_close_to_scale, factory, ir_of, module_of, randomised
+from conftest import HYBRIDS, ROOT, SPECS, assert_close_to_scale, factory, ir_of, module_of, randomised
 
 timm = pytest.importorskip("timm")
 pytest.importorskip("torchvision")  # timm's FX helpers are torchvision's feature extraction
@@ -34,6 +35,12 @@ NAMES = [p.stem for p in SPECS]
 # the smallest spec of each family; DeepViT-S for its conv stem (the others of its family share ViT's)
 RUN = ["deit_ti", "vit_s16", "deit3_s", "cait_xxs24", "volo_d1", "ceit_t", "deepvit_s"]
 TIMM_FAMILIES = [n for n in RUN if ir_of(ROOT / "specs" / f"{n}.yaml").spec.reference.package == "timm"]
+FAST = ("deit_ti", "ceit_t")  # the rest take 3 to 10 s a test here
+
+
+def _marked(names: list[str]) -> list[object]:
+    return [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
 # timm's sizes: forward at most 384, backward (also through torch.fx) aimed at 128
 TARGET_FWD, TARGET_BWD = 384, 128
 
@@ -85,7 +92,7 @@ def test_features_only_takes_the_last_three_taps(name: str) -> None:
     assert model.feature_info.module_name() == _expected_taps(name), name
 
 
-@pytest.mark.parametrize("name", RUN)
+@pytest.mark.parametrize("name", _marked(RUN))
 def test_forward_and_backward_at_timms_sizes(name: str) -> None:
     cfg = get_pretrained_cfg(name).to_dict()
     model = timm.create_model(name).eval()
@@ -103,7 +110,7 @@ def test_forward_and_backward_at_timms_sizes(name: str) -> None:
     assert not missing, f"{name}: no gradient for {missing}"
 
 
-@pytest.mark.parametrize("name", RUN)
+@pytest.mark.parametrize("name", _marked(RUN))
 def test_default_cfg_checks_of_timms_non_spatial_models(name: str) -> None:
     """Features (B, N, C) with C = num_features; pre-logits, the classifier reset to 0 classes and a model
     built without one give head_hidden_size features."""
@@ -131,7 +138,7 @@ def _fx(model: torch.nn.Module) -> torch.nn.Module:
     return create_feature_extractor(model, {nodes[-1]: "out"})
 
 
-@pytest.mark.parametrize("name", RUN)
+@pytest.mark.parametrize("name", _marked(RUN))
 def test_torch_fx_forward_equals_the_module(name: str) -> None:
     model = randomised(timm.create_model(name))
     x = torch.randn(1, *_input_size(model.pretrained_cfg, TARGET_BWD))
@@ -141,7 +148,7 @@ def test_torch_fx_forward_equals_the_module(name: str) -> None:
     assert torch.equal(got, expected), f"{name}: max |diff| {(got - expected).abs().max():.3g}"
 
 
-@pytest.mark.parametrize("name", RUN)
+@pytest.mark.parametrize("name", _marked(RUN))
 def test_torch_fx_backward_reaches_every_parameter(name: str) -> None:
     model = timm.create_model(name, num_classes=42).train()
     traced = _fx(model)
@@ -152,7 +159,7 @@ def test_torch_fx_backward_reaches_every_parameter(name: str) -> None:
     assert not missing, f"{name}: no gradient for {missing}"
 
 
-@pytest.mark.parametrize("name", ["deit_ti", "volo_d1", "ceit_t"])
+@pytest.mark.parametrize("name", _marked(["deit_ti", "volo_d1", "ceit_t"]))
 def test_torch_fx_traces_dynamic_img_size(name: str) -> None:
     """With dynamic_img_size=True the resampling helpers are single graph nodes: the traced model takes
     another size than the one it was traced at, as the module does."""
@@ -173,7 +180,7 @@ def _check_taps(name: str, outputs: list[torch.Tensor], info: list[dict], size: 
         assert torch.isfinite(o).all(), name
 
 
-@pytest.mark.parametrize("name", RUN)
+@pytest.mark.parametrize("name", _marked(RUN))
 def test_forward_intermediates_and_features_only(name: str) -> None:
     model = randomised(timm.create_model(name))
     size = _input_size(model.pretrained_cfg, 96)
@@ -195,7 +202,7 @@ def test_forward_intermediates_and_features_only(name: str) -> None:
         torch.testing.assert_close(o, by_module[module], rtol=0, atol=0, msg=f"{name}: features_only {module}")
 
 
-@pytest.mark.parametrize("name", TIMM_FAMILIES)
+@pytest.mark.parametrize("name", _marked(TIMM_FAMILIES))
 def test_features_only_equals_timms(name: str) -> None:
     """timm's model and ours, features_only with timm's defaults, on the same weights: same taps, same values."""
     ref = timm.create_model(_ir(name).spec.reference.model, features_only=True)
@@ -240,3 +247,20 @@ def test_standalone_file_keeps_the_default_cfg_of_the_weights() -> None:
     assert model.pretrained_cfg == dict(module_cfg, input_size=(3, 224, 224))
     model.set_input_size(384)
     assert model.pretrained_cfg == module_cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", HYBRIDS, ids=[p.stem for p in HYBRIDS])
+def test_every_part_traces_with_torch_fx(path: Path) -> None:
+    """The hybrids put every part where the library's specs do not (LeFF beside prefix tokens, outlook
+    attention on a sequence, sin-cos tables, LCA after plain blocks): each traces, fixed and dynamic, and the
+    graph computes what the module does."""
+    for dynamic in (False, True):
+        model = randomised(factory(path)(dynamic_img_size=dynamic))
+        size = ir_of(path).spec.img_size
+        x = torch.randn(1, 3, size, size)
+        with torch.no_grad():
+            got, expected = _fx(model)(x)["out"], model(x)
+        assert torch.equal(got, expected), (
+            f"{path.stem} (dynamic_img_size={dynamic}): max |diff| {(got - expected).abs().max():.3g}"
+        )
