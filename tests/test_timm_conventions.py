@@ -264,3 +264,16 @@ def test_every_part_traces_with_torch_fx(path: Path) -> None:
         assert torch.equal(got, expected), (
             f"{path.stem} (dynamic_img_size={dynamic}): max |diff| {(got - expected).abs().max():.3g}"
         )
+
+
+@pytest.mark.parametrize("name", ["deit_ti_sincos", "vit_s16_big_vision_gap"])
+def test_dynamic_img_size_computes_the_fixed_table_of_that_size(name: str) -> None:
+    """A sin-cos table is a function of the grid: at another input size a dynamic model computes the table a
+    model built for that size holds."""
+    path = ROOT / "tests" / "hybrids" / f"{name}.yaml"
+    dynamic = randomised(factory(path)(dynamic_img_size=True))
+    built = factory(path)(img_size=160).eval()
+    built.load_state_dict(dynamic.state_dict(), strict=True)
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad():
+        assert torch.equal(dynamic(x), built(x)), name
