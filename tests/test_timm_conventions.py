@@ -41,6 +41,7 @@ FAST = ("deit_ti", "ceit_t")  # the rest take 3 to 10 s a test here
 def _marked(names: list[str]) -> list[object]:
     return [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in names]
 
+
 # timm's sizes: forward at most 384, backward (also through torch.fx) aimed at 128
 TARGET_FWD, TARGET_BWD = 384, 128
 
