@@ -130,9 +130,9 @@ class Step(Part):
         """The token layout this step needs (``grid`` or ``seq``); the compiler converts to it."""
         return None
 
-    def grid_update(self) -> str | None:
-        """How this step changes the patch grid side, as code on ``grid`` or ``img_size`` (stems, downsamples)."""
-        return None
+    def grid_stride(self) -> int:
+        """How many times smaller this step makes the patch grid's side (a downsample's stride)."""
+        return 1
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         """The state after this step; raise ``KindError`` for hyper-parameters that do not fit."""

@@ -19,6 +19,7 @@ from archgen.fidelity import checks
 from archgen.naming import block_names, op_names
 from archgen.pyformat import broken, def_line
 from archgen.safety import check_source
+from archgen.stems.stem import Grid, Stem
 
 HERE = Path(__file__).resolve().parent
 BODY_INDENT = 8  # model __init__ lines sit inside a class and a method
@@ -81,7 +82,8 @@ class _Ctx:
 
     ``c.attr`` is how code reaches the step's module (``self.blocks``, ``self.network[2]``) and
     ``c.define(expr)`` the statement that creates it; keys like ``network.2`` become ModuleList entries.
-    ``c.members`` lists the entries of a block container (several when stages continue it).
+    ``c.members`` lists the entries of a block container (several when stages continue it); ``c.grid`` is
+    the patch grid of ``s_in`` as code of the image side (None while the input is the image).
     """
 
     k: Any
@@ -91,6 +93,8 @@ class _Ctx:
     offset: int
     members: list[str] = field(default_factory=list)
     norm_moved: bool = False
+    grid: Grid | None = None
+    img_size: int = 0
 
     def __post_init__(self) -> None:
         key = str(getattr(self.k, "key", ""))
@@ -111,12 +115,14 @@ class _Ctx:
 
 @dataclass(frozen=True)
 class _ClassCtx:
-    """What a part's ``classes`` macro sees: the model, its own class name, the names of the classes it uses."""
+    """What a part's ``classes`` macro sees: the model, its own class name, the names of the classes it uses,
+    and for a step the tokens it receives (``s``)."""
 
     m: Model
     name: str
     names: Callable[[Part], str]
     code: Any = None
+    s: Tokens | None = None
 
 
 def _macros(kind: Part) -> Any:
@@ -124,7 +130,8 @@ def _macros(kind: Part) -> Any:
 
 
 def _split_classes(text: str) -> list[str]:
-    return [b.strip("\n") for b in re.split(r"\n(?=class |def )", text) if b.strip()]
+    """Top-level definitions, each with its decorators: split where a blank line precedes one."""
+    return [b.strip("\n") for b in re.split(r"\n\s*\n(?=class |def |@)", text) if b.strip()]
 
 
 def _imports(code: list[str]) -> list[str]:
@@ -174,12 +181,14 @@ class _Classes:
     def add(self, part: Part, w: Walked | None) -> None:
         code = None
         name = self.name(part)
-        if w is not None and part is w.kind and hasattr(part, "code"):
+        step = w is not None and part is w.kind
+        if step and hasattr(part, "code"):
             name = self.blocks[part.identity(w.s_in, self.m)]
             code = part.code(w.s_in, self.m, self.ops)
-        text = str(_macros(part).classes(part, _ClassCtx(self.m, name, self.name, code))).strip("\n")
+        ctx = _ClassCtx(self.m, name, self.name, code, w.s_in if step else None)
+        text = str(_macros(part).classes(part, ctx)).strip("\n")
         for block in _split_classes(text):
-            found = re.match(r"(?:class|def) (\w+)", block)
+            found = re.match(r"(?:@.*\n)*(?:class|def) (\w+)", block)
             assert found, block
             prev = self.text.get(found[1])
             assert prev is None or prev == block, f"two definitions of {found[1]}"  # naming keeps them apart
@@ -199,8 +208,8 @@ def emit(ir: IR) -> dict[str, str]:
     step_lines: list[str] = []  # each walked step's forward code ("" for a stage that continues a container)
     lists: set[str] = set()
     containers: dict[str, _Ctx] = {}
-    for w in walked:
-        ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset)
+    for w, grid in zip(walked, _grids(walked), strict=True):
+        ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset, grid=grid, img_size=spec.img_size)
         ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
             entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset)
@@ -241,18 +250,18 @@ def emit(ir: IR) -> dict[str, str]:
             num_features=final.dim,
             pool=ir.head.pool,
             total_depth=model.total_depth,
-            inits=live([i for i in init_lines if i], ("grid",)),
+            inits=[i for i in init_lines if i],
             feature_info=_feature_info(taps),
-            grid_h=spec.stem.grid("H"),
-            grid_w=spec.stem.grid("W"),
+            grid_h=spec.stem.grid().code("H"),
+            grid_w=spec.stem.grid().code("W"),
             resize=_resize(walked, ctxs),
             methods=[m for m in methods if m],
             uses_run=any("self._run(" in f for f in [*forwards, *intermediates]),
             forwards=forwards,
             taps=taps is not None,
+            prefixed_taps=taps is not None and taps.taps[0].prefixed,
             intermediates=intermediates,
-            prune_line=_prune_line(taps, containers),
-            has_norm=has_norm,
+            prune=_prune(taps, walked, containers, model, ir.norm_moved),
             forward_head=str(head.forward_head(head_ctx)).strip("\n"),
             get_classifier=str(head.get_classifier(head_ctx)).strip("\n"),
             reset=str(head.reset(head_ctx)).strip("\n"),
@@ -286,6 +295,8 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("hf_hub_id", ref.hf_hub_id if timm else None),
         ("num_classes", ref.num_classes if timm and ref.num_classes is not None else spec.num_classes),
         ("input_size", (spec.in_chans, *([ref.img_size] * 2 if timm and ref.img_size else [spec.img_size] * 2))),
+        ("pool_size", None),  # forward_features returns tokens, not a feature map
+        ("fixed_input_size", True),  # without dynamic_img_size=True, the model takes its img_size only
         ("mean", pre.mean),
         ("std", pre.std),
         ("crop_pct", pre.crop_pct),
@@ -334,47 +345,78 @@ def _feature_info(taps: features.Taps | None) -> str:
     return f"self.feature_info = [\n{rows}]"
 
 
-def _prune_line(taps: features.Taps | None, containers: dict[str, _Ctx]) -> str:
-    """prune_intermediate_layers keeps the blocks (or the ModuleList entries) up to the last tap."""
-    if taps is None or taps.prunable is None:
-        return ""
+def _prune(
+    taps: features.Taps | None, walked: list[Walked], containers: dict[str, _Ctx], m: Model, fc_norm: bool
+) -> list[str]:
+    """prune_intermediate_layers: the blocks (or the ModuleList entries) up to the last tap kept, and every
+    step's attributes dropped once no kept tap needs them (see features.prune_body)."""
+    if taps is None:
+        return []
+    truncate = ""
     if taps.per_block:
         attr = containers[taps.container].attr
-        return f"{attr} = {attr}[: last + 1]"
-    ends = [int(t.module.partition(".")[2]) for t in taps.taps]
-    return f"self.{taps.prunable} = self.{taps.prunable}[: {ends}[last] + 1]"
+        truncate = f"{attr} = {attr}[: last + 1]"
+    elif taps.prunable is not None:
+        ends = [int(t.module.partition(".")[2]) for t in taps.taps]
+        truncate = f"self.{taps.prunable} = self.{taps.prunable}[: {ends}[last] + 1]"
+    cut = {taps.container, taps.prunable}
+    owned: list[tuple[str, ...]] = []
+    for w in walked:
+        count = w.kind.count(w.s_in, m)
+        names = (w.container,) if w.container else (count.name,) if count.name else (c.name for c in count.children)
+        kept = w.kind.kind != "layernorm"  # the final norm: prune_norm's
+        owned.append(tuple(n for n in names if kept and n.partition(".")[0] not in cut))
+    has_norm = any(w.kind.kind == "layernorm" for w in walked)
+    return features.prune_body(taps, owned, truncate, has_norm, fc_norm)
+
+
+def _grids(walked: list[Walked]) -> list[Grid | None]:
+    """The patch grid each step receives, as one expression of the image side (None for the image)."""
+    grids: list[Grid | None] = []
+    grid: Grid | None = None
+    for w in walked:
+        grids.append(grid)
+        grid = w.kind.grid() if isinstance(w.kind, Stem) else grid and grid.downsampled(w.kind.grid_stride())
+    return grids
 
 
 def _resize(walked: list[Walked], ctxs: list[_Ctx]) -> list[str]:
-    """set_input_size: the grid side at each position table, and the table rebuilt for it."""
+    """set_input_size: each position table rebuilt for the grid at the new size."""
     lines: list[str] = []
     for w, ctx in zip(walked, ctxs, strict=True):
-        if w.kind.grid_update():
-            lines.append(f"grid = {w.kind.grid_update()}")
         if hasattr(_macros(w.kind), "resize"):
             lines += str(_macros(w.kind).resize(ctx)).strip("\n").splitlines()
-    return live(lines, ("grid",))
+    return lines
 
 
 _CODE = re.compile(r"^(.*?)(?:  #.*)?$")
 
 
 def live(lines: list[str], names: tuple[str, ...]) -> list[str]:
-    """Drops assignments to ``names`` (``h, w = ...``, ``grid = ...``) that no later line reads; a call among
-    them is kept for its effect (``self.patch_grid(x)`` checks the input size)."""
+    """Drops assignments to ``names`` (``h, w = ...``) that no line reads before the next assignment; a call
+    among them is kept for its effect (``self.patch_grid(x)`` checks the input size)."""
     flat = [line for text in lines for line in text.split("\n")]
     target = ", ".join(names) + " = "
     use = re.compile(r"(?<![\w.])(" + "|".join(names) + r")(?!\w)")
+
+    def read_after(i: int) -> bool:
+        for later in flat[i + 1 :]:
+            code = _CODE.match(later)[1].lstrip()  # type: ignore[index]
+            assigns = code.startswith(target)
+            if use.search(code.removeprefix(target) if assigns else code):
+                return True
+            if assigns:
+                return False
+        return False
+
     out: list[str] = []
     for i, line in enumerate(flat):
         stripped = line.lstrip()
-        if stripped.startswith(target):
-            read = any(use.search(_CODE.match(later)[1]) for later in flat[i + 1 :])  # type: ignore[index]
-            if not read:
-                value = _CODE.match(stripped[len(target) :])[1]  # type: ignore[index]
-                if "(" in value and not use.search(value):
-                    out.append(line[: len(line) - len(stripped)] + value + "  # checks the input size")
-                continue
+        if stripped.startswith(target) and not read_after(i):
+            value = _CODE.match(stripped[len(target) :])[1]  # type: ignore[index]
+            if "(" in value and not use.search(value):
+                out.append(line[: len(line) - len(stripped)] + value + "  # checks the input size")
+            continue
         out.append(line)
     return out
 

@@ -9,7 +9,7 @@ never taps: timm returns no class-token features either.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from archgen.compiler import Walked
 
@@ -22,12 +22,14 @@ class Tap:
     prefix: int  # prefix tokens to drop from the tap's tokens
     step: int  # index in the walk of the step after which it is taken (per-stage taps)
     normed: bool  # the final norm has this width: norm=True normalises the tap, as timm does
+    prefixed: bool = True  # the file's feature_map takes a prefix (some tap of the model has prefix tokens)
 
     @property
     def value(self) -> str:
         """The tap as returned: ``feature_map(...)`` of the (optionally normalised) tokens."""
         x = "self.norm(x) if norm else x" if self.normed else "x"
-        return f"feature_map({x}, h, w, {self.prefix}, output_fmt)"
+        prefix = f"{self.prefix}, " if self.prefixed else ""
+        return f"feature_map({x}, h, w, {prefix}output_fmt)"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Taps:
     per_block: bool
     container: str  # per-block: the container whose blocks are the taps
     taps: tuple[Tap, ...]
+    end: int  # index in the walk of the last step that holds taps (per-block: the container's last stage)
 
     @property
     def prunable(self) -> str | None:
@@ -59,9 +62,14 @@ def taps(walked: list[Walked], img_size: int, final_norm_dim: int | None) -> Tap
     if len(containers) == 1:
         i, first = main[0]
         total = sum(w.kind.depth for _, w in main)
-        return Taps(True, containers[0], tuple(tap(f"{containers[0]}.{j}", i, first) for j in range(total)))
-    last = {w.container or w.kind.key: (i, w) for i, w in main}  # a container's tap is after its last stage
-    return Taps(False, "", tuple(tap(name, *last[name]) for name in containers))
+        per_block = tuple(tap(f"{containers[0]}.{j}", i, first) for j in range(total))
+        found = Taps(True, containers[0], per_block, main[-1][0])
+    else:
+        last = {w.container or w.kind.key: (i, w) for i, w in main}  # a container's tap is after its last stage
+        found = Taps(False, "", tuple(tap(name, *last[name]) for name in containers), main[-1][0])
+    if any(t.prefix for t in found.taps):
+        return found
+    return replace(found, taps=tuple(replace(t, prefixed=False) for t in found.taps))
 
 
 def intermediates_body(t: Taps, step_lines: list[str], loop: str) -> list[str]:
@@ -86,3 +94,31 @@ def intermediates_body(t: Taps, step_lines: list[str], loop: str) -> list[str]:
                 "    return intermediates if intermediates_only else (x, intermediates)",
             ]
     return [line for line in lines if line]
+
+
+def prune_body(t: Taps, owned: list[tuple[str, ...]], truncate: str, norm: bool, fc_norm: bool) -> list[str]:
+    """``prune_intermediate_layers`` after its first line: drop what no kept tap needs, as timm does, so a
+    features_only model holds timm's state_dict. ``owned[i]`` names the attributes the i-th walked step
+    owns (ModuleList entries, tap containers and the final norm left out); ``truncate`` is the line cutting the
+    block container or ModuleList after the last kept tap; ``norm``: the model has a final norm on every
+    token; ``fc_norm``: the head's norm after pooling."""
+    lines = [truncate] if truncate else []
+    for k, (tap, following) in enumerate(zip(t.taps, t.taps[1:], strict=False)):
+        between = [a for owns in owned[tap.step + 1 : following.step + 1] for a in owns]
+        if between:  # only taps after the k-th need these (VOLO's position table, after its first stage)
+            lines += [f"if last < {k + 1}:", f"    {' = '.join(f'self.{a}' for a in between)} = None"]
+    if norm:
+        normed = [k for k, tap in enumerate(t.taps) if tap.normed]
+        if not normed:  # its width fits no tap: norm=True leaves every tap as it is
+            lines.append("self.norm = nn.Identity()")
+        else:
+            lines.append(f"if prune_norm or last < {normed[0]}:" if normed[0] else "if prune_norm:")
+            lines.append("    self.norm = nn.Identity()")
+    head_only = [a for owns in owned[t.end + 1 :] for a in owns]
+    lines.append("if prune_head:")
+    if head_only:  # steps after the last tap serve the head alone (class token, class attention, LCA)
+        lines.append(f"    {' = '.join(f'self.{a}' for a in head_only)} = None")
+    if fc_norm:
+        lines.append("    self.fc_norm = nn.Identity()")
+    lines.append('    self.reset_classifier(0, "")')
+    return lines

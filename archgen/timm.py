@@ -5,47 +5,75 @@
 module, so timm's train, validate and benchmark scripts run CeiT, DeepViT and every other spec unchanged.
 A spec is compiled on first use into the same code ``archgen build`` writes; its pretrained cfg (timm's
 fields, the hub id of the reference weights) is registered with it, so ``pretrained=True`` downloads through
-timm and ``features_only=True`` wraps the model with timm's ``FeatureGetterNet`` (``forward_intermediates``).
+timm and ``features_only=True`` wraps the model with timm's ``FeatureGetterNet`` (``forward_intermediates``),
+taking the last ``DEFAULT_TAPS`` taps unless ``out_indices`` says otherwise, as timm does for its ViTs.
 """
 
 from __future__ import annotations
 
 import functools
+import linecache
 import types
 from pathlib import Path
 from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from archgen import specs
+from archgen import features, specs
 from archgen.build import compile_path
+from archgen.compiler import IR
 from archgen.emit import emit, pretrained_cfg
 
 # timm's register_model reads the entrypoint's module for its pretrained cfgs
 default_cfgs: dict[str, Any] = {}
+# features_only's default out_indices: the last 3 taps, timm's default for ViT, DeiT, CaiT and VOLO
+DEFAULT_TAPS = 3
 
 
 @functools.cache
 def module(path: Path) -> types.ModuleType:
-    """The generated module of the spec at ``path``, compiled and executed once."""
-    (text,) = emit(compile_path(path)).values()
+    """The generated module of the spec at ``path``, compiled and executed once. Its source is registered with
+    linecache under ``<archgen: generated/<name>.py from <spec>>``, so tracebacks show the generated lines."""
+    ((target, text),) = emit(compile_path(path)).items()
+    filename = f"<archgen: {target} from {path}>"
+    linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)  # never re-read
     mod = types.ModuleType(f"{__name__}.{path.stem}")
-    exec(compile(text, str(path), "exec"), mod.__dict__)  # archgen's own output, checked by emit
+    mod.__file__ = filename
+    exec(compile(text, filename, "exec"), mod.__dict__)  # archgen's own output, checked by emit
     return mod
+
+
+def default_out_indices(ir: IR) -> int:
+    """How many of the last taps features_only returns by default (all of them where there are fewer)."""
+    taps = features.taps(ir.walk(ir.spec.img_size), ir.spec.img_size, None)
+    return min(DEFAULT_TAPS, len(taps.taps)) if taps is not None else DEFAULT_TAPS
+
+
+def instance_cfg(ir: IR, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The pretrained_cfg fields that depend on the constructor's arguments: the input size the model is
+    built for and whether it takes others (dynamic_img_size), as the model itself reports them."""
+    size = kwargs.get("img_size", ir.spec.img_size)
+    side = size if isinstance(size, int) else size[0]
+    return {"input_size": (ir.spec.in_chans, side, side), "fixed_input_size": not kwargs.get("dynamic_img_size")}
 
 
 def register(path: Path) -> str:
     """Register the spec at ``path`` with timm under its name; returns the name."""
     ir = compile_path(path)
     name, ref = ir.spec.name, ir.spec.reference
-    cfg = {k: v for k, v in pretrained_cfg(ir) if k not in ("architecture", "tag")}
+    cfg = {k: v for k, v in pretrained_cfg(ir) if k not in ("architecture", "tag")} | instance_cfg(ir, {})
     tag = ref.tag if ref is not None and ref.package == "timm" and ref.tag else None
     default_cfgs.update(generate_default_cfgs({f"{name}.{tag}" if tag else name: cfg}))
+    taps = default_out_indices(ir)
 
     def create(pretrained: bool = False, **kwargs: Any) -> Any:
         model_cls = getattr(module(path), ir.spec.class_name)
-        feature_cfg = {"feature_cls": "getter"}  # features_only: timm's FeatureGetterNet on forward_intermediates
-        return build_model_with_cfg(model_cls, name, pretrained, feature_cfg=feature_cfg, **kwargs)
+        # features_only: timm's FeatureGetterNet on forward_intermediates, with timm's default taps
+        feature_cfg = {"feature_cls": "getter", "out_indices": kwargs.pop("out_indices", taps)}
+        overlay = instance_cfg(ir, kwargs) | (kwargs.pop("pretrained_cfg_overlay", None) or {})
+        return build_model_with_cfg(
+            model_cls, name, pretrained, feature_cfg=feature_cfg, pretrained_cfg_overlay=overlay, **kwargs
+        )
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__

@@ -39,6 +39,8 @@ pretrained_cfg = {
     "hf_hub_id": "timm/cait_xxs24_224.fb_dist_in1k",
     "num_classes": 1000,
     "input_size": (3, 224, 224),
+    "pool_size": None,
+    "fixed_input_size": True,
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
     "crop_pct": 1.0,
@@ -61,16 +63,16 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, N, C)
 
 
-def resample_pos_embed(table: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
-    """A (1, prefix + side * side, C) table for another patch grid, as timm's resample_abs_pos_embed: the
-    prefix rows as they are, the patch rows resampled bicubically (antialiased) from their square grid."""
-    side = math.isqrt(table.shape[1] - prefix)
+@torch.fx.wrap  # torch.fx records the call as one step: its size check is Python on shapes
+def resample_pos_embed(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A (1, side * side, C) table for another patch grid, as timm's resample_abs_pos_embed: resampled
+    bicubically (antialiased) from its square grid."""
+    side = math.isqrt(table.shape[1])
     if (side, side) == tuple(grid):
         return table
-    patches = table[:, prefix:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
+    patches = table.float().reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
     patches = F.interpolate(patches, size=grid, mode="bicubic", antialias=True)
-    patches = patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(table.dtype)
-    return torch.cat((table[:, :prefix], patches), dim=1)
+    return patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(table.dtype)
 
 
 class DropPath(nn.Module):
@@ -204,11 +206,11 @@ def feature_take_indices(n: int, indices: int | list[int] | tuple[int, ...] | No
     return take, max(take)
 
 
-def feature_map(x: torch.Tensor, h: int, w: int, prefix: int, output_fmt: str) -> torch.Tensor:
-    """A tap's tokens as timm returns them: prefix tokens dropped, then (B, C, h, w) or (B, h * w, C)."""
+def feature_map(x: torch.Tensor, h: int, w: int, output_fmt: str) -> torch.Tensor:
+    """A tap's tokens as timm returns them: (B, C, h, w) or (B, h * w, C)."""
     if output_fmt not in ("NCHW", "NLC"):
         raise ValueError(f"output_fmt {output_fmt!r}: choose NCHW or NLC")
-    x = x[:, prefix:].reshape(x.shape[0], h, w, -1)  # (B, h, w, C)
+    x = x.reshape(x.shape[0], h, w, -1)  # (B, h, w, C)
     return x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x.flatten(1, 2)
 
 
@@ -230,12 +232,15 @@ class Cait(nn.Module):
                 raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
             img_size = img_size[0]
         self.num_classes = num_classes
-        self.num_features = 192
+        self.num_features = self.head_hidden_size = 192  # forward_features' and pre-logits' width
         self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "token"
         self.grad_checkpointing = False
-        self.pretrained_cfg = dict(pretrained_cfg)
+        # the weights' data config, with this instance's input size and whether it takes others
+        self.pretrained_cfg = dict(
+            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
+        )
         # stochastic depth grows linearly from 0 to drop_path_rate over the 24 blocks
         dpr = [drop_path_rate * i / 23 for i in range(24)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=192)
@@ -267,25 +272,28 @@ class Cait(nn.Module):
     def patch_grid(self, x: torch.Tensor) -> tuple[int, int]:
         """The patch grid of input x; another size than img_size needs dynamic_img_size=True."""
         H, W = x.shape[-2:]
-        if not self.dynamic_img_size and self.img_size != (H, W):
-            raise ValueError(
+        if not self.dynamic_img_size:  # torch._assert, not `if`: torch.fx traces it
+            message = (
                 f"Cait expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
-                f"build it with img_size={H} or dynamic_img_size=True"
+                "build it for that size (img_size) or with dynamic_img_size=True"
             )
+            torch._assert(self.img_size[0] == H, message)
+            torch._assert(self.img_size[1] == W, message)
         return H // 16, W // 16
 
     def set_input_size(self, img_size: int) -> None:
         """Make img_size the model's input size: the position table is resampled as on load."""
         self.img_size = (img_size, img_size)
+        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
         grid = img_size // 16
-        self.pos_embed = nn.Parameter(resample_pos_embed(self.pos_embed.detach(), (grid, grid), 0))
+        self.pos_embed = nn.Parameter(resample_pos_embed(self.pos_embed.detach(), (grid, grid)))
 
     def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
         """Load a checkpoint trained at another resolution: its patch rows resampled to this model's grid."""
         key = prefix + "pos_embed"
         if key in state_dict:
-            side = math.isqrt(self.pos_embed.shape[1] - 0)
-            state_dict[key] = resample_pos_embed(state_dict[key], (side, side), 0)
+            grid = self.img_size[0] // 16
+            state_dict[key] = resample_pos_embed(state_dict[key], (grid, grid))
 
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -300,7 +308,8 @@ class Cait(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.patch_grid(x)  # (14, 14) at 224x224
         x = self.patch_embed(x)  # (B, 196, 192)
-        x = x + resample_pos_embed(self.pos_embed, (h, w), 0)  # (B, 196, 192)
+        pos_embed = resample_pos_embed(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 196, 192)
         x = self._run(self.blocks, x)  # (B, 196, 192)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 192)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 192)
@@ -324,11 +333,12 @@ class Cait(nn.Module):
         intermediates = []
         h, w = self.patch_grid(x)  # (14, 14) at 224x224
         x = self.patch_embed(x)  # (B, 196, 192)
-        x = x + resample_pos_embed(self.pos_embed, (h, w), 0)  # (B, 196, 192)
+        pos_embed = resample_pos_embed(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 196, 192)
         for i, block in enumerate(self.blocks[: last + 1] if intermediates_only or stop_early else self.blocks):
             x = self._block(block, x)  # (B, 196, 192)
             if i in take:
-                intermediates.append(feature_map(self.norm(x) if norm else x, h, w, 0, output_fmt))
+                intermediates.append(feature_map(self.norm(x) if norm else x, h, w, output_fmt))
         if intermediates_only:
             return intermediates
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 192)
@@ -346,6 +356,7 @@ class Cait(nn.Module):
         if prune_norm:
             self.norm = nn.Identity()
         if prune_head:
+            self.cls_token = self.blocks_token_only = None
             self.reset_classifier(0, "")
         return take
 

@@ -38,6 +38,8 @@ pretrained_cfg = {
     "hf_hub_id": None,
     "num_classes": 1000,
     "input_size": (3, 224, 224),
+    "pool_size": None,
+    "fixed_input_size": True,
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
     "crop_pct": 0.875,
@@ -74,6 +76,7 @@ class I2T(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, N, C)
 
 
+@torch.fx.wrap  # torch.fx records the call as one step: its size check is Python on shapes
 def resample_pos_embed(table: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
     """A (1, prefix + side * side, C) table for another patch grid, as timm's resample_abs_pos_embed: the
     prefix rows as they are, the patch rows resampled bicubically (antialiased) from their square grid."""
@@ -139,6 +142,12 @@ class LeFF(nn.Module):
         return x.permute(0, 2, 3, 1)  # (B, H, W, C)
 
 
+@torch.fx.wrap  # torch.fx records the call as one step: an integer square root is Python on a shape
+def grid_side(patches: int) -> int:
+    """The side of a square grid of `patches` tokens."""
+    return math.isqrt(patches)
+
+
 class LeFFBlock(nn.Module):
     def __init__(
         self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
@@ -152,7 +161,7 @@ class LeFFBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        side = math.isqrt(x.shape[1] - 1)  # the patch tokens form a square grid
+        side = grid_side(x.shape[1] - 1)  # the patch tokens form a square grid
         x = x + self.drop_path(self.attn(self.norm1(x)))
         y = self.norm2(x)
         grid = self.leff(y[:, 1:].unflatten(1, (side, side))).flatten(1, 2)
@@ -252,17 +261,20 @@ class CeiT(nn.Module):
                 raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
             img_size = img_size[0]
         self.num_classes = num_classes
-        self.num_features = 384
+        self.num_features = self.head_hidden_size = 384  # forward_features' and pre-logits' width
         self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "token"
         self.grad_checkpointing = False
-        self.pretrained_cfg = dict(pretrained_cfg)
+        # the weights' data config, with this instance's input size and whether it takes others
+        self.pretrained_cfg = dict(
+            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
+        )
         # stochastic depth grows linearly from 0 to drop_path_rate over the 12 blocks
         dpr = [drop_path_rate * i / 11 for i in range(12)]
         self.i2t = I2T(in_chans=in_chans, channels=64, patch_size=4, dim=384)
-        grid = (img_size + 3) // 4 // 4  # 14 at 224
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 384))
+        grid = (img_size + 3) // 16  # 14 at 224
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, 384))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.blocks = nn.Sequential(
@@ -288,25 +300,28 @@ class CeiT(nn.Module):
     def patch_grid(self, x: torch.Tensor) -> tuple[int, int]:
         """The patch grid of input x; another size than img_size needs dynamic_img_size=True."""
         H, W = x.shape[-2:]
-        if not self.dynamic_img_size and self.img_size != (H, W):
-            raise ValueError(
+        if not self.dynamic_img_size:  # torch._assert, not `if`: torch.fx traces it
+            message = (
                 f"CeiT expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
-                f"build it with img_size={H} or dynamic_img_size=True"
+                "build it for that size (img_size) or with dynamic_img_size=True"
             )
-        return (H + 3) // 4 // 4, (W + 3) // 4 // 4
+            torch._assert(self.img_size[0] == H, message)
+            torch._assert(self.img_size[1] == W, message)
+        return (H + 3) // 16, (W + 3) // 16
 
     def set_input_size(self, img_size: int) -> None:
         """Make img_size the model's input size: the position table is resampled as on load."""
         self.img_size = (img_size, img_size)
-        grid = (img_size + 3) // 4 // 4
+        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
+        grid = (img_size + 3) // 16
         self.pos_embed = nn.Parameter(resample_pos_embed(self.pos_embed.detach(), (grid, grid), 1))
 
     def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
         """Load a checkpoint trained at another resolution: its patch rows resampled to this model's grid."""
         key = prefix + "pos_embed"
         if key in state_dict:
-            side = math.isqrt(self.pos_embed.shape[1] - 1)
-            state_dict[key] = resample_pos_embed(state_dict[key], (side, side), 1)
+            grid = (self.img_size[0] + 3) // 16
+            state_dict[key] = resample_pos_embed(state_dict[key], (grid, grid), 1)
 
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -318,7 +333,8 @@ class CeiT(nn.Module):
         x = self.i2t(x)  # (B, 196, 384)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 384)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 384)
-        x = x + resample_pos_embed(self.pos_embed, (h, w), 1)  # (B, 197, 384)
+        pos_embed = resample_pos_embed(self.pos_embed, (h, w), 1) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 197, 384)
         cls_tokens = []  # the class token after every block, for layer-wise class attention
         for block in self.blocks:
             x = self._block(block, x)  # (B, 197, 384)
@@ -346,7 +362,8 @@ class CeiT(nn.Module):
         x = self.i2t(x)  # (B, 196, 384)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 384)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 384)
-        x = x + resample_pos_embed(self.pos_embed, (h, w), 1)  # (B, 197, 384)
+        pos_embed = resample_pos_embed(self.pos_embed, (h, w), 1) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 197, 384)
         cls_tokens = []  # the class token after every block, for layer-wise class attention
         for i, block in enumerate(self.blocks[: last + 1] if intermediates_only else self.blocks):
             x = self._block(block, x)  # (B, 197, 384)
@@ -369,6 +386,7 @@ class CeiT(nn.Module):
         if prune_norm:
             self.norm = nn.Identity()
         if prune_head:
+            self.pos_layer_embed = self.lca = None
             self.reset_classifier(0, "")
         return take
 

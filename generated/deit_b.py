@@ -39,6 +39,8 @@ pretrained_cfg = {
     "hf_hub_id": "timm/deit_base_patch16_224.fb_in1k",
     "num_classes": 1000,
     "input_size": (3, 224, 224),
+    "pool_size": None,
+    "fixed_input_size": True,
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
     "crop_pct": 0.9,
@@ -61,6 +63,7 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, N, C)
 
 
+@torch.fx.wrap  # torch.fx records the call as one step: its size check is Python on shapes
 def resample_pos_embed(table: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
     """A (1, prefix + side * side, C) table for another patch grid, as timm's resample_abs_pos_embed: the
     prefix rows as they are, the patch rows resampled bicubically (antialiased) from their square grid."""
@@ -174,17 +177,20 @@ class VisionTransformer(nn.Module):
                 raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
             img_size = img_size[0]
         self.num_classes = num_classes
-        self.num_features = 768
+        self.num_features = self.head_hidden_size = 768  # forward_features' and pre-logits' width
         self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "token"
         self.grad_checkpointing = False
-        self.pretrained_cfg = dict(pretrained_cfg)
+        # the weights' data config, with this instance's input size and whether it takes others
+        self.pretrained_cfg = dict(
+            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
+        )
         # stochastic depth grows linearly from 0 to drop_path_rate over the 12 blocks
         dpr = [drop_path_rate * i / 11 for i in range(12)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=768)
-        grid = img_size // 16  # 14 at 224
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
+        grid = img_size // 16  # 14 at 224
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, 768))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.blocks = nn.Sequential(*[Block(768, 12, 3072, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(12)])
@@ -206,16 +212,19 @@ class VisionTransformer(nn.Module):
     def patch_grid(self, x: torch.Tensor) -> tuple[int, int]:
         """The patch grid of input x; another size than img_size needs dynamic_img_size=True."""
         H, W = x.shape[-2:]
-        if not self.dynamic_img_size and self.img_size != (H, W):
-            raise ValueError(
+        if not self.dynamic_img_size:  # torch._assert, not `if`: torch.fx traces it
+            message = (
                 f"VisionTransformer expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
-                f"build it with img_size={H} or dynamic_img_size=True"
+                "build it for that size (img_size) or with dynamic_img_size=True"
             )
+            torch._assert(self.img_size[0] == H, message)
+            torch._assert(self.img_size[1] == W, message)
         return H // 16, W // 16
 
     def set_input_size(self, img_size: int) -> None:
         """Make img_size the model's input size: the position table is resampled as on load."""
         self.img_size = (img_size, img_size)
+        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
         grid = img_size // 16
         self.pos_embed = nn.Parameter(resample_pos_embed(self.pos_embed.detach(), (grid, grid), 1))
 
@@ -223,8 +232,8 @@ class VisionTransformer(nn.Module):
         """Load a checkpoint trained at another resolution: its patch rows resampled to this model's grid."""
         key = prefix + "pos_embed"
         if key in state_dict:
-            side = math.isqrt(self.pos_embed.shape[1] - 1)
-            state_dict[key] = resample_pos_embed(state_dict[key], (side, side), 1)
+            grid = self.img_size[0] // 16
+            state_dict[key] = resample_pos_embed(state_dict[key], (grid, grid), 1)
 
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -241,7 +250,8 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # (B, 196, 768)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
-        x = x + resample_pos_embed(self.pos_embed, (h, w), 1)  # (B, 197, 768)
+        pos_embed = resample_pos_embed(self.pos_embed, (h, w), 1) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 197, 768)
         x = self._run(self.blocks, x)  # (B, 197, 768)
         x = self.norm(x)  # (B, 197, 768)
         return x
@@ -264,7 +274,8 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # (B, 196, 768)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
-        x = x + resample_pos_embed(self.pos_embed, (h, w), 1)  # (B, 197, 768)
+        pos_embed = resample_pos_embed(self.pos_embed, (h, w), 1) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 197, 768)
         for i, block in enumerate(self.blocks[: last + 1] if intermediates_only or stop_early else self.blocks):
             x = self._block(block, x)  # (B, 197, 768)
             if i in take:

@@ -28,6 +28,8 @@ pretrained_cfg = {
     "hf_hub_id": None,
     "num_classes": 1000,
     "input_size": (3, 224, 224),
+    "pool_size": None,
+    "fixed_input_size": True,
     "mean": (0.5, 0.5, 0.5),
     "std": (0.5, 0.5, 0.5),
     "crop_pct": 0.9,
@@ -57,6 +59,15 @@ def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
     y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     x, y = x.reshape(-1, 1) * f, y.reshape(-1, 1) * f  # (h * w, dim / 4), patches row by row
     return torch.cat((x.sin(), x.cos(), y.sin(), y.cos()), dim=1).float()
+
+
+@torch.fx.wrap  # torch.fx records the call as one step: its size check is Python on shapes
+def sincos_pos_embed(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The fixed table for another patch grid: `table` itself if it was built for it, else a new one like it."""
+    side = math.isqrt(table.shape[1] - 1)
+    if (side, side) == tuple(grid):
+        return table
+    return F.pad(sincos_2d(*grid, table.shape[2]), (0, 0, 1, 0))[None].to(table)  # zero rows for the prefix tokens
 
 
 class DropPath(nn.Module):
@@ -160,17 +171,20 @@ class VisionTransformer(nn.Module):
                 raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
             img_size = img_size[0]
         self.num_classes = num_classes
-        self.num_features = 768
+        self.num_features = self.head_hidden_size = 768  # forward_features' and pre-logits' width
         self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "token"
         self.grad_checkpointing = False
-        self.pretrained_cfg = dict(pretrained_cfg)
+        # the weights' data config, with this instance's input size and whether it takes others
+        self.pretrained_cfg = dict(
+            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
+        )
         # stochastic depth grows linearly from 0 to drop_path_rate over the 12 blocks
         dpr = [drop_path_rate * i / 11 for i in range(12)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=768)
-        grid = img_size // 16  # 14 at 224
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
+        grid = img_size // 16  # 14 at 224
         # fixed, but a (frozen) parameter as in MAE, so MAE checkpoints load; zero rows for the prefix tokens
         self.pos_embed = nn.Parameter(F.pad(sincos_2d(grid, grid, 768), (0, 0, 1, 0))[None], requires_grad=False)
         self.register_load_state_dict_pre_hook(self._keep_fixed_pos_embed)
@@ -192,25 +206,21 @@ class VisionTransformer(nn.Module):
     def patch_grid(self, x: torch.Tensor) -> tuple[int, int]:
         """The patch grid of input x; another size than img_size needs dynamic_img_size=True."""
         H, W = x.shape[-2:]
-        if not self.dynamic_img_size and self.img_size != (H, W):
-            raise ValueError(
+        if not self.dynamic_img_size:  # torch._assert, not `if`: torch.fx traces it
+            message = (
                 f"VisionTransformer expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
-                f"build it with img_size={H} or dynamic_img_size=True"
+                "build it for that size (img_size) or with dynamic_img_size=True"
             )
+            torch._assert(self.img_size[0] == H, message)
+            torch._assert(self.img_size[1] == W, message)
         return H // 16, W // 16
 
     def set_input_size(self, img_size: int) -> None:
         """Make img_size the model's input size: the position table is resampled as on load."""
         self.img_size = (img_size, img_size)
+        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
         grid = img_size // 16
         self.pos_embed = nn.Parameter(F.pad(sincos_2d(grid, grid, 768), (0, 0, 1, 0))[None], requires_grad=False)
-
-    def sincos_pos_embed(self, h: int, w: int) -> torch.Tensor:
-        """The fixed table for an h x w patch grid: the one built at construction, or a new one for another size."""
-        side = math.isqrt(self.pos_embed.shape[1] - 1)
-        if (side, side) == (h, w):
-            return self.pos_embed
-        return F.pad(sincos_2d(h, w, 768), (0, 0, 1, 0))[None].to(self.pos_embed)
 
     def _keep_fixed_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
         """The table is a function of the grid: a checkpoint from another resolution keeps this model's."""
@@ -232,7 +242,8 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # (B, 196, 768)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
-        x = x + self.sincos_pos_embed(h, w)  # (B, 197, 768)
+        pos_embed = sincos_pos_embed(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 197, 768)
         x = self._run(self.blocks, x)  # (B, 197, 768)
         x = self.norm(x)  # (B, 197, 768)
         return x
@@ -255,7 +266,8 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # (B, 196, 768)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
-        x = x + self.sincos_pos_embed(h, w)  # (B, 197, 768)
+        pos_embed = sincos_pos_embed(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 197, 768)
         for i, block in enumerate(self.blocks[: last + 1] if intermediates_only or stop_early else self.blocks):
             x = self._block(block, x)  # (B, 197, 768)
             if i in take:

@@ -43,6 +43,8 @@ pretrained_cfg = {
     "hf_hub_id": "timm/volo_d4_224.sail_in1k",
     "num_classes": 1000,
     "input_size": (3, 224, 224),
+    "pool_size": None,
+    "fixed_input_size": True,
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
     "crop_pct": 0.96,
@@ -91,6 +93,18 @@ class DropPath(nn.Module):
         return x * keep / (1.0 - self.p)
 
 
+@torch.fx.wrap  # torch.fx records the call as one step: it adds into slices of a tensor
+def fold_windows(x: torch.Tensor, H: int, W: int, k: int, p: int, s: int) -> torch.Tensor:
+    """Each window's k*k outputs (B, h, w, heads, k*k, d) added back at their pixels of the H x W grid
+    (padding p, stride s); overlapping windows sum up. Returns (B, H, W, heads, d)."""
+    B, h, w, heads, _, d = x.shape
+    out = x.new_zeros(B, H + 2 * p, W + 2 * p, heads, d)
+    for i in range(k):
+        for j in range(k):
+            out[:, i : i + s * h : s, j : j + s * w : s] += x[:, :, :, :, i * k + j]
+    return out[:, p : p + H, p : p + W]  # the padding dropped
+
+
 class OutlookAttention(nn.Module):
     """Each 3x3 window (stride 2, padding 1) mixes its own values with weights from its centre."""
 
@@ -120,12 +134,8 @@ class OutlookAttention(nn.Module):
         # 3. Weighted sum inside each window: every output position mixes the window's k*k values.
         x = (attn @ v).reshape(B, h, w, heads, k * k, d)  # (B, h, w, heads, k*k, d)
         # 4. Fold: add each window's k*k outputs back at their pixels; overlapping windows sum up.
-        out = x.new_zeros(B, H + 2 * p, W + 2 * p, heads, d)
-        for i in range(k):
-            for j in range(k):
-                out[:, i : i + s * h : s, j : j + s * w : s] += x[:, :, :, :, i * k + j]
-        out = out[:, p : p + H, p : p + W].reshape(B, H, W, C)  # drop the padding: (B, H, W, C)
-        return self.proj_drop(self.proj(out))
+        x = fold_windows(x, H, W, k, p, s).reshape(B, H, W, C)  # (B, H, W, C)
+        return self.proj_drop(self.proj(x))
 
 
 class Mlp(nn.Module):
@@ -168,6 +178,7 @@ class Downsample(nn.Module):
         return x.permute(0, 2, 3, 1)  # (B, H / stride, W / stride, C_out)
 
 
+@torch.fx.wrap  # torch.fx records the call as one step: its size check is Python on shapes
 def resample_grid_table(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """A (1, H, W, C) table for another grid, resampled bicubically (antialiased), as timm's
     resample_abs_pos_embed_nhwc."""
@@ -263,11 +274,11 @@ def feature_take_indices(n: int, indices: int | list[int] | tuple[int, ...] | No
     return take, max(take)
 
 
-def feature_map(x: torch.Tensor, h: int, w: int, prefix: int, output_fmt: str) -> torch.Tensor:
-    """A tap's tokens as timm returns them: prefix tokens dropped, then (B, C, h, w) or (B, h * w, C)."""
+def feature_map(x: torch.Tensor, h: int, w: int, output_fmt: str) -> torch.Tensor:
+    """A tap's tokens as timm returns them: (B, C, h, w) or (B, h * w, C)."""
     if output_fmt not in ("NCHW", "NLC"):
         raise ValueError(f"output_fmt {output_fmt!r}: choose NCHW or NLC")
-    x = x[:, prefix:].reshape(x.shape[0], h, w, -1)  # (B, h, w, C)
+    x = x.reshape(x.shape[0], h, w, -1)  # (B, h, w, C)
     return x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x.flatten(1, 2)
 
 
@@ -289,22 +300,24 @@ class VOLO(nn.Module):
                 raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
             img_size = img_size[0]
         self.num_classes = num_classes
-        self.num_features = 768
+        self.num_features = self.head_hidden_size = 768  # forward_features' and pre-logits' width
         self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "token"
         self.grad_checkpointing = False
-        self.pretrained_cfg = dict(pretrained_cfg)
+        # the weights' data config, with this instance's input size and whether it takes others
+        self.pretrained_cfg = dict(
+            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
+        )
         # stochastic depth grows linearly from 0 to drop_path_rate over the 36 blocks
         dpr = [drop_path_rate * i / 35 for i in range(36)]
         self.patch_embed = ConvStem(in_chans=in_chans, hidden=64, dim=384, patch=4)
-        grid = img_size // 8  # 28 at 224
         self.network = nn.ModuleList()
         self.network.append(
             nn.Sequential(*[OutlookBlock(384, 12, 1152, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(8)])
         )
         self.network.append(Downsample(384, 768, stride=2))
-        grid = grid // 2  # 14 at 28
+        grid = img_size // 16  # 14 at 224
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, 768))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.network.append(
@@ -344,18 +357,20 @@ class VOLO(nn.Module):
     def patch_grid(self, x: torch.Tensor) -> tuple[int, int]:
         """The patch grid of input x; another size than img_size needs dynamic_img_size=True."""
         H, W = x.shape[-2:]
-        if not self.dynamic_img_size and self.img_size != (H, W):
-            raise ValueError(
+        if not self.dynamic_img_size:  # torch._assert, not `if`: torch.fx traces it
+            message = (
                 f"VOLO expects {self.img_size[0]}x{self.img_size[1]} inputs, got {H}x{W}: "
-                f"build it with img_size={H} or dynamic_img_size=True"
+                "build it for that size (img_size) or with dynamic_img_size=True"
             )
+            torch._assert(self.img_size[0] == H, message)
+            torch._assert(self.img_size[1] == W, message)
         return H // 8, W // 8
 
     def set_input_size(self, img_size: int) -> None:
         """Make img_size the model's input size: the position table is resampled as on load."""
         self.img_size = (img_size, img_size)
-        grid = img_size // 8
-        grid = grid // 2
+        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
+        grid = img_size // 16
         self.pos_embed = nn.Parameter(resample_grid_table(self.pos_embed.detach(), (grid, grid)))
 
     def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
@@ -380,7 +395,8 @@ class VOLO(nn.Module):
         x = self._run(self.network[0], x)  # (B, 28, 28, 384)
         x = self.network[1](x)  # (B, 14, 14, 768)
         h, w = h // 2, w // 2
-        x = x + resample_grid_table(self.pos_embed, (h, w))  # (B, 14, 14, 768)
+        pos_embed = resample_grid_table(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 14, 14, 768)
         x = x.flatten(1, 2)  # (B, 196, 768)
         x = self._run(self.network[2], x)  # (B, 196, 768)
         x = self._run(self.network[3], x)  # (B, 196, 768)
@@ -409,26 +425,27 @@ class VOLO(nn.Module):
         x = self.patch_embed(x)  # (B, 28, 28, 384)
         x = self._run(self.network[0], x)  # (B, 28, 28, 384)
         if 0 in take:
-            intermediates.append(feature_map(x, h, w, 0, output_fmt))
+            intermediates.append(feature_map(x, h, w, output_fmt))
         if last == 0 and (intermediates_only or stop_early):
             return intermediates if intermediates_only else (x, intermediates)
         x = self.network[1](x)  # (B, 14, 14, 768)
         h, w = h // 2, w // 2
-        x = x + resample_grid_table(self.pos_embed, (h, w))  # (B, 14, 14, 768)
+        pos_embed = resample_grid_table(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        x = x + pos_embed  # (B, 14, 14, 768)
         x = x.flatten(1, 2)  # (B, 196, 768)
         x = self._run(self.network[2], x)  # (B, 196, 768)
         if 1 in take:
-            intermediates.append(feature_map(self.norm(x) if norm else x, h, w, 0, output_fmt))
+            intermediates.append(feature_map(self.norm(x) if norm else x, h, w, output_fmt))
         if last == 1 and (intermediates_only or stop_early):
             return intermediates if intermediates_only else (x, intermediates)
         x = self._run(self.network[3], x)  # (B, 196, 768)
         if 2 in take:
-            intermediates.append(feature_map(self.norm(x) if norm else x, h, w, 0, output_fmt))
+            intermediates.append(feature_map(self.norm(x) if norm else x, h, w, output_fmt))
         if last == 2 and (intermediates_only or stop_early):
             return intermediates if intermediates_only else (x, intermediates)
         x = self._run(self.network[4], x)  # (B, 196, 768)
         if 3 in take:
-            intermediates.append(feature_map(self.norm(x) if norm else x, h, w, 0, output_fmt))
+            intermediates.append(feature_map(self.norm(x) if norm else x, h, w, output_fmt))
         if last == 3 and (intermediates_only or stop_early):
             return intermediates if intermediates_only else (x, intermediates)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
@@ -443,9 +460,12 @@ class VOLO(nn.Module):
         """Drop what the taps in `indices` do not need (timm's semantics); returns the kept tap indices."""
         take, last = feature_take_indices(len(self.feature_info), indices)
         self.network = self.network[: [0, 2, 3, 4][last] + 1]
-        if prune_norm:
+        if last < 1:
+            self.pos_embed = None
+        if prune_norm or last < 1:
             self.norm = nn.Identity()
         if prune_head:
+            self.cls_token = self.post_network = None
             self.reset_classifier(0, "")
         return take
 

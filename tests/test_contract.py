@@ -22,12 +22,15 @@ def test_model_contract(path: Path) -> None:
     ir = ir_of(path)
     model = factory(path)().eval()
     final = ir.final(ir.spec.img_size)
-    assert model.num_features == final.dim
+    assert model.num_features == model.head_hidden_size == final.dim
+    size = ir.spec.img_size
+    assert model.pretrained_cfg["input_size"] == (ir.spec.in_chans, size, size), f"{path.stem}: cfg input_size"
+    assert model.pretrained_cfg["fixed_input_size"] is True, f"{path.stem}: takes only its img_size"
     x = _input(path)
     with torch.no_grad():
         feats = model.forward_features(x)
         assert tuple(feats.shape) == (2, final.n, final.dim)
-        assert tuple(model.forward_head(feats, pre_logits=True).shape) == (2, final.dim)
+        assert tuple(model.forward_head(feats, pre_logits=True).shape) == (2, model.head_hidden_size)
         assert tuple(model(x).shape) == (2, ir.spec.num_classes)
         model.reset_classifier(10)
         assert tuple(model(x).shape) == (2, 10)

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, SPECS, factory, ir_of
+from conftest import ROOT, SPECS, factory, ir_of, module_of
 
 timm = pytest.importorskip("timm")
 from timm.data import resolve_data_config  # noqa: E402
 
 TIMM_SPECS = [p for p in SPECS if (r := ir_of(p).spec.reference) is not None and r.package == "timm"]
-CFG_FIELDS = ("tag", "hf_hub_id", "num_classes", "input_size", "mean", "std", "crop_pct", "crop_mode",
-              "interpolation", "first_conv", "classifier")  # fmt: skip
+CFG_FIELDS = ("tag", "hf_hub_id", "num_classes", "input_size", "pool_size", "fixed_input_size", "mean", "std",
+              "crop_pct", "crop_mode", "interpolation", "first_conv", "classifier")  # fmt: skip
 
 
 def _spec(name: str) -> Path:
@@ -37,13 +37,16 @@ def _pair(name: str, **kwargs: object) -> tuple[torch.nn.Module, torch.nn.Module
 
 @pytest.mark.parametrize("path", TIMM_SPECS, ids=[p.stem for p in TIMM_SPECS])
 def test_pretrained_cfg_and_data_config_equal_timms(path: Path) -> None:
+    """The file's cfg is the reference weights'; a model built at their size (cait_m36: 384) reports it too."""
     spec = ir_of(path).spec
+    size = spec.reference.img_size or spec.img_size
     with torch.device("meta"):
         ref = timm.create_model(spec.reference.model, pretrained=False)
-        ours = factory(path)()
+        ours = factory(path)(img_size=size)
     theirs = ref.pretrained_cfg
     for field in CFG_FIELDS:
-        assert ours.pretrained_cfg[field] == theirs.get(field), f"{path.stem}: pretrained_cfg[{field!r}]"
+        assert module_of(path).pretrained_cfg[field] == theirs.get(field), f"{path.stem}: pretrained_cfg[{field!r}]"
+        assert ours.pretrained_cfg[field] == theirs.get(field), f"{path.stem}: model.pretrained_cfg[{field!r}]"
     assert resolve_data_config({}, model=ours) == resolve_data_config({}, model=ref), path.stem
 
 
@@ -101,11 +104,15 @@ def test_dynamic_img_size_equals_timms(name: str) -> None:
 
 
 def test_another_input_size_without_dynamic_img_size_is_one_clear_error() -> None:
+    """timm's rule: an AssertionError (torch._assert, which torch.fx traces), naming the way out."""
     model = factory(_spec("deit_ti"))().eval()
-    with pytest.raises(ValueError) as err, torch.no_grad():
-        model(torch.randn(1, 3, 256, 256))
+    assert model.pretrained_cfg["fixed_input_size"] is True
+    assert factory(_spec("deit_ti"))(dynamic_img_size=True).pretrained_cfg["fixed_input_size"] is False
+    with pytest.raises(AssertionError) as err, torch.no_grad():
+        model(torch.randn(1, 3, 224, 256))
     assert str(err.value) == (
-        "VisionTransformer expects 224x224 inputs, got 256x256: build it with img_size=256 or dynamic_img_size=True"
+        "VisionTransformer expects 224x224 inputs, got 224x256: build it for that size (img_size) or with "
+        "dynamic_img_size=True"
     )
 
 

@@ -74,6 +74,7 @@ class BlockCode:
     args: tuple[str, ...]  # constructor arguments: dim, num_heads, hidden, drop_path
     init: tuple[str, ...]
     forward: tuple[str, ...]
+    square: bool = False  # the forward finds the side of the square patch grid (grid_side)
 
     @property
     def header(self) -> str:
@@ -315,7 +316,7 @@ class Blocks(Step):
         if self.stochastic_depth:
             init.append("self.drop_path = DropPath(drop_path)")
         forward = _ClassForward(self, s) if self.updates == "cls" else _Forward(self, s)
-        return BlockCode(self.args(s), (*init, *params), tuple(forward.lines()))
+        return BlockCode(self.args(s), (*init, *params), tuple(forward.lines()), forward.wraps)
 
 
 class _Forward:
@@ -373,7 +374,7 @@ class _Forward:
             out.append(f"# scale adjustment (DeepViT): the norms see x * {s}, the branches are divided by it")
         p = self.s.prefix
         if self.wraps:
-            out.append(f"side = math.isqrt(x.shape[1]{f' - {p}' if p else ''})  # the patch tokens form a square grid")
+            out.append(f"side = grid_side(x.shape[1]{f' - {p}' if p else ''})  # the patch tokens form a square grid")
         for b, (norm_attr, op_attr, ls_attr) in zip(self.stage.block, self.stage.attrs(), strict=True):
             normed = self.normed(b, norm_attr, "x")
             if b.op.reads == "grid" and self.wraps:

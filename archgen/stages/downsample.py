@@ -28,8 +28,8 @@ class ConvDownsample(Step):
     def needs(self, s: Tokens) -> str | None:
         return "grid"
 
-    def grid_update(self) -> str | None:
-        return f"grid // {self.stride}"
+    def grid_stride(self) -> int:
+        return self.stride
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.h % self.stride or s.w % self.stride:

@@ -10,7 +10,7 @@ from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
 from archgen.memory import T, Tape
-from archgen.stems.stem import Stem
+from archgen.stems.stem import Grid, Stem
 
 
 class ConvPatchEmbed(Stem):
@@ -26,8 +26,8 @@ class ConvPatchEmbed(Stem):
     patch_size: int = Field(ge=1, le=64, description="Patch side on the stride-2 feature map.")
     dim: int = Field(ge=1, le=16384, description="Token width after the patch conv.")
 
-    def grid(self, size: str) -> str:
-        return f"({size} + 1) // 2 // {self.patch_size}"
+    def grid(self) -> Grid:
+        return Grid(1, 2 * self.patch_size)  # conv /2 (rounding up), then the patches
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout != "image":

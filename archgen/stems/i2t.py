@@ -10,7 +10,7 @@ from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
 from archgen.memory import T, Tape
-from archgen.stems.stem import Stem
+from archgen.stems.stem import Grid, Stem
 
 
 def _down(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -32,8 +32,8 @@ class ImageToTokens(Stem):
         conv = _down(s.h, 7, 2, 3)
         return conv, _down(conv, 3, 2, 1)
 
-    def grid(self, size: str) -> str:
-        return f"({size} + 3) // 4 // {self.patch_size}"
+    def grid(self) -> Grid:
+        return Grid(3, 4 * self.patch_size)  # conv /2 and pool /2 (each rounding up), then the patches
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout != "image":

@@ -10,7 +10,7 @@ from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d
 from archgen.errors import KindError
 from archgen.memory import T, Tape
-from archgen.stems.stem import Stem
+from archgen.stems.stem import Grid, Stem
 
 
 class PatchEmbed(Stem):
@@ -22,8 +22,8 @@ class PatchEmbed(Stem):
     patch_size: int = Field(ge=1, le=64, description="Patch side in pixels; also the conv stride.")
     dim: int = Field(ge=1, le=16384, description="Token width after the projection.")
 
-    def grid(self, size: str) -> str:
-        return f"{size} // {self.patch_size}"
+    def grid(self) -> Grid:
+        return Grid(0, self.patch_size)
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.h % self.patch_size or s.w % self.patch_size:

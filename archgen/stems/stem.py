@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from archgen.base import Step, Tokens
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A patch-grid side as one expression of the image side: ``(size + offset) // stride``.
+
+    Floor divisions compose (``a // b // c == a // (b * c)``), so a stem's strides and every later
+    downsample fold into one ``stride``: VOLO's grid at its position table is ``img_size // 16``.
+    """
+
+    offset: int
+    stride: int
+
+    def code(self, size: str) -> str:
+        """The expression for an image side named ``size``: ``img_size // 16``, ``(H + 3) // 16``."""
+        value = f"({size} + {self.offset})" if self.offset else size
+        return f"{value} // {self.stride}" if self.stride != 1 else value
+
+    def at(self, size: int) -> int:
+        return (size + self.offset) // self.stride
+
+    def downsampled(self, stride: int) -> Grid:
+        return Grid(self.offset, self.stride * stride)
 
 
 class Stem(Step):
@@ -17,9 +41,6 @@ class Stem(Step):
     def needs(self, s: Tokens) -> str | None:
         return None
 
-    def grid(self, size: str) -> str:
-        """Python expression of the grid side for an image side named ``size`` (``img_size // 16``)."""
+    def grid(self) -> Grid:
+        """The side of the patch grid it makes from an image side."""
         raise NotImplementedError
-
-    def grid_update(self) -> str | None:
-        return self.grid("img_size")

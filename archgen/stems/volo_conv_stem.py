@@ -10,7 +10,7 @@ from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
 from archgen.memory import T, Tape
-from archgen.stems.stem import Stem
+from archgen.stems.stem import Grid, Stem
 
 
 class ConvStem(Stem):
@@ -29,8 +29,8 @@ class ConvStem(Stem):
     patch_size: int = Field(ge=2, le=64, description="Total stride: 2 (first conv) x patch conv stride.")
     dim: int = Field(ge=1, le=16384, description="Token width after the patch conv.")
 
-    def grid(self, size: str) -> str:
-        return f"{size} // {self.patch_size}"
+    def grid(self) -> Grid:
+        return Grid(0, self.patch_size)
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if self.patch_size % 2:
