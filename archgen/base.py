@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from archgen.counting import Count
 from archgen.memory import T, Tape
+from archgen.reserved import check_op_key, check_stage_key
 
 StageKey = Annotated[
     str,
@@ -24,6 +25,7 @@ StageKey = Annotated[
         max_length=40,
         description="Attribute path and state_dict prefix: `blocks`, or `network.2` (a ModuleList entry).",
     ),
+    AfterValidator(check_stage_key),
 ]
 
 # Prefix-token groups in the order they stand in the sequence (timm's order: class, distillation, registers).
@@ -99,7 +101,8 @@ class Row:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never a spec's meaning, and `nan` written into generated code does not import
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Part(Strict):
@@ -187,8 +190,10 @@ class Op(Part):
     class_name: ClassVar[str]
     label: ClassVar[str] = ""  # names a block class that uses this op (``ReAttention`` -> ReAttentionBlock)
 
-    key: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)] | None = Field(
-        default=None, description="Attribute name in the block (default: the op's usual name, e.g. `attn`, `mlp`)."
+    key: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40), AfterValidator(check_op_key)] | None = (
+        Field(
+            default=None, description="Attribute name in the block (default: the op's usual name, e.g. `attn`, `mlp`)."
+        )
     )
 
     def check(self, c: OpCtx) -> None:

@@ -219,9 +219,8 @@ def count(
 
     ir = compile_path(specs.find(spec))
     sizes = sorted(set(img_size)) if img_size else resolutions(ir)
-    for size in sizes:
-        if size < 1:
-            _fail(f"error: --img-size {size}: must be positive")
+    for size in img_size or ():
+        ir.check_img_size(size)  # a size the spec cannot take is the option's error
     rows = []
     problems = 0
     for size in sizes:

@@ -287,7 +287,7 @@ def _count(row: Row, data: dict[str, Any], label: str, size: int | None, memory:
         try:
             spec = Spec.model_validate(data)
         except ValidationError as exc:
-            raise first_error(exc, located, label, None) from None
+            raise first_error(exc, located, label) from None
         ir = resolve(LoadedSpec(spec, label, located))
         size = size or spec.img_size
         total = ir.count(size)
