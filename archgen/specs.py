@@ -329,7 +329,7 @@ def find(name_or_path: str) -> Path:
             if (folder / f"{name_or_path}.yaml").is_file():
                 return folder / f"{name_or_path}.yaml"
     hint = did_you_mean(name_or_path, folders)
-    where = f"{label_for(folders[0] / f'{name_or_path}.yaml')}:1:1"
+    where = f"{label_for(folders[0] / '_.yaml').removesuffix('_.yaml')}{name_or_path}.yaml:1:1"
     raise SpecError(where, "", f"no spec named '{name_or_path}'{hint}")
 
 

@@ -211,6 +211,8 @@ class Blocks(Step):
                 raise KindError("heads", f"required by {op.kind} in block[{i}]: give `heads` or `head_dim`")
             if "hidden" in op.args and self.mlp_ratio is None:
                 raise KindError("mlp_ratio", f"required by {op.kind} in block[{i}]")
+            if "hidden" in op.args and self.hidden(s.dim) < 1:
+                raise KindError("mlp_ratio", f"{self.mlp_ratio} leaves {op.kind} no hidden width at width {s.dim}")
             if op.writes_first and self.updates != "cls":
                 why = "writes the class token only: use it in a stage with `updates: cls`"
                 raise KindError(f"{where}.kind", f"{op.kind} {why}")
