@@ -22,9 +22,10 @@ from archgen.schema import Spec
 
 MAX_CHAIN = 16
 TAGS = frozenset(k.tag() for k in (*KINDS, *INTERNAL))
-# Fields that belong to the variant: a child never inherits them (its name is its own file's stem; published
-# numbers and reference weights were measured on the parent).
-NOT_INHERITED = ("name", "published", "reference")
+# Fields that belong to the variant they were measured on: a child never inherits them.
+NOT_INHERITED = ("published", "reference")
+# Nor its name, which is its own file's stem.
+OWN = ("name", *NOT_INHERITED)
 # What a spec name looks like (schema.Spec.name): checked before a name reaches the file system.
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,59}$")
 
@@ -110,7 +111,7 @@ def _with_parents(path: Path, label: str, chain: list[str]) -> tuple[Located, Po
         hint = did_you_mean(parent_name, folders)
         raise SpecError(where, "extends", f"parent '{parent_name}' not found{hint} (chain: {' -> '.join(chain)})")
     parent, _ = _with_parents(parent_path, label_for(parent_path), chain)
-    for name in NOT_INHERITED:
+    for name in OWN:
         parent.data.pop(name, None)
         parent.drop((name,))
     return _merge(parent, child), where
