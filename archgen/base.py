@@ -8,11 +8,13 @@ per module). The compiler core only calls the methods below; it never looks at a
 from __future__ import annotations
 
 import sys
+import types
+import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from archgen.counting import Count
 from archgen.memory import T, Tape
@@ -103,6 +105,29 @@ class Row:
 class Strict(BaseModel):
     # NaN and infinity are never a spec's meaning, and `nan` written into generated code does not import
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads `true`, `yes` and `on` as booleans, and pydantic would take them as 1: a number field
+        (or a list of numbers) refuses them."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _numeric(field.annotation):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, bool) for v in items):
+                raise ValueError("a number, not true or false")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether ``annotation`` is a number, an optional one or a tuple of them (and never a bool)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Annotated:
+        return _numeric(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, tuple):
+        kinds = [a for a in args if a not in (type(None), Ellipsis)]
+        return bool(kinds) and all(_numeric(a) for a in kinds)
+    return annotation in (int, float)
 
 
 class Part(Strict):
