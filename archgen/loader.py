@@ -22,6 +22,7 @@ from archgen.errors import Pos, SpecError
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 24
+MAX_NODES = 50_000  # keys and values together (the largest library spec has 139): parsing stops here
 MAX_DIGITS = 100  # Python refuses to read integers of more than 4300 digits; no spec needs 100
 
 Path_ = tuple[str | int, ...]
@@ -39,7 +40,7 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases and limits nesting while composing."""
+    """SafeLoader that refuses anchors and aliases and limits nesting and size while composing."""
 
     # PyYAML shares resolver lists between loader classes; copy them before adding ours.
     yaml_implicit_resolvers: ClassVar[dict[str, list[Any]]] = {
@@ -50,6 +51,7 @@ class _Loader(yaml.SafeLoader):
         super().__init__(text)
         self.file = file
         self.depth = 0
+        self.nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -57,6 +59,9 @@ class _Loader(yaml.SafeLoader):
             raise SpecError(_pos(self.file, event.start_mark), "", "aliases (*name) are not allowed")
         if getattr(event, "anchor", None):
             raise SpecError(_pos(self.file, event.start_mark), "", "anchors (&name) are not allowed")
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise SpecError(_pos(self.file, event.start_mark), "", f"more than {MAX_NODES} values; a spec has hundreds")
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
@@ -209,7 +214,9 @@ def _build(loader: _Loader, node: Any, path: Path_, out: Located, label: str) ->
 
 
 def dotted(path: Path_) -> str:
+    """``stages[0].block[1].op`` (a key longer than any field name is shortened: it is echoed in errors)."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = part if isinstance(part, int) or len(part) <= 60 else part[:57] + "..."
+        text += f"[{name}]" if isinstance(name, int) else (f".{name}" if text else str(name))
     return text

@@ -284,10 +284,10 @@ def _message(err: dict[str, Any]) -> str:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         ctx = err.get("ctx", {})
         valid = str(ctx.get("expected_tags", "")).replace("'", "")
-        tag = ctx.get("tag")
+        tag = str(ctx.get("tag", ""))[:60]
         if not tag:
             return f"`kind:` is missing; valid here: {valid}"
-        close = difflib.get_close_matches(str(tag), valid.split(", "), n=1)
+        close = difflib.get_close_matches(tag, valid.split(", "), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return f"unknown kind '{tag}'{hint} (valid here: {valid})"
     return str(err["msg"]).removeprefix("Value error, ")

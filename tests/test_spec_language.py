@@ -15,6 +15,7 @@ from archgen import specs
 from archgen.compiler import resolve
 from archgen.errors import SpecError
 from archgen.fidelity import resolutions
+from archgen.loader import MAX_NODES
 from conftest import ROOT, SPECS, ir_of
 
 CHILDREN = [p for p in SPECS if "\nextends:" in p.read_text(encoding="utf-8")]
@@ -181,3 +182,22 @@ def test_count_blames_the_option_for_a_resolution_the_spec_cannot_take(tmp_path:
     ):
         proc = count("--img-size", "224", "--img-size", size)
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"error: --img-size: {message}\n")
+
+
+def test_a_megabyte_of_values_stops_parsing_at_the_cap(tmp_path: Path) -> None:
+    """Half a million list items in 1 MB: parsing stops at MAX_NODES values instead of building them all."""
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\nx: [" + "1," * 500_000 + "1]\n", encoding="utf-8")
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match=rf"big.yaml:2:\d+: more than {MAX_NODES} values"):
+        specs.load(path)
+    assert time.perf_counter() - start < 10
+
+
+def test_an_error_echoes_at_most_a_line_of_what_the_user_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "long.yaml"
+    path.write_text((BAD / "ok_parent.yaml").read_text().replace("kind: token", "kind: " + "k" * 100_000))
+    with pytest.raises(SpecError) as caught:
+        specs.load(path)
+    assert f"unknown kind '{'k' * 60}' (valid here: token," in str(caught.value)
+    assert len(str(caught.value)) < 400
