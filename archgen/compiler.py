@@ -12,7 +12,7 @@ from typing import Any
 
 from archgen.base import Model, Step, Tokens
 from archgen.counting import Count
-from archgen.errors import KindError, SpecError
+from archgen.errors import KindError, Pos, SpecError
 from archgen.heads.head import Head
 from archgen.loader import Path_, dotted
 from archgen.memory import ITEMSIZE, Footprint, StepMemory, Tape, optimizer_bytes
@@ -60,10 +60,10 @@ class IR:
     def spec(self) -> Any:
         return self.loaded.spec
 
-    def walk(self, img_size: int, option: str | None = None) -> list[Walked]:
+    def walk(self, img_size: int, size_from: tuple[Pos | str, str] | None = None) -> list[Walked]:
         """Thread the token state through every step, converting layouts where a step needs it; bad
-        hyper-parameters raise ``SpecError`` at the field that causes them, or at ``option`` when the
-        resolution came from a command-line option."""
+        hyper-parameters raise ``SpecError`` at the field that causes them, or, when the resolution came
+        from elsewhere (an option, a published entry), at ``size_from``: (position, field) of the size."""
         s = Tokens(self.model.in_chans, img_size, img_size, "image")
         out: list[Walked] = []
         offset = 0
@@ -87,7 +87,9 @@ class IR:
                     break
                 nxt = step.out(s, self.model)
             except KindError as exc:
-                raise self._walk_error(index, (*path, *field_path(exc.field)), exc.message, img_size, option) from None
+                raise self._walk_error(
+                    index, (*path, *field_path(exc.field)), exc.message, img_size, size_from
+                ) from None
             assert placed is not None
             out.append(Walked(step, path, placed.container, placed.start, s_in=s, s_out=nxt, offset=offset))
             offset += step.num_blocks()
@@ -101,12 +103,15 @@ class IR:
         own = [self.steps[index].path] if index < len(self.steps) else [("head",)]
         before = [p.path for p in reversed(self.steps[:index])]
         size: list[Path_] = [("img_size",)] if img_size == self.spec.img_size else []
-        size += [("published", i, "img_size") for i, p in enumerate(self.spec.published) if p.img_size == img_size]
         return [*own, *before, *size, *MODEL_INPUTS]
 
-    def _walk_error(self, index: int, path: Path_, message: str, img_size: int, option: str | None) -> SpecError:
-        if option is not None:
-            return SpecError(option, "", f"{img_size}: {dotted(path)}: {message} ({self.loaded.located.where(path)})")
+    def _walk_error(
+        self, index: int, path: Path_, message: str, img_size: int, size_from: tuple[Pos | str, str] | None
+    ) -> SpecError:
+        if size_from is not None:
+            pos, field = size_from
+            where = self.loaded.located.where(path)
+            return SpecError(pos, field, f"{img_size}: {dotted(path)}: {message} ({where})")
         return self.loaded.error(path, _at(message, img_size, self), inputs=self._inputs(index, img_size))
 
     def check_img_size(self, img_size: int, option: str = "--img-size") -> None:
@@ -114,7 +119,7 @@ class IR:
         option, not the file, makes fail)."""
         if not 1 <= img_size <= MAX_IMG_SIZE:
             raise SpecError(option, "", f"{img_size}: choose a resolution from 1 to {MAX_IMG_SIZE}")
-        self.walk(img_size, option)
+        self.walk(img_size, (option, ""))
 
     def final(self, img_size: int) -> Tokens:
         return self.walk(img_size)[-1].s_out
@@ -234,8 +239,9 @@ def resolve(loaded: LoadedSpec) -> IR:
         total_depth=sum(p.kind.num_blocks() for p in steps),
     )
     ir = IR(loaded, model, tuple(steps), spec.head, norm_moved)
-    for size in sorted({p.img_size for p in spec.published} | {spec.img_size}):
-        ir.walk(size)
+    ir.walk(spec.img_size)
+    for i, entry in enumerate(spec.published):  # a size the spec cannot take is the entry's error
+        ir.walk(entry.img_size, (loaded.located.where(("published", i, "img_size")), f"published[{i}].img_size"))
     clash = class_names(ir.walk(spec.img_size), model, spec.head).get(spec.class_name)
     if clash is not None:
         raise loaded.error(("class_name",), f"'{spec.class_name}' is also the name of the model's {clash} class")
