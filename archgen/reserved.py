@@ -202,24 +202,21 @@ def attribute_problem(name: str, owner: str) -> str | None:
     return None
 
 
-def check_module_name(name: str) -> str:
-    """Pydantic validator form of :func:`module_name_problem`."""
-    problem = module_name_problem(name)
+def _refuse(problem: str | None, value: str) -> str:
+    """Pydantic validator form: the value, or the problem as a validation error."""
     if problem:
         raise ValueError(problem)
-    return name
+    return value
+
+
+def check_module_name(name: str) -> str:
+    return _refuse(module_name_problem(name), name)
 
 
 def check_stage_key(key: str) -> str:
     """A stage key ``blocks`` or ``network.2``: its attribute (before the dot) is the model's."""
-    problem = attribute_problem(key.partition(".")[0], "model")
-    if problem:
-        raise ValueError(problem)
-    return key
+    return _refuse(attribute_problem(key.partition(".")[0], "model"), key)
 
 
 def check_op_key(key: str) -> str:
-    problem = attribute_problem(key, "block")
-    if problem:
-        raise ValueError(problem)
-    return key
+    return _refuse(attribute_problem(key, "block"), key)
