@@ -35,7 +35,6 @@ class LoadedSpec:
     spec: Spec
     source: str  # how the file is named in generated headers and errors (posix, relative)
     located: Located  # merged data with positions, for errors raised after validation
-    extends: Pos | None = None  # the `extends:` line of the user's file
 
     def error(
         self, path: Path_, message: str, *, key: bool = False, inputs: Sequence[Path_] | None = None
@@ -81,22 +80,22 @@ def label_for(path: Path) -> str:
 
 def load(path: Path) -> LoadedSpec:
     label = label_for(path)
-    located, extends = _with_parents(path, label, [])
+    located = _with_parents(path, label, [])
     try:
         spec = Spec.model_validate(located.data)
     except ValidationError as exc:
         raise first_error(exc, located, label) from None
     if spec.name != path.stem:
         raise SpecError(located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'")
-    return LoadedSpec(spec, label, located, extends)
+    return LoadedSpec(spec, label, located)
 
 
-def _with_parents(path: Path, label: str, chain: list[str]) -> tuple[Located, Pos | None]:
+def _with_parents(path: Path, label: str, chain: list[str]) -> Located:
     chain = [*chain, path.stem]
     child = read_yaml(path, label)
     parent_name = child.data.pop("extends", None)
     if parent_name is None:
-        return child, None
+        return child
     where = child.where(("extends",))
     if not isinstance(parent_name, str) or not NAME.match(parent_name):
         raise SpecError(where, "extends", "must name another spec by its name (lowercase letters, digits, _)")
@@ -110,11 +109,11 @@ def _with_parents(path: Path, label: str, chain: list[str]) -> tuple[Located, Po
     if parent_path is None:
         hint = did_you_mean(parent_name, folders)
         raise SpecError(where, "extends", f"parent '{parent_name}' not found{hint} (chain: {' -> '.join(chain)})")
-    parent, _ = _with_parents(parent_path, label_for(parent_path), chain)
+    parent = _with_parents(parent_path, label_for(parent_path), chain)
     for name in OWN:
         parent.data.pop(name, None)
         parent.drop((name,))
-    return _merge(parent, child), where
+    return _merge(parent, child)
 
 
 def _merge(parent: Located, child: Located) -> Located:
@@ -197,15 +196,17 @@ def first_error(exc: ValidationError, located: Located, source: str) -> SpecErro
             continue
         path = _data_path(located.data, err["loc"])
         extra = err["type"] == "extra_forbidden"
+        kinds = []
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            kinds = kinds_at(located.data, path)
             path = (*path, "kind")  # point at the discriminator, not the mapping
         pos = located.where(path, key=extra)
-        placed.append(((pos.line, pos.col), path, extra, err))
+        placed.append(((pos.line, pos.col), path, extra, _message(err, kinds)))
     placed.sort(key=lambda item: item[0])
     messages, meant = [], []  # meant: the field a misspelt one stands for
     unknown = 0
-    for _, path, extra, err in placed:
-        message, close = _message(err), []
+    for _, path, extra, message in placed:
+        close: list[str] = []
         if extra:
             unknown += 1
             valid = fields_at(located.data, path[:-1]) if unknown <= MAX_SUGGESTED else []
@@ -246,6 +247,23 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path_:
 
 def fields_at(data: Any, path: Path_) -> list[str]:
     """The field names the schema allows in the mapping at ``path`` (for "did you mean …?")."""
+    tp, node = _type_at(data, path)
+    model = _model_of(tp, node)
+    return list(model.model_fields) if model is not None else []
+
+
+def kinds_at(data: Any, path: Path_) -> list[str]:
+    """The ``kind:`` names the schema allows for the part at ``path``."""
+    tp, _ = _type_at(data, path)
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    found = [_model_of(m, None) for m in members]
+    return [m.tag() for m in found if m is not None and "kind" in m.model_fields]
+
+
+def _type_at(data: Any, path: Path_) -> tuple[Any, Any]:
+    """The schema's type at ``path`` and the data there (None where the path leaves the schema)."""
     tp: Any = Spec
     node = data
     for part in path:
@@ -255,10 +273,13 @@ def fields_at(data: Any, path: Path_) -> list[str]:
         elif model is not None and part in model.model_fields:
             tp = model.model_fields[part].annotation
         else:
-            return []
-        node = node[part] if isinstance(node, (dict, list)) else None
-    model = _model_of(tp, node)
-    return list(model.model_fields) if model is not None else []
+            return None, None
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+    return tp, node
+
+
+def _has(node: dict[str, Any] | list[Any], part: str | int) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and part < len(node)
 
 
 def _model_of(tp: Any, node: Any) -> type[BaseModel] | None:
@@ -277,14 +298,15 @@ def _model_of(tp: Any, node: Any) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: dict[str, Any], kinds: list[str]) -> str:
+    """Pydantic's message in the spec's words; ``kinds``: the kinds allowed where a union's tag failed."""
     kind = err["type"]
     if kind == "missing":
         return "required field is missing"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         ctx = err.get("ctx", {})
-        valid = str(ctx.get("expected_tags", "")).replace("'", "")
-        tag = str(ctx.get("tag", ""))[:60]
+        valid = ", ".join(kinds)
+        tag = "" if ctx.get("tag") is None else str(ctx["tag"])[:60]
         if not tag:
             return f"`kind:` is missing; valid here: {valid}"
         close = difflib.get_close_matches(tag, valid.split(", "), n=1)
