@@ -93,9 +93,9 @@ def load(path: Path) -> LoadedSpec:
 def _with_parents(path: Path, label: str, chain: list[str]) -> Located:
     chain = [*chain, path.stem]
     child = read_yaml(path, label)
-    parent_name = child.data.pop("extends", None)
-    if parent_name is None:
+    if "extends" not in child.data:
         return child
+    parent_name = child.data.pop("extends")
     where = child.where(("extends",))
     if not isinstance(parent_name, str) or not NAME.match(parent_name):
         raise SpecError(where, "extends", "must name another spec by its name (lowercase letters, digits, _)")
