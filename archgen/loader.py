@@ -72,11 +72,25 @@ class _Loader(yaml.SafeLoader):
 
 
 # YAML 1.1 reads 1e-6 as a string; spec authors mean a float.
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that knows the loader's extra float form, so it quotes a string such as ``"0E0"``."""
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[Any]]] = {
+        k: list(v) for k, v in yaml.SafeDumper.yaml_implicit_resolvers.items()
+    }
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text that :func:`read_yaml` reads back as ``data`` (``yaml.safe_dump`` writes the string
+    ``"1e5"`` bare, which a spec reads as a number)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 def _pos(file: str, mark: Any) -> Pos:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -21,19 +20,8 @@ HeadSlot = SLOT_TYPES["HeadSlot"]
 MAX_IMG_SIZE = 4096  # the largest resolution a spec or an option may name
 
 
-def _printable(value: str, allowed: str = "") -> str:
-    """Free text reaches terminals and generated docstrings: no control characters, line or paragraph
-    separators, or bidirectional overrides (which make text display other than it reads)."""
-    for ch in value:
-        if ch not in allowed and (unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI):
-            raise ValueError(f"character U+{ord(ch):04X} is not allowed in text")
-    return value
-
-
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
-Text = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_printable)]
-# a longer explanation may be a YAML block of several lines
-LongText = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(lambda v: _printable(v, "\n\t"))]
+Text = Annotated[str, Field(min_length=1, max_length=300)]
+LongText = Annotated[str, Field(min_length=1, max_length=1000)]
 PRINTED = re.compile(r"^(?P<num>[0-9]+(?:\.(?P<frac>[0-9]+))?)(?P<unit>[MG])$")
 
 

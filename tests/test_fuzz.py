@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from archgen.compiler import IR, resolve
 from archgen.emit import emit
 from archgen.errors import SpecError
 from archgen.fidelity import checks, resolutions
+from archgen.loader import dump_yaml
 from conftest import ROOT, assert_counts_exact
 
 SEEDS = [ROOT / "specs" / f"{n}.yaml" for n in ("deit_ti", "cait_xxs24", "volo_d1", "ceit_t", "deepvit_s")] + [
@@ -158,7 +158,7 @@ def _write(data: dict[str, Any], folder: Path) -> Path:
     name = data.get("name")
     stem = name if isinstance(name, str) and re.fullmatch(r"[a-z_][a-z0-9_]{0,59}", name) else "fuzz"
     path = folder / f"{stem}.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    path.write_text(dump_yaml(data), encoding="utf-8")
     return path
 
 

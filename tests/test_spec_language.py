@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from archgen import specs
 from archgen.compiler import resolve
 from archgen.errors import SpecError
 from archgen.fidelity import resolutions
-from archgen.loader import MAX_NODES
+from archgen.loader import MAX_NODES, dump_yaml, read_yaml
 from conftest import ROOT, SPECS, ir_of
 
 CHILDREN = [p for p in SPECS if "\nextends:" in p.read_text(encoding="utf-8")]
@@ -201,3 +202,16 @@ def test_an_error_echoes_at_most_a_line_of_what_the_user_wrote(tmp_path: Path) -
         specs.load(path)
     assert f"unknown kind '{'k' * 60}' (valid here: token," in str(caught.value)
     assert len(str(caught.value)) < 400
+
+
+def test_dump_yaml_writes_what_the_loader_reads_back(tmp_path: Path) -> None:
+    """yaml.safe_dump writes the string "0E0" bare, which a spec reads as the float 0.0 (spec YAML reads
+    exponent floats without a dot); dump_yaml quotes it."""
+    strings = ["0E0", "1e-6", "+2E5", "1_000", "true", "no", "null", "~", ".nan", "0x1F", "1:2", "", "- x", "#"]
+    data = {"strings": strings, "numbers": [0, 1.0e-6, -2.5e300, 2**63, math.inf], "flags": [True, False, None]}
+    path = tmp_path / "round.yaml"
+    path.write_text(dump_yaml(data), encoding="utf-8")
+    assert read_yaml(path, "round.yaml").data == data
+    assert yaml.safe_load(yaml.safe_dump({"s": "0E0"})) == {"s": "0E0"}  # PyYAML alone round-trips it ...
+    path.write_text(yaml.safe_dump({"s": "0E0"}), encoding="utf-8")
+    assert read_yaml(path, "round.yaml").data == {"s": 0.0}  # ... but a spec reads it as a number
