@@ -8,14 +8,17 @@ per module). The compiler core only calls the methods below; it never looks at a
 from __future__ import annotations
 
 import sys
+import types
+import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from archgen.counting import Count
 from archgen.memory import T, Tape
+from archgen.reserved import check_op_key, check_stage_key
 
 StageKey = Annotated[
     str,
@@ -24,6 +27,7 @@ StageKey = Annotated[
         max_length=40,
         description="Attribute path and state_dict prefix: `blocks`, or `network.2` (a ModuleList entry).",
     ),
+    AfterValidator(check_stage_key),
 ]
 
 # Prefix-token groups in the order they stand in the sequence (timm's order: class, distillation, registers).
@@ -99,7 +103,31 @@ class Row:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never a spec's meaning, and `nan` written into generated code does not import
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads `true`, `yes` and `on` as booleans, and pydantic would take them as 1: a number field
+        (or a list of numbers) refuses them."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _numeric(field.annotation):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, bool) for v in items):
+                raise ValueError("a number, not true or false")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether ``annotation`` is a number, an optional one or a tuple of them (and never a bool)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Annotated:
+        return _numeric(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, tuple):
+        kinds = [a for a in args if a not in (type(None), Ellipsis)]
+        return bool(kinds) and all(_numeric(a) for a in kinds)
+    return annotation in (int, float)
 
 
 class Part(Strict):
@@ -187,8 +215,10 @@ class Op(Part):
     class_name: ClassVar[str]
     label: ClassVar[str] = ""  # names a block class that uses this op (``ReAttention`` -> ReAttentionBlock)
 
-    key: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)] | None = Field(
-        default=None, description="Attribute name in the block (default: the op's usual name, e.g. `attn`, `mlp`)."
+    key: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40), AfterValidator(check_op_key)] | None = (
+        Field(
+            default=None, description="Attribute name in the block (default: the op's usual name, e.g. `attn`, `mlp`)."
+        )
     )
 
     def check(self, c: OpCtx) -> None:

@@ -358,6 +358,8 @@ def count(
 
     ir = compile_path(specs.find(spec))
     sizes = sorted(set(img_size)) if img_size else resolutions(ir)
+    for size in img_size or ():
+        ir.check_img_size(size)  # a size the spec cannot take is the option's error
     rows = []
     problems = 0
     for size in sizes:
@@ -609,7 +611,6 @@ def _print_sweep(result: Any, top: int) -> None:
 # Bounds of the numeric options: far beyond any real use, small enough that no count takes long or
 # overflows a fixed-width integer on the way (a batch of 10**19 did).
 MAX_BATCH = 2**20
-MAX_IMG_SIZE = 2**16
 
 
 def _in_range(option: str, value: int, low: int, high: int) -> None:
@@ -618,6 +619,8 @@ def _in_range(option: str, value: int, low: int, high: int) -> None:
 
 
 def _check_img_size(size: int) -> None:
+    from archgen.schema import MAX_IMG_SIZE  # the largest a spec may name too
+
     _in_range("--img-size", size, 1, MAX_IMG_SIZE)
 
 
@@ -829,9 +832,9 @@ def _resolved_text(loaded: Any, as_json: bool = False) -> str:
     data = _kind_first(loaded.spec.model_dump(mode="json", exclude_defaults=False))
     if as_json:
         return _json(data) + "\n"
-    import yaml
+    from archgen.loader import dump_yaml
 
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+    return dump_yaml(data)
 
 
 @app.command()

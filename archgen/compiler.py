@@ -12,13 +12,18 @@ from typing import Any
 
 from archgen.base import Model, Step, Tokens
 from archgen.counting import Count
-from archgen.errors import KindError
+from archgen.errors import KindError, Pos, SpecError
 from archgen.heads.head import Head
-from archgen.loader import Path_
+from archgen.loader import Path_, dotted
 from archgen.memory import AMP, ITEMSIZE, Footprint, StepMemory, Tape, optimizer_bytes
+from archgen.naming import class_names
+from archgen.schema import MAX_IMG_SIZE
 from archgen.specs import LoadedSpec
 from archgen.stages.reshape import Reshape
 from archgen.tokens.join import JoinTokens
+
+# Model-wide fields every step depends on (after the resolution, which is one only at the spec's own size).
+MODEL_INPUTS: tuple[Path_, ...] = (("in_chans",), ("prefix_tokens",), ("num_classes",), ("norm_eps",))
 
 
 @dataclass(frozen=True)
@@ -55,17 +60,21 @@ class IR:
     def spec(self) -> Any:
         return self.loaded.spec
 
-    def walk(self, img_size: int) -> list[Walked]:
+    def walk(self, img_size: int, size_from: tuple[Pos | str, str] | None = None) -> list[Walked]:
         """Thread the token state through every step, converting layouts where a step needs it; bad
-        hyper-parameters raise ``SpecError`` at the field that causes them."""
+        hyper-parameters raise ``SpecError`` at the field that causes them, or, when the resolution came
+        from elsewhere (an option, a published entry), at ``size_from``: (position, field) of the size."""
         s = Tokens(self.model.in_chans, img_size, img_size, "image")
         out: list[Walked] = []
         offset = 0
-        for placed in [*self.steps, None]:
+        for index, placed in enumerate([*self.steps, None]):
             step = placed.kind if placed is not None else None
             path = placed.path if placed is not None else ("head",)
             need = "seq" if step is None else (step.needs(s) if s.layout != "image" else None)
             try:
+                if step is not None and s.layout != "image" and not s.patches and step.slot != "norm":
+                    raise KindError("kind", "no patch tokens are left here (lca hands on the class token alone); "
+                                    "only the final norm and the head may follow")  # fmt: skip
                 if need is not None and need != s.layout:
                     if placed is not None and placed.container is not None:
                         raise KindError("block", f"its blocks need a {need}, the container's a {s.layout}")
@@ -78,12 +87,39 @@ class IR:
                     break
                 nxt = step.out(s, self.model)
             except KindError as exc:
-                raise self.loaded.error((*path, *field_path(exc.field)), _at(exc.message, img_size, self)) from None
+                raise self._walk_error(
+                    index, (*path, *field_path(exc.field)), exc.message, img_size, size_from
+                ) from None
             assert placed is not None
             out.append(Walked(step, path, placed.container, placed.start, s_in=s, s_out=nxt, offset=offset))
             offset += step.num_blocks()
             s = nxt
         return out
+
+    def _inputs(self, index: int, img_size: int) -> list[Path_]:
+        """What step ``index`` (the head after the last) depends on, nearest first: its own fields, the steps
+        before it, then the model-wide fields. An inherited value that fails is blamed on the first of these
+        the user's own file changed."""
+        own = [self.steps[index].path] if index < len(self.steps) else [("head",)]
+        before = [p.path for p in reversed(self.steps[:index])]
+        size: list[Path_] = [("img_size",)] if img_size == self.spec.img_size else []
+        return [*own, *before, *size, *MODEL_INPUTS]
+
+    def _walk_error(
+        self, index: int, path: Path_, message: str, img_size: int, size_from: tuple[Pos | str, str] | None
+    ) -> SpecError:
+        if size_from is not None:
+            pos, field = size_from
+            where = self.loaded.located.where(path)
+            return SpecError(pos, field, f"{img_size}: {dotted(path)}: {message} ({where})")
+        return self.loaded.error(path, _at(message, img_size, self), inputs=self._inputs(index, img_size))
+
+    def check_img_size(self, img_size: int, option: str = "--img-size") -> None:
+        """A resolution given as an option: any error names the option, not the spec's file (which the
+        option, not the file, makes fail)."""
+        if not 1 <= img_size <= MAX_IMG_SIZE:
+            raise SpecError(option, "", f"{img_size}: choose a resolution from 1 to {MAX_IMG_SIZE}")
+        self.walk(img_size, (option, ""))
 
     def final(self, img_size: int) -> Tokens:
         return self.walk(img_size)[-1].s_out
@@ -214,8 +250,12 @@ def resolve(loaded: LoadedSpec) -> IR:
         total_depth=sum(p.kind.num_blocks() for p in steps),
     )
     ir = IR(loaded, model, tuple(steps), spec.head, norm_moved)
-    for size in {p.img_size for p in spec.published} | {spec.img_size}:
-        ir.walk(size)
+    ir.walk(spec.img_size)
+    for i, entry in enumerate(spec.published):  # a size the spec cannot take is the entry's error
+        ir.walk(entry.img_size, (loaded.located.where(("published", i, "img_size")), f"published[{i}].img_size"))
+    clash = class_names(ir.walk(spec.img_size), model, spec.head).get(spec.class_name)
+    if clash is not None:
+        raise loaded.error(("class_name",), f"'{spec.class_name}' is also the name of the model's {clash} class")
     return ir
 
 

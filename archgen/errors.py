@@ -41,5 +41,9 @@ class KindError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
+MAX_LENGTH = 1000  # an error echoes what the user wrote; a line is not the place for a megabyte of it
+
+
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_LENGTH else text[: MAX_LENGTH - 3] + "..."

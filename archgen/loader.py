@@ -8,7 +8,10 @@ mapping and every position still points into the file that wrote the value.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +22,8 @@ from archgen.errors import Pos, SpecError
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 24
+MAX_NODES = 50_000  # keys and values together (the largest library spec has 139): parsing stops here
+MAX_DIGITS = 100  # Python refuses to read integers of more than 4300 digits; no spec needs 100
 
 Path_ = tuple[str | int, ...]
 
@@ -29,12 +34,13 @@ _SAFE_TAGS = {
     "tag:yaml.org,2002:bool",
     "tag:yaml.org,2002:null",
 }
+_NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases and limits nesting while composing."""
+    """SafeLoader that refuses anchors and aliases and limits nesting and size while composing."""
 
     # PyYAML shares resolver lists between loader classes; copy them before adding ours.
     yaml_implicit_resolvers: ClassVar[dict[str, list[Any]]] = {
@@ -45,6 +51,7 @@ class _Loader(yaml.SafeLoader):
         super().__init__(text)
         self.file = file
         self.depth = 0
+        self.nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -52,6 +59,9 @@ class _Loader(yaml.SafeLoader):
             raise SpecError(_pos(self.file, event.start_mark), "", "aliases (*name) are not allowed")
         if getattr(event, "anchor", None):
             raise SpecError(_pos(self.file, event.start_mark), "", "anchors (&name) are not allowed")
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise SpecError(_pos(self.file, event.start_mark), "", f"more than {MAX_NODES} values; a spec has hundreds")
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
@@ -62,11 +72,25 @@ class _Loader(yaml.SafeLoader):
 
 
 # YAML 1.1 reads 1e-6 as a string; spec authors mean a float.
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that knows the loader's extra float form, so it quotes a string such as ``"0E0"``."""
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[Any]]] = {
+        k: list(v) for k, v in yaml.SafeDumper.yaml_implicit_resolvers.items()
+    }
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text that :func:`read_yaml` reads back as ``data`` (``yaml.safe_dump`` writes the string
+    ``"1e5"`` bare, which a spec reads as a number)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 def _pos(file: str, mark: Any) -> Pos:
@@ -96,17 +120,25 @@ class Located:
                 return pos
         return next(iter(self.values.values()))
 
+    def first_written(self, prefixes: Sequence[Path_], file: str) -> tuple[Path_, Pos] | None:
+        """The first value, in file order, that ``file`` wrote under the first of ``prefixes`` under which it
+        wrote anything (one pass over the positions)."""
+        rank: dict[Path_, int] = {}
+        for i, prefix in enumerate(prefixes):
+            rank.setdefault(prefix, i)
+        best: dict[int, tuple[Path_, Pos]] = {}
+        for path, pos in self.values.items():
+            if pos.file != file or not path:
+                continue
+            i = min((rank[path[:cut]] for cut in range(1, len(path) + 1) if path[:cut] in rank), default=None)
+            if i is not None and (i not in best or (pos.line, pos.col) < (best[i][1].line, best[i][1].col)):
+                best[i] = (path, pos)
+        return best[min(best)] if best else None
+
 
 def read_yaml(path: Path, label: str) -> Located:
     """Parse one file (no ``extends`` handling). ``label`` is how errors name the file."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError(f"{label}:1:1", "", "no such spec file") from None
-    except OSError as exc:
-        raise SpecError(f"{label}:1:1", "", f"cannot read: {exc.strerror}") from None
-    if len(raw) > MAX_BYTES:
-        raise SpecError(f"{label}:1:1", "", f"file is {len(raw)} bytes; specs are limited to {MAX_BYTES}")
+    raw = _read_bounded(path, label)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -139,6 +171,33 @@ def read_yaml(path: Path, label: str) -> Located:
     return located
 
 
+def _read_bounded(path: Path, label: str) -> bytes:
+    """The file's bytes, never more than ``MAX_BYTES`` read: only a regular file is opened for reading (a FIFO
+    would block, a device never end), its size is checked before reading, and at most one byte past the
+    limit is read in case it grew meanwhile."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise SpecError(f"{label}:1:1", "", "no such spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{label}:1:1", "", f"cannot read: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(f"{label}:1:1", "", "not a regular file")
+        if info.st_size > MAX_BYTES:
+            raise SpecError(f"{label}:1:1", "", f"file is {info.st_size} bytes; specs are limited to {MAX_BYTES}")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"{label}:1:1", "", f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_BYTES:
+        raise SpecError(f"{label}:1:1", "", f"file is over {MAX_BYTES} bytes; specs are limited to {MAX_BYTES}")
+    return raw
+
+
 def _build(loader: _Loader, node: Any, path: Path_, out: Located, label: str) -> Any:
     out.values[path] = _pos(label, node.start_mark)
     if isinstance(node, yaml.MappingNode):
@@ -163,11 +222,15 @@ def _build(loader: _Loader, node: Any, path: Path_, out: Located, label: str) ->
         return [_build(loader, item, (*path, i), out, label) for i, item in enumerate(node.value)]
     if node.tag not in _SAFE_TAGS:
         raise SpecError(out.values[path], dotted(path), f"tag {node.tag} is not allowed")
+    if node.tag in _NUMBER_TAGS and len(node.value) > MAX_DIGITS:
+        raise SpecError(out.values[path], dotted(path), f"number longer than {MAX_DIGITS} characters")
     return loader.construct_object(node, deep=True)
 
 
 def dotted(path: Path_) -> str:
+    """``stages[0].block[1].op`` (a key longer than any field name is shortened: it is echoed in errors)."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = part if isinstance(part, int) or len(part) <= 60 else part[:57] + "..."
+        text += f"[{name}]" if isinstance(name, int) else (f".{name}" if text else str(name))
     return text

@@ -12,7 +12,7 @@ import ast
 from collections.abc import Sequence
 from typing import Any
 
-from archgen.base import Model, Op
+from archgen.base import Model, Op, Part
 
 
 def op_names(ops: Sequence[Op]) -> dict[str, str]:
@@ -64,3 +64,17 @@ def block_names(walked: Sequence[Any], m: Model) -> dict[str, str]:
             name, i = f"{base}{i}", i + 1
         names[identity] = name
     return names
+
+
+def parts(kind: Part) -> list[Part]:
+    """The part and the parts its classes use, leaf first (the order the emitter writes them in)."""
+    out: list[Part] = []
+    for helper in kind.helpers():
+        out.extend(parts(helper))
+    return [*out, kind]
+
+
+def class_names(walked: Sequence[Any], m: Model, head: Part) -> dict[str, str]:
+    """Every class name naming gives the model's ops and blocks, and which of the two it names."""
+    ops = [p for w in [*(w.kind for w in walked), head] for p in parts(w) if isinstance(p, Op)]
+    return dict.fromkeys(op_names(ops).values(), "op") | dict.fromkeys(block_names(walked, m).values(), "block")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import keyword
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from archgen.base import TOKEN_ORDER, Strict
 from archgen.catalogue import SLOT_TYPES
+from archgen.reserved import check_module_name
 
 StemSlot = SLOT_TYPES["StemSlot"]
 PosEmbedSlot = SLOT_TYPES["PosEmbedSlot"]
@@ -17,10 +17,8 @@ StageSlot = SLOT_TYPES["StageSlot"]
 NormSlot = SLOT_TYPES["NormSlot"]
 HeadSlot = SLOT_TYPES["HeadSlot"]
 
-# Names the generated module defines or imports; a spec name must not shadow them.
-RESERVED = frozenset(
-    {"torch", "nn", "F", "checkpoint", "math", "dpr", "grid", "img_size", "num_classes", "sincos_1d", "sincos_2d"}
-)
+MAX_IMG_SIZE = 4096  # the largest resolution a spec or an option may name
+
 
 Text = Annotated[str, Field(min_length=1, max_length=300)]
 LongText = Annotated[str, Field(min_length=1, max_length=1000)]
@@ -30,9 +28,11 @@ PRINTED = re.compile(r"^(?P<num>[0-9]+(?:\.(?P<frac>[0-9]+))?)(?P<unit>[MG])$")
 class Published(Strict):
     """One number as a source printed it. Exactly one of ``params`` and ``macs``."""
 
-    img_size: int = Field(ge=1, le=4096, description="Resolution the number was measured at.")
-    params: str | None = Field(default=None, description="Parameters as printed, e.g. `86M` or `22.1M`.")
-    macs: str | None = Field(
+    img_size: int = Field(ge=1, le=MAX_IMG_SIZE, description="Resolution the number was measured at.")
+    params: Annotated[str, Field(max_length=20)] | None = Field(
+        default=None, description="Parameters as printed, e.g. `86M` or `22.1M`."
+    )
+    macs: Annotated[str, Field(max_length=20)] | None = Field(
         default=None, description="Multiply-accumulates as printed, e.g. `17.6G` (papers call these FLOPs)."
     )
     source: Text = Field(description="Where the number is printed: paper and table, or repository file.")
@@ -103,7 +103,10 @@ class Reference(Strict):
         default=None, ge=0, le=100000, description="Classes of the tagged weights, where not the spec's (0: no head)."
     )
     img_size: int | None = Field(
-        default=None, ge=1, le=4096, description="Resolution the tagged weights were trained at, where not the spec's."
+        default=None,
+        ge=1,
+        le=MAX_IMG_SIZE,
+        description="Resolution the tagged weights were trained at, where not the spec's.",
     )
 
     @property
@@ -115,10 +118,10 @@ class Reference(Strict):
 class Preprocessing(Strict):
     """How the reference weights expect images: timm's pretrained_cfg data fields."""
 
-    mean: tuple[float, ...] = Field(
+    mean: tuple[Annotated[float, Field(ge=-1000, le=1000)], ...] = Field(
         default=(0.485, 0.456, 0.406), min_length=1, max_length=64, description="Per-channel mean."
     )
-    std: tuple[float, ...] = Field(
+    std: tuple[Annotated[float, Field(gt=0, le=1000)], ...] = Field(
         default=(0.229, 0.224, 0.225), min_length=1, max_length=64, description="Per-channel standard deviation."
     )
     crop_pct: float = Field(default=0.875, gt=0, le=1, description="Center-crop fraction at evaluation.")
@@ -143,22 +146,22 @@ class PrefixTokens(Strict):
 class Spec(Strict):
     """One published variant, compiled to `generated/<name>.py`."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=60)] = Field(
-        description="Identifier of the variant; equals the file stem and names the factory function."
+    name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=60), AfterValidator(check_module_name)] = (
+        Field(description="Identifier of the variant; equals the file stem and names the factory function.")
     )
     family: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)] = Field(
         description="Family the variant belongs to (vit, deit, ...)."
     )
     title: Text = Field(description="Name as the paper prints it, e.g. `DeiT-S`.")
     paper: Text = Field(description="Citation of the paper that introduced the variant.")
-    class_name: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=60)] = Field(
-        description="Name of the generated nn.Module class."
-    )
+    class_name: Annotated[
+        str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=60), AfterValidator(check_module_name)
+    ] = Field(description="Name of the generated nn.Module class.")
     reference: Reference | None = Field(default=None, description="Reference implementation for parity.")
     preprocessing: Preprocessing = Field(
         default=Preprocessing(), description="Input pipeline of the reference weights (timm's pretrained_cfg)."
     )
-    img_size: int = Field(ge=1, le=4096, description="Default input resolution (square).")
+    img_size: int = Field(ge=1, le=MAX_IMG_SIZE, description="Default input resolution (square).")
     in_chans: int = Field(ge=1, le=64, description="Input channels.")
     num_classes: int = Field(ge=0, le=100000, description="Default classifier width (0: no classifier).")
     norm_eps: float = Field(gt=0, lt=1, description="Epsilon of every LayerNorm (write 1.0e-6).")
@@ -174,11 +177,4 @@ class Spec(Strict):
     )
     norm: NormSlot | None = Field(default=None, description="Final normalisation (none: no final norm).")
     head: HeadSlot = Field(description="Classifier head(s).")
-    published: tuple[Published, ...] = Field(default=(), description="Numbers the literature prints.")
-
-    @field_validator("name")
-    @classmethod
-    def _not_reserved(cls, value: str) -> str:
-        if keyword.iskeyword(value) or value in RESERVED:
-            raise ValueError(f"'{value}' is a Python keyword or a name the generated module uses")
-        return value
+    published: tuple[Published, ...] = Field(default=(), max_length=64, description="Numbers the literature prints.")

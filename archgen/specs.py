@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,10 @@ MAX_CHAIN = 16
 TAGS = frozenset(k.tag() for k in (*KINDS, *INTERNAL))
 # Fields that belong to the variant they were measured on: a child never inherits them.
 NOT_INHERITED = ("published", "reference")
+# Nor its name, which is its own file's stem.
+OWN = ("name", *NOT_INHERITED)
+# What a spec name looks like (schema.Spec.name): checked before a name reaches the file system.
+NAME = re.compile(r"^[a-z_][a-z0-9_]{0,59}$")
 
 
 @dataclass(frozen=True)
@@ -29,20 +35,33 @@ class LoadedSpec:
     spec: Spec
     source: str  # how the file is named in generated headers and errors (posix, relative)
     located: Located  # merged data with positions, for errors raised after validation
-    extends: Pos | None = None  # the `extends:` line of the user's file
 
-    def error(self, path: Path_, message: str, *, key: bool = False) -> SpecError:
-        return _error(self.located, self.source, self.extends, path, message, key=key)
+    def error(
+        self, path: Path_, message: str, *, key: bool = False, inputs: Sequence[Path_] | None = None
+    ) -> SpecError:
+        return _error(self.located, self.source, path, message, key=key, inputs=inputs)
 
 
 def _error(
-    located: Located, source: str, extends: Pos | None, path: Path_, message: str, *, key: bool = False
+    located: Located,
+    source: str,
+    path: Path_,
+    message: str,
+    *,
+    key: bool = False,
+    inputs: Sequence[Path_] | None = None,
 ) -> SpecError:
-    """An error at ``path``; a value inherited from a parent file is reported at the user's ``extends:``
-    line (the user edits their own spec), naming where the value stands."""
+    """An error at ``path``, reported where its value was written. A value inherited from a parent file that
+    fails only with what the user's file changed is the user's error: it is reported at the first value the
+    user wrote under ``inputs`` (what the failing check read, nearest first; by default the mappings
+    around ``path``), naming the inherited value and where it stands."""
     pos = located.where(path, key=key)
-    if extends is not None and pos.file != source:
-        return SpecError(extends, dotted(path), f"{message} (inherited from {pos})")
+    if pos.file != source:
+        around = [path[:cut] for cut in range(len(path) - 1, 0, -1)]
+        mine = located.first_written(around if inputs is None else inputs, source)
+        if mine is not None:
+            where, written = mine
+            return SpecError(written, dotted(where), f"{dotted(path)}: {message} (inherited from {pos})")
     return SpecError(pos, dotted(path), message)
 
 
@@ -61,25 +80,25 @@ def label_for(path: Path) -> str:
 
 def load(path: Path) -> LoadedSpec:
     label = label_for(path)
-    located, extends = _with_parents(path, label, [])
+    located = _with_parents(path, label, [])
     try:
         spec = Spec.model_validate(located.data)
     except ValidationError as exc:
-        raise first_error(exc, located, label, extends) from None
+        raise first_error(exc, located, label) from None
     if spec.name != path.stem:
         raise SpecError(located.where(("name",)), "name", f"'{spec.name}' must equal the file stem '{path.stem}'")
-    return LoadedSpec(spec, label, located, extends)
+    return LoadedSpec(spec, label, located)
 
 
-def _with_parents(path: Path, label: str, chain: list[str]) -> tuple[Located, Pos | None]:
+def _with_parents(path: Path, label: str, chain: list[str]) -> Located:
     chain = [*chain, path.stem]
     child = read_yaml(path, label)
-    parent_name = child.data.pop("extends", None)
-    if parent_name is None:
-        return child, None
+    if "extends" not in child.data:
+        return child
+    parent_name = child.data.pop("extends")
     where = child.where(("extends",))
-    if not isinstance(parent_name, str) or not parent_name.isidentifier():
-        raise SpecError(where, "extends", "must name another spec by its name")
+    if not isinstance(parent_name, str) or not NAME.match(parent_name):
+        raise SpecError(where, "extends", "must name another spec by its name (lowercase letters, digits, _)")
     if parent_name in chain:
         raise SpecError(where, "extends", f"cycle: {' -> '.join([*chain, parent_name])}")
     if len(chain) > MAX_CHAIN:
@@ -88,50 +107,52 @@ def _with_parents(path: Path, label: str, chain: list[str]) -> tuple[Located, Po
     folders = [path.parent, *(d for d in search_dirs() if d.resolve() != path.parent.resolve())]
     parent_path = next((d / f"{parent_name}.yaml" for d in folders if (d / f"{parent_name}.yaml").is_file()), None)
     if parent_path is None:
-        raise SpecError(where, "extends", f"parent '{parent_name}' not found (chain: {' -> '.join(chain)})")
-    parent, _ = _with_parents(parent_path, label_for(parent_path), chain)
-    for name in NOT_INHERITED:
+        hint = did_you_mean(parent_name, folders)
+        raise SpecError(where, "extends", f"parent '{parent_name}' not found{hint} (chain: {' -> '.join(chain)})")
+    parent = _with_parents(parent_path, label_for(parent_path), chain)
+    for name in OWN:
         parent.data.pop(name, None)
         parent.drop((name,))
-    return _merge(parent, child), where
+    return _merge(parent, child)
 
 
 def _merge(parent: Located, child: Located) -> Located:
     """Child values replace the parent's; mappings merge key by key (a mapping whose ``kind`` changes is
     replaced whole), lists are replaced whole, and a mapping given for the parent's ``stages`` list merges
-    into the stage with that ``key``. Misspelt keys are caught by the schema afterwards."""
-    out = Located(copy.deepcopy(parent.data), dict(parent.values), dict(parent.keys))
+    into the stage with that ``key``. Misspelt keys are caught by the schema afterwards.
 
-    def take(src: Path_, dst: Path_) -> None:
-        """Positions of the child's ``src`` subtree, filed under ``dst`` in the merged data."""
-        out.drop(dst)
-        for table, own in ((out.values, child.values), (out.keys, child.keys)):
-            table.update({(*dst, *p[len(src) :]): v for p, v in own.items() if p[: len(src)] == src})
+    Positions follow the values: a subtree the child replaces takes the child's positions. They are
+    gathered in one pass at the end, so merging costs time linear in the size of both files."""
+    data = copy.deepcopy(parent.data)
+    taken: dict[Path_, Path_] = {}  # the child's subtree at src replaces the merged one at dst
+    merged_keys: dict[Path_, Pos] = {}  # mappings both files give: the child's key position
 
     def merge(target: dict[str, Any], source: dict[str, Any], src: Path_, dst: Path_) -> None:
         for key, value in source.items():
             old = target.get(key)
             s, d = (*src, key), (*dst, key)
             if dst == () and key == "stages" and isinstance(value, dict) and isinstance(old, list):
-                out.keys[d] = child.keys[s]
+                merged_keys[d] = child.keys[s]
                 _merge_stages(old, value, s, d)
             elif (
                 isinstance(value, dict)
                 and isinstance(old, dict)
                 and value.get("kind", old.get("kind")) == old.get("kind")
             ):
-                out.keys[d] = child.keys[s]
+                merged_keys[d] = child.keys[s]
                 merge(old, value, s, d)
             else:
                 target[key] = copy.deepcopy(value)
-                take(s, d)
+                taken[s] = d
 
     def _merge_stages(stages: list[Any], changes: dict[str, Any], src: Path_, dst: Path_) -> None:
-        keys = [st.get("key") if isinstance(st, dict) else None for st in stages]
+        # a parent's stage without a string key cannot be addressed; the schema reports it afterwards
+        keys = [st.get("key") if isinstance(st, dict) and isinstance(st.get("key"), str) else None for st in stages]
+        named = [k for k in keys if k is not None]
         for key, value in changes.items():
             if key not in keys:
-                close = difflib.get_close_matches(key, [k for k in keys if k], n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f" (stages: {', '.join(k for k in keys if k)})"
+                close = difflib.get_close_matches(key, named, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f" (stages: {', '.join(named) or 'none named'})"
                 raise SpecError(
                     child.where((*src, key), key=True), dotted((*dst, key)), f"no stage with this key{hint}"
                 )
@@ -140,43 +161,69 @@ def _merge(parent: Located, child: Located) -> Located:
                 raise SpecError(
                     child.where((*src, key)), dotted((*dst, i)), "give the stage's changed fields as a mapping"
                 )
-            out.keys[(*dst, i)] = child.keys[(*src, key)]
+            merged_keys[(*dst, i)] = child.keys[(*src, key)]
             merge(stages[i], value, (*src, key), (*dst, i))
 
-    merge(out.data, child.data, (), ())
+    merge(data, child.data, (), ())
+    replaced = set(taken.values())
+    out = Located(data)
+    for table, own, mine in ((out.values, parent.values, child.values), (out.keys, parent.keys, child.keys)):
+        table.update({p: v for p, v in own.items() if not any(p[:cut] in replaced for cut in range(1, len(p) + 1))})
+        for p, v in mine.items():
+            cut = next((cut for cut in range(1, len(p) + 1) if p[:cut] in taken), None)
+            if cut is not None:
+                table[(*taken[p[:cut]], *p[cut:])] = v
+    out.keys.update(merged_keys)
     out.values[()] = child.values[()]
     return out
 
 
-def first_error(exc: ValidationError, located: Located, source: str, extends: Pos | None) -> SpecError:
+# "did you mean …?" is worked out for this many unknown fields at most (the first in file order): a file of
+# ten thousand unknown keys is reported at once, not after ten thousand fuzzy matches.
+MAX_SUGGESTED = 50
+
+
+def first_error(exc: ValidationError, located: Located, source: str) -> SpecError:
     """The most useful error: a misspelt key with a close match first, then the first in file order.
-    Errors that only echo a deeper one (a tuple left empty because its item failed) are dropped."""
+    Errors that only echo a deeper one (a tuple left empty because its item failed) are dropped.
+    Time is linear in the number of errors."""
     errs = exc.errors(include_url=False)
     locs = [tuple(e["loc"]) for e in errs]
-    real = [e for e, loc in zip(errs, locs, strict=True) if not any(o[: len(loc)] == loc and o != loc for o in locs)]
+    echoed = {loc[:cut] for loc in locs for cut in range(len(loc))}  # proper prefixes of some error's place
     placed = []
-    for err in real:
+    for err, loc in zip(errs, locs, strict=True):
+        if loc in echoed:
+            continue
         path = _data_path(located.data, err["loc"])
         extra = err["type"] == "extra_forbidden"
-        message = _message(err)
+        kinds = []
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            kinds = kinds_at(located.data, path)
             path = (*path, "kind")  # point at the discriminator, not the mapping
-        elif extra:
-            valid = fields_at(located.data, path[:-1])
-            close = difflib.get_close_matches(str(path[-1]), valid, n=1)
+        pos = located.where(path, key=extra)
+        placed.append(((pos.line, pos.col), path, extra, _message(err, kinds)))
+    placed.sort(key=lambda item: item[0])
+    messages, meant = [], []  # meant: the field a misspelt one stands for
+    unknown = 0
+    for _, path, extra, message in placed:
+        close: list[str] = []
+        if extra:
+            unknown += 1
+            valid = fields_at(located.data, path[:-1]) if unknown <= MAX_SUGGESTED else []
+            close = difflib.get_close_matches(str(path[-1])[:100], valid, n=1)
             message = f"unknown field; did you mean '{close[0]}'?" if close else "unknown field"
             message += f" (valid here: {', '.join(valid)})" if valid and not close else ""
-        pos = located.where(path, key=extra)
-        misspelt = extra and "did you mean" in message
-        placed.append(((not misspelt, pos.line, pos.col), path, extra, message))
-    placed.sort(key=lambda item: item[0])
-    _, path, extra, message = placed[0]
-    if "did you mean" in message:  # the field it meant is reported missing too: one problem, not two
-        meant = (*path[:-1], message.split("'")[1])
-        placed = [p for p in placed if p[1] != meant or p[3] != "required field is missing"]
-    if len(placed) > 1:
-        message += f" (and {len(placed) - 1} more)"
-    return _error(located, source, extends, path, message, key=extra)
+        messages.append(message)
+        meant.append((*path[:-1], close[0]) if close else None)
+    # a misspelt field first (the field it meant is reported missing too: one problem, not two)
+    first = next((i for i, m in enumerate(meant) if m is not None), 0)
+    _, path, extra, _ = placed[first]
+    message = messages[first]
+    missing = [p for (_, p, _, _), m in zip(placed, messages, strict=True) if m == "required field is missing"]
+    rest = len(placed) - 1 - (missing.count(meant[first]) if meant[first] else 0)
+    if rest:
+        message += f" (and {rest} more)"
+    return _error(located, source, path, message, key=extra)
 
 
 def _data_path(data: Any, loc: tuple[Any, ...]) -> Path_:
@@ -200,6 +247,23 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path_:
 
 def fields_at(data: Any, path: Path_) -> list[str]:
     """The field names the schema allows in the mapping at ``path`` (for "did you mean …?")."""
+    tp, node = _type_at(data, path)
+    model = _model_of(tp, node)
+    return list(model.model_fields) if model is not None else []
+
+
+def kinds_at(data: Any, path: Path_) -> list[str]:
+    """The ``kind:`` names the schema allows for the part at ``path``."""
+    tp, _ = _type_at(data, path)
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    found = [_model_of(m, None) for m in members]
+    return [m.tag() for m in found if m is not None and "kind" in m.model_fields]
+
+
+def _type_at(data: Any, path: Path_) -> tuple[Any, Any]:
+    """The schema's type at ``path`` and the data there (None where the path leaves the schema)."""
     tp: Any = Spec
     node = data
     for part in path:
@@ -209,10 +273,13 @@ def fields_at(data: Any, path: Path_) -> list[str]:
         elif model is not None and part in model.model_fields:
             tp = model.model_fields[part].annotation
         else:
-            return []
-        node = node[part] if isinstance(node, (dict, list)) else None
-    model = _model_of(tp, node)
-    return list(model.model_fields) if model is not None else []
+            return None, None
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+    return tp, node
+
+
+def _has(node: dict[str, Any] | list[Any], part: str | int) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and part < len(node)
 
 
 def _model_of(tp: Any, node: Any) -> type[BaseModel] | None:
@@ -231,17 +298,18 @@ def _model_of(tp: Any, node: Any) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: dict[str, Any], kinds: list[str]) -> str:
+    """Pydantic's message in the spec's words; ``kinds``: the kinds allowed where a union's tag failed."""
     kind = err["type"]
     if kind == "missing":
         return "required field is missing"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         ctx = err.get("ctx", {})
-        valid = str(ctx.get("expected_tags", "")).replace("'", "")
-        tag = ctx.get("tag")
+        valid = ", ".join(kinds)
+        tag = "" if ctx.get("tag") is None else str(ctx["tag"])[:60]
         if not tag:
             return f"`kind:` is missing; valid here: {valid}"
-        close = difflib.get_close_matches(str(tag), valid.split(", "), n=1)
+        close = difflib.get_close_matches(tag, valid.split(", "), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return f"unknown kind '{tag}'{hint} (valid here: {valid})"
     return str(err["msg"]).removeprefix("Value error, ")
@@ -278,15 +346,21 @@ def find(name_or_path: str) -> Path:
     """A spec by file path or by name; a misspelt name gets a suggestion."""
     if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
         return Path(name_or_path)
-    for folder in search_dirs():
-        if (folder / f"{name_or_path}.yaml").is_file():
-            return folder / f"{name_or_path}.yaml"
-    names = sorted({p.stem for folder in search_dirs() for p in folder.glob("*.yaml")})
-    close = difflib.get_close_matches(name_or_path, names, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise SpecError(
-        f"{label_for(search_dirs()[0] / f'{name_or_path}.yaml')}:1:1", "", f"no spec named '{name_or_path}'{hint}"
-    )
+    folders = search_dirs()
+    if NAME.match(name_or_path):  # anything else names no spec: it never reaches the file system
+        for folder in folders:
+            if (folder / f"{name_or_path}.yaml").is_file():
+                return folder / f"{name_or_path}.yaml"
+    hint = did_you_mean(name_or_path, folders)
+    where = f"{label_for(folders[0] / '_.yaml').removesuffix('_.yaml')}{name_or_path}.yaml:1:1"
+    raise SpecError(where, "", f"no spec named '{name_or_path}'{hint}")
+
+
+def did_you_mean(name: str, folders: list[Path]) -> str:
+    """``; did you mean 'deit_s'?`` when a spec in ``folders`` has a name close to ``name``."""
+    names = sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(name[:100], names, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def all_paths() -> list[Path]:

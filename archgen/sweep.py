@@ -303,7 +303,7 @@ def _count(row: Row, data: dict[str, Any], label: str, size: int | None, memory:
         try:
             spec = Spec.model_validate(data)
         except ValidationError as exc:
-            raise first_error(exc, located, label, None) from None
+            raise first_error(exc, located, label) from None
         ir = resolve(LoadedSpec(spec, label, located))
         size = size or spec.img_size
         total = ir.count(size)
@@ -354,10 +354,10 @@ def emit_data(loaded: LoadedSpec, axes: tuple[Axis, ...], row: Row) -> dict[str,
 
 def emit_text(loaded: LoadedSpec, axes: tuple[Axis, ...], row: Row) -> tuple[str, str]:
     """The file name and text of ``emit_data``'s spec, as ``archgen sweep --emit`` writes it."""
-    import yaml
+    from archgen.loader import dump_yaml
 
     data = emit_data(loaded, axes, row)
-    text = "# written by archgen sweep --emit\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    text = "# written by archgen sweep --emit\n" + dump_yaml(data)
     return f"{data['name']}.yaml", text
 
 

@@ -15,6 +15,7 @@ from archgen import specs
 from archgen.compiler import IR, resolve
 from archgen.emit import emit
 from archgen.errors import SpecError
+from archgen.loader import dump_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -111,10 +112,8 @@ def bn_keys(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
 
 def compile_data(data: dict, folder: Path) -> tuple[IR, str, types.ModuleType]:
     """A spec given as data, written to ``folder``, compiled and executed: (IR, source, module)."""
-    import yaml
-
     path = folder / f"{data['name']}.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    path.write_text(dump_yaml(data), encoding="utf-8")
     ir = resolve(specs.load(path))
     (text,) = emit(ir).values()
     module = types.ModuleType(f"archgen_test_data_{data['name']}")

@@ -227,10 +227,9 @@ def test_count_img_size_option_and_bad_size() -> None:
     assert json.loads(proc.stdout)["counts"][0]["published"] is None
     proc = archgen("count", "deit_s", "--img-size", "450")
     assert proc.returncode == 2
-    # patch_size is written in the parent spec: the error points at the user's spec and names where it stands
+    # the option, not the spec, is wrong: the error names the option and where the value it fails stands
     assert proc.stderr.splitlines() == [
-        "error: specs/deit_s.yaml:2:10: stem.patch_size: at img_size 450: 16 does not divide the image size 450 "
-        "(inherited from specs/vit_b16.yaml:13:39)"
+        "error: --img-size: 450: stem.patch_size: 16 does not divide the image size 450 (specs/vit_b16.yaml:13:39)"
     ]
 
 

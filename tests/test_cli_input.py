@@ -103,7 +103,7 @@ def test_an_empty_or_missing_spec_folder(tmp_path: Path) -> None:
 BAD_OPTIONS = [
     (["count", "deit_s", "--img-size", "22x"], "error: --img-size 22x: not an integer"),
     (["count", "deit_s", "--img-size=224", "--img-size=x"], "error: --img-size x: not an integer"),
-    (["count", "deit_s", "--img-size", "0"], "error: --img-size 0: must be between 1 and 65,536"),
+    (["count", "deit_s", "--img-size", "0"], "error: --img-size 0: must be between 1 and 4,096"),
     (["count", "deit_s", "--memory", "--batch", "abc"], "error: --batch abc: not an integer"),
     (
         ["count", "deit_s", "--memory", "--batch", "10000000000000000000"],

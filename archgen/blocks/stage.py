@@ -113,7 +113,9 @@ class Blocks(Step):
         "(CaiT's and VOLO's class-attention stages).",
     )
     joins: tuple[Literal["cls", "dist", "reg"], ...] = Field(
-        default=(), description="Prefix tokens that join the sequence right before this stage (CaiT: `[cls]`)."
+        default=(),
+        max_length=3,
+        description="Prefix tokens that join the sequence right before this stage (CaiT: `[cls]`).",
     )
     collect_cls: bool = Field(
         default=False, description="Hand each block's class token on to layer-wise class attention (CeiT's `lca`)."
@@ -123,6 +125,7 @@ class Blocks(Step):
     )
     order: tuple[Attr, ...] | None = Field(
         default=None,
+        max_length=32,
         description="Declaration order of the block's modules when the reference's differs from branch order "
         "(CeiT declares `norm2` first); it orders state_dict keys, hence optimizer states.",
     )
@@ -195,6 +198,11 @@ class Blocks(Step):
             raise KindError("kind", "blocks need tokens; a stem makes them")
         heads = self.resolve_heads(s.dim)
         names = [a for attr in self.attrs() for a in attr if a and not a.startswith("gamma_")]
+        # every attribute the block class sets: an op key must not replace a sibling (norm1, ls1, drop_path)
+        taken = [a for attr in self.attrs() for a in attr if a] + (["drop_path"] if self.stochastic_depth else [])
+        for i, b in enumerate(self.block):
+            if b.op.key is not None and taken.count(b.op.key) > 1:
+                raise KindError(f"block[{i}].op.key", f"'{b.op.key}' is already an attribute of the block")
         if len(set(names)) != len(names):
             raise KindError("block", f"two modules would be named alike: {', '.join(names)}; set an op's `key`")
         for i, b in enumerate(self.block):
@@ -204,6 +212,8 @@ class Blocks(Step):
                 raise KindError("heads", f"required by {op.kind} in block[{i}]: give `heads` or `head_dim`")
             if "hidden" in op.args and self.mlp_ratio is None:
                 raise KindError("mlp_ratio", f"required by {op.kind} in block[{i}]")
+            if "hidden" in op.args and self.hidden(s.dim) < 1:
+                raise KindError("mlp_ratio", f"{self.mlp_ratio} leaves {op.kind} no hidden width at width {s.dim}")
             if op.writes_first and self.updates != "cls":
                 why = "writes the class token only: use it in a stage with `updates: cls`"
                 raise KindError(f"{where}.kind", f"{op.kind} {why}")

@@ -55,6 +55,10 @@ class LayerClassAttention(Step):
             raise KindError("kind", "lca needs an earlier stage that hands on its class tokens (`collect_cls: true`)")
         if s.dim % self.heads:
             raise KindError("heads", f"{self.heads} does not divide the token width {s.dim}")
+        if self.hidden(s.dim) < 1:
+            raise KindError("mlp_ratio", f"{self.mlp_ratio} leaves the feed-forward no hidden width at width {s.dim}")
+        if self.feedforward.key is not None:  # the block's attribute is fixed (the reference's state_dict)
+            raise KindError("feedforward.key", "the LCA block keeps its feed-forward as `feedforward`; drop `key`")
         if self.feedforward.reads != "token":
             raise KindError("feedforward", f"{self.feedforward.kind} cannot work on a single token")
         self.feedforward.check(self._ctx(s))
