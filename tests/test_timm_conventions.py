@@ -28,7 +28,6 @@ from timm.models import get_pretrained_cfg  # noqa: E402
 from timm.models._features_fx import create_feature_extractor, get_graph_node_names  # noqa: E402
 
 import archgen.timm  # noqa: E402, F401  (registers the specs)
-from archgen import features  # noqa: E402
 from archgen.compiler import IR  # noqa: E402
 
 NAMES = [p.stem for p in SPECS]
@@ -56,14 +55,6 @@ def _input_size(cfg: dict, target: int) -> tuple[int, ...]:
     return size if cfg.get("fixed_input_size") else tuple(min(s, target) for s in size)
 
 
-def _expected_taps(name: str) -> list[str]:
-    """The modules features_only returns by default: the last three taps (all where there are fewer)."""
-    ir = _ir(name)
-    taps = features.taps(ir.walk(ir.spec.img_size), ir.spec.img_size, None)
-    assert taps is not None, name
-    return [t.module for t in taps.taps][-min(3, len(taps.taps)) :]
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_cfg_tells_the_truth(name: str) -> None:
     ir = _ir(name)
@@ -88,9 +79,12 @@ def test_registered_cfg_tells_the_truth(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_features_only_takes_the_last_three_taps(name: str) -> None:
+    """timm's default for its ViTs (out_indices=3), and ours for CeiT and DeepViT."""
     with torch.device("meta"):
+        full = timm.create_model(name)
         model = timm.create_model(name, features_only=True)
-    assert model.feature_info.module_name() == _expected_taps(name), name
+    taps = [f["module"] for f in full.feature_info]
+    assert len(taps) >= 3 and model.feature_info.module_name() == taps[-3:], name
 
 
 @pytest.mark.parametrize("name", _marked(RUN))
@@ -201,6 +195,24 @@ def test_forward_intermediates_and_features_only(name: str) -> None:
     by_module = {t["module"]: o for t, o in zip(model.feature_info, taps, strict=True)}
     for module, o in zip(wrapped.feature_info.module_name(), got, strict=True):
         torch.testing.assert_close(o, by_module[module], rtol=0, atol=0, msg=f"{name}: features_only {module}")
+
+
+TIMM_NAMES = [n for n in NAMES if (ref := _ir(n).spec.reference) is not None and ref.package == "timm"]
+
+
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_features_only_keeps_timms_state_dict(name: str) -> None:
+    """Pruned to timm's default taps, ours holds what timm's holds (class attention, class token, fc_norm
+    and the head dropped alike), so features_only checkpoints load either way."""
+    spec = _ir(name).spec
+    with torch.device("meta"):
+        ref = timm.create_model(spec.reference.model, features_only=True, img_size=spec.img_size)
+        ours = timm.create_model(name, features_only=True)
+    theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert mine == theirs, (
+        f"{name}: only ours {sorted(mine.keys() - theirs)[:4]}, only timm's {sorted(theirs.keys() - mine)[:4]}"
+    )
 
 
 @pytest.mark.parametrize("name", _marked(TIMM_FAMILIES))
