@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import linecache
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,14 @@ DEFAULT_TAPS = 3
 @functools.cache
 def module(path: Path) -> types.ModuleType:
     """The generated module of the spec at ``path``, compiled and executed once. Its source is registered with
-    linecache under ``<archgen: generated/<name>.py from <spec>>``, so tracebacks show the generated lines."""
+    linecache under ``<archgen: generated/<name>.py from <spec>>``, so tracebacks and ``inspect`` show the
+    generated lines; the module is in ``sys.modules`` (``archgen.timm.<name>``), so its models pickle."""
     ((target, text),) = emit(compile_path(path)).items()
     filename = f"<archgen: {target} from {path}>"
     linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)  # never re-read
     mod = types.ModuleType(f"{__name__}.{path.stem}")
     mod.__file__ = filename
+    sys.modules[mod.__name__] = mod
     exec(compile(text, filename, "exec"), mod.__dict__)  # archgen's own output, checked by emit
     return mod
 

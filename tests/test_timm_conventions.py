@@ -12,8 +12,10 @@ forward_intermediates and features_only; for the families timm has, features_onl
 
 from __future__ import annotations
 
+import inspect
 import linecache
 import math
+import pickle
 import traceback
 from pathlib import Path
 
@@ -247,6 +249,15 @@ def test_tracebacks_show_the_generated_source() -> None:
         assert f.filename.startswith("<archgen: generated/deit_ti.py from ") and f.filename.endswith("deit_ti.yaml>")
         assert f.line == committed[f.lineno - 1].strip(), f"{f.name}: line {f.lineno}"
         assert linecache.getline(f.filename, f.lineno).strip() == f.line
+
+
+def test_models_built_through_timm_pickle_and_show_their_source() -> None:
+    model = randomised(timm.create_model("ceit_t", num_classes=7))
+    copy = pickle.loads(pickle.dumps(model))
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(copy(x), model(x))
+    assert inspect.getsource(type(model).forward_features).lstrip().startswith("def forward_features(self, x")
 
 
 def test_standalone_file_keeps_the_default_cfg_of_the_weights() -> None:
