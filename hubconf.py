@@ -2,9 +2,10 @@
 
 Each entry is a generated module's factory, loaded from ``generated/`` by file path (archgen itself is not
 imported); ``pretrained=True`` loads the reference weights (timm's, from the Hugging Face hub, through the cache
-timm uses) with huggingface_hub and safetensors, imported by the generated factory only then: torch.hub's
-check needs torch alone, so a model without weights loads where neither library is installed. torch.hub lists every public callable here as an entry point, so the helpers' own names
-start with an underscore and modules are imported whole.
+timm uses) with huggingface_hub and safetensors, which the generated factory imports only then: torch.hub's check
+needs torch alone, so a model without weights loads where neither library is installed. torch.hub lists every
+public callable here as an entry point, so the helpers' own names start with an underscore and modules are
+imported whole.
 """
 
 from __future__ import annotations
