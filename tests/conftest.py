@@ -169,30 +169,34 @@ def saved_activation_bytes(
 
 # The fast subset (`pytest -m "not slow"`, for development): tests that run every spec keep one small spec per
 # family there (the full suite, which CI runs, keeps them all); whole files and tests that take tens of seconds
-# on their own (export, distributed training, the installed wheel, every generated file in a fresh interpreter,
-# the whole bad-spec corpus through the CLI) are left to the full suite. Tests marked `slow` in place are too.
+# on their own (ONNX and torch.export, torch.compile, distributed training, the installed wheel, every generated
+# file in a fresh interpreter, the bad-spec corpus through the CLI, CaiT's timm configs, fp16 and fake-tensor
+# memory) are left to the full suite. Tests marked `slow` in place are too.
 FAST_SPECS = frozenset(
     {"vit_s16", "deit_ti", "deit3_s", "cait_xxs24", "cait_xxs24_224", "volo_d1", "ceit_t", "deepvit_s"}
 )
 PER_SPEC_TESTS = frozenset(
     {
         "test_model_contract",
-        "test_registered_config_matches_timm",
         "test_unreleased_variant_matches_timm_classes",
         "test_hybrid_compiles_runs_and_counts_exactly",
         "test_eval_outputs_equal_timm",
         "test_pos_embed_resampled_like_timm",
         "test_macs_equal_flop_counter",
         "test_activation_bytes_equal_what_autograd_saves",
+    }
+)
+SLOW_FILES = frozenset({"test_onnx.py", "test_distributed.py", "test_install.py"})
+SLOW_TESTS = frozenset(
+    {
+        "test_generated_files_run_without_archgen",
+        "test_bad_spec_gives_one_line_error_and_writes_nothing",
+        "test_registered_config_matches_timm",
         "test_float16_activation_bytes",
         "test_fake_tensors_save_what_real_ones_do",
         "test_compiles_as_one_graph",
         "test_exports",
     }
-)
-SLOW_FILES = frozenset({"test_onnx.py", "test_distributed.py", "test_install.py"})
-SLOW_TESTS = frozenset(
-    {"test_generated_files_run_without_archgen", "test_bad_spec_gives_one_line_error_and_writes_nothing"}
 )
 
 
