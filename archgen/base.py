@@ -134,6 +134,9 @@ class Part(Strict):
     """Base of every part. Subclasses set ``kind: Literal[...]`` and ``slot``."""
 
     slot: ClassVar[str]
+    # the part's class defines `init_weights()`, its reference's initialisation, which the model runs after
+    # its generic one (trunc_normal linears); may be a property where it depends on the part's options
+    own_init: ClassVar[bool] = False
 
     @classmethod
     def template(cls) -> str:
@@ -202,7 +205,10 @@ class OpCtx:
 
 class Op(Part):
     """A token mixer or feed-forward: the ``op`` of a residual branch. Any op works in any block where
-    the token layout fits; the block decides how the tokens reach it (``reads``)."""
+    the token layout fits; the block decides how the tokens reach it (``reads``).
+
+    The class constants below are read through the instance: an op whose properties depend on its options
+    overrides one with a ``@property`` (an attention with rotary embedding reads the patch grid, say)."""
 
     slot = "op"
     attr: ClassVar[str]  # default attribute name in the block: attn, mlp, leff

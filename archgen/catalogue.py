@@ -13,6 +13,7 @@ from pydantic import Discriminator, Tag
 from archgen.base import Part
 from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
+from archgen.blocks.quick_gelu import QuickGELU
 from archgen.blocks.stage import Blocks, Branch
 from archgen.feedforwards.leff import LeFF
 from archgen.feedforwards.mlp import Mlp
@@ -26,8 +27,8 @@ from archgen.mixers.outlook import OutlookAttention
 from archgen.mixers.reattention import ReAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
 from archgen.stages.downsample import ConvDownsample
-from archgen.stages.layernorm import FinalLayerNorm
 from archgen.stages.lca import LayerClassAttention
+from archgen.stages.norm import TokenNorm
 from archgen.stages.reshape import Reshape
 from archgen.stems.conv_patch_embed import ConvPatchEmbed
 from archgen.stems.i2t import ImageToTokens
@@ -59,7 +60,6 @@ KINDS: tuple[type[Part], ...] = (
     ClassAttention,
     Mlp,
     LeFF,
-    FinalLayerNorm,
     TokenHead,
     DistilledHead,
     TokenLabelingHead,
@@ -67,9 +67,9 @@ KINDS: tuple[type[Part], ...] = (
 )
 
 # Parts the compiler adds itself (prefix tokens joining, layout changes) or that other parts use.
-INTERNAL: tuple[type[Part], ...] = (JoinTokens, Reshape, DropPath, LayerScale)
+INTERNAL: tuple[type[Part], ...] = (JoinTokens, Reshape, TokenNorm, DropPath, LayerScale, QuickGELU)
 
-SLOTS = ("stem", "pos_embed", "stage", "op", "norm", "head")
+SLOTS = ("stem", "pos_embed", "stage", "op", "head")
 DEFAULT_KIND = {"stage": "blocks"}  # a stage mapping without `kind:` is a stage of blocks
 
 

@@ -17,8 +17,10 @@ from archgen.heads.head import Head
 from archgen.loader import Path_, dotted
 from archgen.memory import AMP, ITEMSIZE, Footprint, StepMemory, Tape, optimizer_bytes
 from archgen.naming import class_names
+from archgen.norms import Norm
 from archgen.schema import MAX_IMG_SIZE
 from archgen.specs import LoadedSpec
+from archgen.stages.norm import TokenNorm
 from archgen.stages.reshape import Reshape
 from archgen.tokens.join import JoinTokens
 
@@ -54,7 +56,7 @@ class IR:
     model: Model
     steps: tuple[Placed, ...]
     head: Head
-    norm_moved: bool  # the final norm runs after the head's pooling (timm's fc_norm)
+    fc_norm: Norm | None  # the final norm where it runs after the head's pooling (timm's fc_norm)
 
     @property
     def spec(self) -> Any:
@@ -72,7 +74,7 @@ class IR:
             path = placed.path if placed is not None else ("head",)
             need = "seq" if step is None else (step.needs(s) if s.layout != "image" else None)
             try:
-                if step is not None and s.layout != "image" and not s.patches and step.slot != "norm":
+                if step is not None and s.layout != "image" and not s.patches and not isinstance(step, TokenNorm):
                     raise KindError("kind", "no patch tokens are left here (lca hands on the class token alone); "
                                     "only the final norm and the head may follow")  # fmt: skip
                 if need is not None and need != s.layout:
@@ -129,7 +131,7 @@ class IR:
         return self._total([_placed_count(w, self.model) for w in walked], walked)
 
     def _total(self, placed: list[Count], walked: list[Walked]) -> Count:
-        head = self.head.count(walked[-1].s_out, self.model, self.norm_moved)
+        head = self.head.count(walked[-1].s_out, self.model, self.fc_norm)
         return Count.group("", _flatten([*placed, head]))
 
     def memory(
@@ -161,7 +163,7 @@ class IR:
             kind = row.kind if row is not None else w.kind.kind
             steps.append(StepMemory(name, kind, count.params, tape.total - before, tuple(tape.blocks)))
         before = tape.total
-        self.head.memory(tape, x, walked[-1].s_out, self.model, self.norm_moved)
+        self.head.memory(tape, x, walked[-1].s_out, self.model, self.fc_norm)
         total = self._total(placed, walked)
         row = self.head.row(walked[-1].s_out, self.model)
         steps.append(StepMemory("head", row.kind, total.params - sum(c.params for c in placed), tape.total - before))
@@ -230,6 +232,8 @@ def resolve(loaded: LoadedSpec) -> IR:
         early = tuple(g for g in early if g not in first)
     if early:
         steps.append(Placed(JoinTokens(groups=early), ("prefix_tokens",)))
+    if spec.norm_pre is not None:
+        steps.append(Placed(TokenNorm(key="norm_pre", norm=spec.norm_pre), ("norm_pre",)))
     for placed in stages:
         if pos is not None and before is not None and getattr(placed.kind, "key", None) == before:
             steps.append(Placed(pos, ("pos_embed",)))
@@ -239,9 +243,9 @@ def resolve(loaded: LoadedSpec) -> IR:
         steps.append(placed)
     if pos is not None and all(p.kind is not pos for p in steps):
         raise loaded.error(("pos_embed", "before"), f"no stage has key '{before}'")
-    norm_moved = spec.norm is not None and spec.head.takes_norm()
-    if spec.norm is not None and not norm_moved:
-        steps.append(Placed(spec.norm, ("norm",)))
+    fc_norm = spec.norm if spec.head.takes_norm() else None
+    if spec.norm is not None and fc_norm is None:
+        steps.append(Placed(TokenNorm(key="norm", norm=spec.norm), ("norm",)))
     model = Model(
         in_chans=spec.in_chans,
         num_classes=spec.num_classes,
@@ -249,7 +253,7 @@ def resolve(loaded: LoadedSpec) -> IR:
         token_sizes=spec.prefix_tokens.sizes(),
         total_depth=sum(p.kind.num_blocks() for p in steps),
     )
-    ir = IR(loaded, model, tuple(steps), spec.head, norm_moved)
+    ir = IR(loaded, model, tuple(steps), spec.head, fc_norm)
     ir.walk(spec.img_size)
     for i, entry in enumerate(spec.published):  # a size the spec cannot take is the entry's error
         ir.walk(entry.img_size, (loaded.located.where(("published", i, "img_size")), f"published[{i}].img_size"))

@@ -17,8 +17,10 @@ from archgen.base import Model, Op, Part, Tokens
 from archgen.compiler import IR, Walked
 from archgen.fidelity import checks
 from archgen.naming import block_names, op_names
+from archgen.norms import Norm
 from archgen.pyformat import broken, def_line
 from archgen.safety import check_source
+from archgen.stages.norm import TokenNorm
 from archgen.stems.stem import Grid, Stem
 
 HERE = Path(__file__).resolve().parent
@@ -92,7 +94,7 @@ class _Ctx:
     s_out: Tokens
     offset: int
     members: list[str] = field(default_factory=list)
-    norm_moved: bool = False
+    fc_norm: Norm | None = None
     grid: Grid | None = None
     img_size: int = 0
 
@@ -201,7 +203,7 @@ def emit(ir: IR) -> dict[str, str]:
     walked = ir.walk(spec.img_size)
     classes = _Classes(walked, ir)
     final = walked[-1].s_out
-    head_ctx = _Ctx(ir.head, model, final, final, 0, norm_moved=ir.norm_moved)
+    head_ctx = _Ctx(ir.head, model, final, final, 0, fc_norm=ir.fc_norm)
     head = _macros(ir.head)
     inits: list[str | _Ctx] = []
     ctxs: list[_Ctx] = []
@@ -229,7 +231,7 @@ def emit(ir: IR) -> dict[str, str]:
     init_lines.append(str(head.init(head_ctx)).strip("\n"))
     methods = [str(_macros(c.k).methods(c)).strip("\n") for c in ctxs if hasattr(_macros(c.k), "methods")]
     forwards = live([f for f in step_lines if f], ("h", "w"))
-    has_norm = any(w.kind.kind == "layernorm" for w in walked)
+    has_norm = any(isinstance(w.kind, TokenNorm) and w.kind.final for w in walked)
     taps = features.taps(walked, spec.img_size, final.dim if has_norm else None)
     intermediates = _intermediates(taps, walked, ctxs, step_lines) if taps else []
     code = [*classes.text.values(), *forwards, *intermediates, *methods]
@@ -261,12 +263,13 @@ def emit(ir: IR) -> dict[str, str]:
             taps=taps is not None,
             prefixed_taps=taps is not None and taps.taps[0].prefixed,
             intermediates=intermediates,
-            prune=_prune(taps, walked, containers, model, ir.norm_moved),
+            prune=_prune(taps, walked, containers, model, ir.fc_norm),
             forward_head=str(head.forward_head(head_ctx)).strip("\n"),
             get_classifier=str(head.get_classifier(head_ctx)).strip("\n"),
             reset=str(head.reset(head_ctx)).strip("\n"),
             no_weight_decay=sorted({name for w in walked for name in w.kind.no_weight_decay()}),
             trunc_normal=sorted({name for w in walked for name in w.kind.trunc_normal()}),
+            own_init=any(p.own_init for k in [*(w.kind for w in walked), ir.head] for p in _parts(k)),
             classifiers=ir.head.classifiers(),
             head_prefixes=_prefixes(ir.head.classifiers()),
             factory_doc=docstring_literal(textwrap.fill(_factory_doc(spec), width=110)),
@@ -346,7 +349,7 @@ def _feature_info(taps: features.Taps | None) -> str:
 
 
 def _prune(
-    taps: features.Taps | None, walked: list[Walked], containers: dict[str, _Ctx], m: Model, fc_norm: bool
+    taps: features.Taps | None, walked: list[Walked], containers: dict[str, _Ctx], m: Model, fc_norm: Norm | None
 ) -> list[str]:
     """prune_intermediate_layers: the blocks (or the ModuleList entries) up to the last tap kept, and every
     step's attributes dropped once no kept tap needs them (see features.prune_body)."""
@@ -364,10 +367,10 @@ def _prune(
     for w in walked:
         count = w.kind.count(w.s_in, m)
         names = (w.container,) if w.container else (count.name,) if count.name else (c.name for c in count.children)
-        kept = w.kind.kind != "layernorm"  # the final norm: prune_norm's
+        kept = not (isinstance(w.kind, TokenNorm) and w.kind.final)  # the final norm: prune_norm's
         owned.append(tuple(n for n in names if kept and n.partition(".")[0] not in cut))
-    has_norm = any(w.kind.kind == "layernorm" for w in walked)
-    return features.prune_body(taps, owned, truncate, has_norm, fc_norm)
+    has_norm = any(isinstance(w.kind, TokenNorm) and w.kind.final for w in walked)
+    return features.prune_body(taps, owned, truncate, has_norm, fc_norm is not None)
 
 
 def _grids(walked: list[Walked]) -> list[Grid | None]:

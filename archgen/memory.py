@@ -417,6 +417,12 @@ class Tape:
         self.save(x)
         return x
 
+    def norm(self, x: T, kind: str = "layernorm", affine: bool = True, bias: bool = True) -> T:
+        return self.layer_norm(x)
+
+    def act(self, x: T, kind: str) -> T:
+        return self.gelu(x)
+
     def layer_norm(self, x: T) -> T:
         """LayerNorm over the last dimension: saves its input and a mean and an inverse standard deviation
         per row, in the parameters' dtype on CPU (float32 for a bfloat16 input under autocast); the output

@@ -47,9 +47,10 @@ def block_names(walked: Sequence[Any], m: Model) -> dict[str, str]:
         stage = w.kind
         if not hasattr(stage, "code"):
             continue
-        ops = "".join(dict.fromkeys(b.op.label for b in stage.block))
+        ops = "".join(dict.fromkeys(op.label for op in stage.ops()))
         features = (
-            ("LayerScale" if any(stage.ls(b) for b in stage.block) else "")
+            ("Parallel" if any(b.ops or b.paths for b in stage.block) else "")
+            + ("LayerScale" if any(stage.ls(b) for b in stage.block) else "")
             + ("Scaled" if any(b.scale != 1.0 for b in stage.block) else "")
             + ("Class" if stage.updates == "cls" else "")
             + ("Grid" if stage.layout(w.s_in) == "grid" else "")

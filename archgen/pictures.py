@@ -533,7 +533,7 @@ def diagram_svg(ir: IR) -> str:
         pending = []
     final = ir.final(size)
     head = ir.head.row(final, ir.model)
-    hc = ir.head.count(final, ir.model, ir.norm_moved)
+    hc = ir.head.count(final, ir.model, ir.fc_norm)
     lines = [f"head: {head.kind}", f"{final.dim} -> {ir.model.num_classes} classes", counts_text(hc.params, hc.macs)]
     boxes.append((lines, pending, f"{hc.params:,} params, {hc.macs:,} MACs"))
 

@@ -54,6 +54,7 @@ MODULE_NAMES = frozenset(
         "LCAAttention",
         "LCABlock",
         "LayerScale",
+        "QuickGELU",
         "PatchEmbed",
         # libraries the weights path imports where it runs
         "huggingface_hub",

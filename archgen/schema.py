@@ -9,12 +9,12 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from archgen.base import TOKEN_ORDER, Strict
 from archgen.catalogue import SLOT_TYPES
+from archgen.norms import NormValue
 from archgen.reserved import check_module_name
 
 StemSlot = SLOT_TYPES["StemSlot"]
 PosEmbedSlot = SLOT_TYPES["PosEmbedSlot"]
 StageSlot = SLOT_TYPES["StageSlot"]
-NormSlot = SLOT_TYPES["NormSlot"]
 HeadSlot = SLOT_TYPES["HeadSlot"]
 
 MAX_IMG_SIZE = 4096  # the largest resolution a spec or an option may name
@@ -164,17 +164,20 @@ class Spec(Strict):
     img_size: int = Field(ge=1, le=MAX_IMG_SIZE, description="Default input resolution (square).")
     in_chans: int = Field(ge=1, le=64, description="Input channels.")
     num_classes: int = Field(ge=0, le=100000, description="Default classifier width (0: no classifier).")
-    norm_eps: float = Field(gt=0, lt=1, description="Epsilon of every LayerNorm (write 1.0e-6).")
+    norm_eps: float = Field(gt=0, lt=1, description="Epsilon of every norm that sets none of its own (write 1.0e-6).")
     stem: StemSlot = Field(description="Image to tokens.")
     prefix_tokens: PrefixTokens = Field(
         default=PrefixTokens(), description="Learned tokens in front of the patch tokens: `{cls: true}` for ViT."
     )
     pos_embed: PosEmbedSlot | None = Field(default=None, description="Position embedding (none: no table).")
+    norm_pre: NormValue = Field(
+        default=None, description="Norm of every token after the embedding, before the first stage (CLIP's `norm_pre`)."
+    )
     stages: tuple[StageSlot, ...] = Field(
         min_length=1,
         max_length=64,
         description="Stages, in order. A child spec may give a mapping from stage key to the fields it changes.",
     )
-    norm: NormSlot | None = Field(default=None, description="Final normalisation (none: no final norm).")
+    norm: NormValue = Field(default=None, description="Final norm of every token, `norm` (none: no final norm).")
     head: HeadSlot = Field(description="Classifier head(s).")
     published: tuple[Published, ...] = Field(default=(), max_length=64, description="Numbers the literature prints.")

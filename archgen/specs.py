@@ -255,8 +255,13 @@ def fields_at(data: Any, path: Path_) -> list[str]:
 def kinds_at(data: Any, path: Path_) -> list[str]:
     """The ``kind:`` names the schema allows for the part at ``path``."""
     tp, _ = _type_at(data, path)
-    while typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
+    while True:  # through Annotated and Optional to the union of parts
+        if typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+            (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        else:
+            break
     members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
     found = [_model_of(m, None) for m in members]
     return [m.tag() for m in found if m is not None and "kind" in m.model_fields]

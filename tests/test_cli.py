@@ -468,7 +468,7 @@ def test_diagram_shows_every_stage_its_counts_and_where_tokens_and_tables_enter(
         assert y > at, f"{name}: {w.kind.kind} out of order"
         at = y
         listed += count.params
-    head = ir.head.count(ir.final(size), ir.model, ir.norm_moved)
+    head = ir.head.count(ir.final(size), ir.model, ir.fc_norm)
     _title, y = find("head", box=True)
     assert y > at
     box = [t for t, ty in texts if y < ty < y + 40 and t.startswith("params ")]

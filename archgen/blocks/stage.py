@@ -14,14 +14,15 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from archgen.base import Model, Op, OpCtx, Part, Row, StageKey, Step, Strict, Tokens
 from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
-from archgen.counting import Count, norm, parameter
+from archgen.counting import Count, parameter
 from archgen.errors import KindError
 from archgen.memory import T, Tape
+from archgen.norms import LAYERNORM, Norm, NormValue
 from archgen.pyformat import def_line
 
 if TYPE_CHECKING:  # the catalogue resolves the op union at import time
@@ -44,15 +45,49 @@ class LayerScaleSpec(Strict):
     )
 
 
-class Branch(Strict):
-    """One residual branch: ``x + drop_path(layerscale(op(norm(x))))``."""
+class BranchKeys(Strict):
+    """Attribute names of a branch's modules where the reference's differ from archgen's defaults
+    (`norm<i>`, `ls<i>`; a second norm of the branch `norm<i>_out`, `norm<i>_post`)."""
 
-    norm: Literal["layernorm", "none"] = Field(
-        default="layernorm", description="Pre-norm of the branch input (`norm<i>`, i counting branches from 1)."
+    norm: Attr | None = Field(default=None, description="The pre-norm (timm's ParallelScalingBlock: `in_norm`).")
+    out_norm: Attr | None = Field(default=None, description="The norm of the branch output.")
+    post_norm: Attr | None = Field(default=None, description="The norm after the residual sum.")
+    layerscale: Attr | None = Field(default=None, description="The LayerScale (`ls` for one shared by all ops).")
+
+
+class Branch(Strict):
+    """One residual branch, ``x + drop_path(layerscale(out_norm(f(norm(x)))))``, optionally followed by a
+    ``post_norm`` of the sum. ``f`` is one op (``op``), several ops of one normed input whose outputs are
+    summed (``ops``, ViT-22B's parallel block), or parallel paths each with its own norm and LayerScale
+    (``paths``, stored as a ModuleList under ``key``: timm's ParallelThingsBlock)."""
+
+    norm: NormValue = Field(
+        default=LAYERNORM,
+        description="Pre-norm of the branch input (`norm<i>`, i counting branches from 1); `none` for none.",
     )
-    op: OpSlot = Field(description="Token mixer or feed-forward; a bare kind name (`op: mlp`) takes its defaults.")
-    layerscale: LayerScaleSpec | None = Field(
-        default=None, description="LayerScale of the branch output (default: the stage's `layerscale`)."
+    op: OpSlot | None = Field(
+        default=None, description="Token mixer or feed-forward; a bare kind name (`op: mlp`) takes its defaults."
+    )
+    ops: tuple[OpSlot, ...] = Field(
+        default=(), max_length=8, description="Ops that read the same normed input; their outputs are summed."
+    )
+    paths: tuple[Branch, ...] = Field(
+        default=(),
+        max_length=8,
+        description="Parallel paths, each a branch of one op with its own norm and LayerScale (`key.<j>.norm`, "
+        "`key.<j>.<op>`, `key.<j>.ls`); their outputs are summed into one residual.",
+    )
+    key: Attr | None = Field(default=None, description="Attribute name of the paths' ModuleList (`attns`).")
+    out_norm: NormValue = Field(
+        default=None,
+        description="Norm of the branch output before LayerScale (Swin-v2's res-post-norm; with a "
+        "pre-norm, the sandwich norm).",
+    )
+    post_norm: NormValue = Field(
+        default=None, description="Norm after the residual sum, `x = norm(x + f(x))` (the original post-norm)."
+    )
+    layerscale: LayerScaleSpec | Literal[False] | None = Field(
+        default=None, description="LayerScale of the branch output (default: the stage's; `false`: none here)."
     )
     scale: float = Field(
         default=1.0,
@@ -60,11 +95,60 @@ class Branch(Strict):
         le=1000,
         description="DeepViT's scale adjustment s: the norm sees s * x and the branch output is divided by s.",
     )
+    keys: BranchKeys = Field(default=BranchKeys(), description="Attribute names where the reference's differ.")
 
     @field_validator("op", mode="before")
     @classmethod
     def _shorthand(cls, value: object) -> object:
         return {"kind": value} if isinstance(value, str) else value
+
+    @field_validator("ops", mode="before")
+    @classmethod
+    def _shorthands(cls, value: object) -> object:
+        if isinstance(value, (list, tuple)):
+            return [{"kind": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Branch:
+        forms = [name for name in ("op", "ops", "paths") if getattr(self, name)]
+        if len(forms) != 1:
+            raise ValueError("give exactly one of `op`, `ops` (two or more) and `paths` (two or more)")
+        if (self.ops and len(self.ops) < 2) or (self.paths and len(self.paths) < 2):
+            raise ValueError(f"`{forms[0]}` sums two or more; a single one is `op`")
+        if self.paths:
+            if self.key is None:
+                raise ValueError("`paths` need a `key`: the attribute name of their ModuleList")
+            if ("norm" in self.model_fields_set and self.norm is not None) or self.out_norm or self.layerscale:
+                raise ValueError("with `paths`, each path has its own norm and LayerScale")
+            if any(p.op is None or p.out_norm or p.post_norm or p.scale != 1.0 for p in self.paths):
+                raise ValueError("a path is one op with its `norm` and `layerscale`")
+        elif self.key is not None:
+            raise ValueError("`key` names the ModuleList of `paths`; an op's attribute name is its own `key`")
+        return self
+
+    @property
+    def pre(self) -> Norm | None:
+        return None if self.paths else self.norm
+
+    def all_ops(self) -> tuple[Op, ...]:
+        if self.paths:
+            return tuple(p.op for p in self.paths if p.op is not None)
+        return (self.op,) if self.op is not None else self.ops
+
+
+@dataclass(frozen=True)
+class Names:
+    """The attribute names of one branch's modules on the block (None: the branch has no such module)."""
+
+    norm: str | None
+    ops: tuple[str, ...]  # one per op; for paths, each path's op attribute inside its module
+    out_norm: str | None
+    post_norm: str | None
+    ls: str | None
+
+    def modules(self) -> list[str]:
+        return [n for n in (self.norm, *self.ops, self.out_norm, self.post_norm, self.ls) if n]
 
 
 @dataclass(frozen=True)
@@ -75,12 +159,17 @@ class BlockCode:
     init: tuple[str, ...]
     forward: tuple[str, ...]
     square: bool = False  # the forward finds the side of the square patch grid (grid_side)
+    paths: tuple[PathCode, ...] = ()  # classes of parallel paths the block holds
 
     @property
     def header(self) -> str:
-        """The ``def __init__`` line, broken as ruff format breaks it when too long for one line."""
-        args = ", ".join(f"{a}: {'float' if a in RATES or a == 'drop_path' else 'int'}" for a in self.args)
-        return def_line("__init__", f"self, {args}", "None", 4)
+        return _header(self.args)
+
+
+def _header(args: tuple[str, ...]) -> str:
+    """The ``def __init__`` line, broken as ruff format breaks it when too long for one line."""
+    typed = ", ".join(f"{a}: {'float' if a in RATES or a == 'drop_path' else 'int'}" for a in args)
+    return def_line("__init__", f"self, {typed}", "None", 4)
 
 
 class Blocks(Step):
@@ -142,13 +231,16 @@ class Blocks(Step):
     def layout(self, s: Tokens) -> str:
         """The layout the blocks run on: a sequence if any op reads one (grid ops then see the patches as
         a grid inside the block), the grid if the ops read grids or single tokens and no prefix token is in."""
-        reads = {b.op.reads for b in self.block}
+        reads = {op.reads for op in self.ops()}
         if "seq" in reads or self.updates == "cls" or self.collect_cls or s.prefix:
             return "seq"
         return "grid" if "grid" in reads else s.layout
 
     def needs(self, s: Tokens) -> str | None:
         return self.layout(s)
+
+    def ops(self) -> tuple[Op, ...]:
+        return tuple(op for b in self.block for op in b.all_ops())
 
     def resolve_heads(self, dim: int) -> int:
         if self.heads is not None and self.head_dim is not None:
@@ -167,65 +259,86 @@ class Blocks(Step):
         return int(dim * self.mlp_ratio) if self.mlp_ratio is not None else 0
 
     def ls(self, b: Branch) -> LayerScaleSpec | None:
+        if b.layerscale is False:
+            return None
         return b.layerscale or self.layerscale
 
-    def attrs(self) -> list[tuple[str | None, str, str | None]]:
-        """(norm, op, layerscale) attribute names per branch: ``norm1``, ``attn``, ``ls1``; a repeated op
-        name is numbered (``attn``, ``attn2``)."""
+    def names(self) -> list[Names]:
+        """Attribute names per branch: ``norm1``, ``attn``, ``ls1``; a repeated op name is numbered
+        (``attn``, ``attn2``); a second norm in a branch is ``norm<i>_out`` or ``norm<i>_post``."""
         out, seen = [], {}
-        for i, b in enumerate(self.block, 1):
-            name = b.op.key or b.op.attr
+
+        def op_name(op: Op) -> str:
+            name = op.key or op.attr
             seen[name] = seen.get(name, 0) + 1
-            op = b.op.key or (name if seen[name] == 1 else f"{name}{seen[name]}")
+            return op.key or (name if seen[name] == 1 else f"{name}{seen[name]}")
+
+        for i, b in enumerate(self.block, 1):
+            k = b.keys
+            pre = None if b.pre is None else k.norm or f"norm{i}"
+            out_norm = None if b.out_norm is None else k.out_norm or (f"norm{i}_out" if pre else f"norm{i}")
+            post = None if b.post_norm is None else k.post_norm or (f"norm{i}_post" if pre or out_norm else f"norm{i}")
             spec = self.ls(b)
-            ls = None if spec is None else (f"ls{i}" if spec.keys == "ls" else f"gamma_{i}")
-            out.append((None if b.norm == "none" else f"norm{i}", op, ls))
+            ls = None if spec is None or b.paths else k.layerscale or (f"ls{i}" if spec.keys == "ls" else f"gamma_{i}")
+            ops = (str(b.key),) if b.paths else tuple(op_name(op) for op in b.all_ops())
+            out.append(Names(pre, ops, out_norm, post, ls))
         return out
 
-    def op_tokens(self, b: Branch, s: Tokens) -> Tokens:
-        """What the op of branch ``b`` reads when the blocks see ``s``."""
-        if self.updates == "cls" and b.op.reads == "token":
+    def op_tokens(self, op: Op, s: Tokens) -> Tokens:
+        """What ``op`` reads when the blocks see ``s``."""
+        if self.updates == "cls" and op.reads == "token":
             return Tokens(s.dim, 0, 0, groups=("cls",), prefix=1)
-        if b.op.reads == "grid":
+        if op.reads == "grid":
             return Tokens(s.dim, s.h, s.w, "grid")
         return s
 
-    def ctx(self, b: Branch, s: Tokens) -> OpCtx:
-        return OpCtx(s.dim, self.resolve_heads(s.dim), self.hidden(s.dim), self.op_tokens(b, s))
+    def ctx(self, op: Op, s: Tokens) -> OpCtx:
+        return OpCtx(s.dim, self.resolve_heads(s.dim), self.hidden(s.dim), self.op_tokens(op, s))
+
+    def written(self, b: Branch, s: Tokens) -> int:
+        """Tokens a branch writes: the class token alone in a stage that updates it only."""
+        return 1 if self.updates == "cls" else s.n
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout == "image":
             raise KindError("kind", "blocks need tokens; a stem makes them")
         heads = self.resolve_heads(s.dim)
-        names = [a for attr in self.attrs() for a in attr if a and not a.startswith("gamma_")]
+        all_names = self.names()
+        names = [a for n in all_names for a in n.modules() if not a.startswith("gamma_")]
         # every attribute the block class sets: an op key must not replace a sibling (norm1, ls1, drop_path)
-        taken = [a for attr in self.attrs() for a in attr if a] + (["drop_path"] if self.stochastic_depth else [])
+        taken = [a for n in all_names for a in n.modules()] + (["drop_path"] if self.stochastic_depth else [])
         for i, b in enumerate(self.block):
-            if b.op.key is not None and taken.count(b.op.key) > 1:
-                raise KindError(f"block[{i}].op.key", f"'{b.op.key}' is already an attribute of the block")
+            for j, op in enumerate(b.all_ops()):
+                where = f"block[{i}].op" if b.op is not None else f"block[{i}].{'ops' if b.ops else 'paths'}[{j}]"
+                if op.key is not None and taken.count(op.key) > 1 and not b.paths:
+                    raise KindError(f"{where}.key", f"'{op.key}' is already an attribute of the block")
         if len(set(names)) != len(names):
             raise KindError("block", f"two modules would be named alike: {', '.join(names)}; set an op's `key`")
         for i, b in enumerate(self.block):
-            op = b.op
-            where = f"block[{i}].op"
-            if "num_heads" in op.args and not heads:
-                raise KindError("heads", f"required by {op.kind} in block[{i}]: give `heads` or `head_dim`")
-            if "hidden" in op.args and self.mlp_ratio is None:
-                raise KindError("mlp_ratio", f"required by {op.kind} in block[{i}]")
-            if "hidden" in op.args and self.hidden(s.dim) < 1:
-                raise KindError("mlp_ratio", f"{self.mlp_ratio} leaves {op.kind} no hidden width at width {s.dim}")
-            if op.writes_first and self.updates != "cls":
-                why = "writes the class token only: use it in a stage with `updates: cls`"
-                raise KindError(f"{where}.kind", f"{op.kind} {why}")
-            if op.reads == "grid" and self.updates == "cls":
-                why = "changes the patch tokens only; a stage with `updates: cls` writes the class token alone"
-                raise KindError(f"{where}.kind", f"{op.kind} {why}")
-            if op.reads == "grid" and s.h != s.w and self.layout(s) == "seq":
-                raise KindError(f"{where}.kind", f"{op.kind} needs the patches as a square grid, not {s.h}x{s.w}")
-            try:
-                op.check(self.ctx(b, s))
-            except KindError as exc:
-                raise KindError(f"{where}.{exc.field}", exc.message) from None
+            if self.updates == "cls" and (b.ops or b.paths):
+                raise KindError(f"block[{i}]", "a stage with `updates: cls` takes one op per branch")
+            for j, op in enumerate(b.all_ops()):
+                where = f"block[{i}].op" if b.op is not None else f"block[{i}].{'ops' if b.ops else 'paths'}[{j}]"
+                if b.paths:
+                    where += ".op"
+                if "num_heads" in op.args and not heads:
+                    raise KindError("heads", f"required by {op.kind} in block[{i}]: give `heads` or `head_dim`")
+                if "hidden" in op.args and self.mlp_ratio is None:
+                    raise KindError("mlp_ratio", f"required by {op.kind} in block[{i}]")
+                if "hidden" in op.args and self.hidden(s.dim) < 1:
+                    raise KindError("mlp_ratio", f"{self.mlp_ratio} leaves {op.kind} no hidden width at width {s.dim}")
+                if op.writes_first and self.updates != "cls":
+                    why = "writes the class token only: use it in a stage with `updates: cls`"
+                    raise KindError(f"{where}.kind", f"{op.kind} {why}")
+                if op.reads == "grid" and self.updates == "cls":
+                    why = "changes the patch tokens only; a stage with `updates: cls` writes the class token alone"
+                    raise KindError(f"{where}.kind", f"{op.kind} {why}")
+                if op.reads == "grid" and s.h != s.w and self.layout(s) == "seq":
+                    raise KindError(f"{where}.kind", f"{op.kind} needs the patches as a square grid, not {s.h}x{s.w}")
+                try:
+                    op.check(self.ctx(op, s))
+                except KindError as exc:
+                    raise KindError(f"{where}.{exc.field}", exc.message) from None
         if (self.updates == "cls" or self.collect_cls) and s.groups[:1] != ("cls",):
             field = "updates" if self.updates == "cls" else "collect_cls"
             raise KindError(field, f"`{field}` needs the class token first in the sequence")
@@ -235,20 +348,43 @@ class Blocks(Step):
 
     # --- counts -----------------------------------------------------------------------------------
 
+    def _ls_count(self, spec: LayerScaleSpec, name: str, dim: int) -> Count:
+        if spec.keys == "gamma":
+            return parameter(name, dim)
+        return Count.group(name, [parameter("gamma", dim)])
+
     def count(self, s: Tokens, m: Model) -> Count:
         self.out(s, m)
         parts: list[Count] = []
-        for b, (norm_attr, op_attr, ls_attr) in zip(self.block, self.attrs(), strict=True):
-            seen = self.op_tokens(b, s)
-            if norm_attr:
-                normed = seen if b.op.reads == "token" else s  # a grid op's norm runs on the whole sequence
-                parts.append(norm(norm_attr, s.dim, normed.n * s.dim))
-            op = b.op.count(self.ctx(b, s))
-            parts.append(op.renamed(op_attr))
-            if ls_attr and ls_attr.startswith("gamma_"):
-                parts.append(parameter(ls_attr, s.dim))
-            elif ls_attr:
-                parts.append(Count.group(ls_attr, [parameter("gamma", s.dim)]))
+        for b, n in zip(self.block, self.names(), strict=True):
+            written = self.written(b, s) * s.dim
+            if b.paths:
+                paths = []
+                for j, p in enumerate(b.paths):
+                    assert p.op is not None
+                    inner = [] if p.norm is None else [p.norm.count("norm", s.dim, s.n * s.dim)]
+                    inner.append(p.op.count(self.ctx(p.op, s)).renamed(p.op.key or p.op.attr))
+                    spec = self.ls(p)
+                    inner += [] if spec is None else [Count.group("ls", [parameter("gamma", s.dim)])]
+                    paths.append(Count.group(str(j), inner))
+                parts.append(Count.group(n.ops[0], paths))
+            else:
+                if b.pre is not None and n.norm:
+                    op = b.all_ops()[0]
+                    normed = self.op_tokens(op, s) if op.reads == "token" else s  # a grid op's norm: all tokens
+                    parts.append(b.pre.count(n.norm, s.dim, normed.n * s.dim))
+                for op, name in zip(b.all_ops(), n.ops, strict=True):
+                    parts.append(op.count(self.ctx(op, s)).renamed(name))
+            if b.out_norm is not None and n.out_norm:
+                parts.append(b.out_norm.count(n.out_norm, s.dim, written))
+            spec = self.ls(b)
+            if spec is not None and n.ls:
+                parts.append(self._ls_count(spec, n.ls, s.dim))
+            if b.post_norm is not None and n.post_norm:
+                parts.append(b.post_norm.count(n.post_norm, s.dim, written))
+        order = self.order
+        if order is not None:  # the block's modules in declaration order, as the module lists them
+            parts.sort(key=lambda c: order.index(c.name) if c.name in order else len(order))
         block = Count.group("", parts)
         return Count.group(self.key, block.repeat([str(i) for i in range(self.depth)]))
 
@@ -266,9 +402,13 @@ class Blocks(Step):
         return x
 
     def row(self, s: Tokens, m: Model) -> Row:
-        ops = " + ".join(b.op.kind for b in self.block)
+        def branch(b: Branch) -> str:
+            kinds = [op.kind for op in b.all_ops()]
+            return kinds[0] if len(kinds) == 1 else f"({' | '.join(kinds)})"
+
+        ops = " + ".join(branch(b) for b in self.block)
         notes = [f"{self.updates} only" if self.updates == "cls" else ""]
-        notes.append("LayerScale" if any(self.ls(b) for b in self.block) else "")
+        notes.append("LayerScale" if any(self.ls(b) or any(self.ls(p) for p in b.paths) for b in self.block) else "")
         notes.append("collects cls" if self.collect_cls else "")
         extra = ", ".join(n for n in notes if n)
         heads = self.resolve_heads(s.dim)
@@ -281,19 +421,18 @@ class Blocks(Step):
 
     def helpers(self) -> tuple[Part, ...]:
         drop = (DropPath(),) if self.stochastic_depth else ()
-        ls = (LayerScale(),) if any((s := self.ls(b)) and s.keys == "ls" for b in self.block) else ()
-        return (*drop, *ls, *(b.op for b in self.block))
+        branches = [*self.block, *(p for b in self.block for p in b.paths)]
+        ls = (LayerScale(),) if any((s := self.ls(b)) and s.keys == "ls" for b in branches) else ()
+        return (*drop, *ls, *self.ops())
 
     def identity(self, s: Tokens, m: Model) -> str:
         """Everything that shapes the block class: stages with equal identities share one class."""
         fields = {"block", "layerscale", "updates", "stochastic_depth", "order"}
-        wraps = self.layout(s) == "seq" and any(b.op.reads == "grid" for b in self.block)
+        wraps = self.layout(s) == "seq" and any(op.reads == "grid" for op in self.ops())
         return repr((self.model_dump(include=fields), self.layout(s), s.prefix if wraps else 0, m.norm_eps))
 
     def args(self, s: Tokens) -> tuple[str, ...]:
-        used = (
-            {"dim"} | {a for b in self.block for a in b.op.args} | ({"drop_path"} if self.stochastic_depth else set())
-        )
+        used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.stochastic_depth else set())
         return tuple(a for a in ARGS if a in used)
 
     def entry(self, s: Tokens, name: str, offset: int) -> str:
@@ -303,30 +442,96 @@ class Blocks(Step):
         args = ", ".join(values[a] for a in self.args(s))
         return f"*[{name}({args}) for {'i' if self.stochastic_depth else '_'} in range({self.depth})]"
 
+    def _ls_module(self, spec: LayerScaleSpec, name: str) -> tuple[str, str] | str:
+        """A LayerScale module (name, expression), or the line setting CaiT's bare parameter."""
+        if spec.keys == "gamma":
+            return f"self.{name} = nn.Parameter(torch.full((dim,), {spec.init}))"
+        return (name, f"LayerScale(dim, {spec.init})")
+
     def code(self, s: Tokens, m: Model, op_name: dict[str, str]) -> BlockCode:
         """The block class: constructor lines and the forward, given the class names of the ops."""
-        attrs = self.attrs()
         modules: list[tuple[str, str]] = []
         params: list[str] = []
-        for b, (norm_attr, op_attr, ls_attr) in zip(self.block, attrs, strict=True):
-            if norm_attr:
-                modules.append((norm_attr, f"nn.LayerNorm(dim, eps={m.norm_eps})"))
-            modules.append((op_attr, f"{op_name[b.op.identity()]}({', '.join(b.op.args)})"))
-            ls = self.ls(b)
-            if ls is not None and ls.keys == "gamma":
-                params.append(f"self.{ls_attr} = nn.Parameter(torch.full((dim,), {ls.init}))")
-            elif ls is not None:
-                modules.append((str(ls_attr), f"LayerScale(dim, {ls.init})"))
+        paths: list[PathCode] = []
+
+        def add(item: tuple[str, str] | str) -> None:
+            (params.append if isinstance(item, str) else modules.append)(item)  # type: ignore[arg-type]
+
+        for b, n in zip(self.block, self.names(), strict=True):
+            if b.pre is not None and n.norm:
+                modules.append((n.norm, b.pre.code("dim", m)))
+            if b.paths:
+                path_codes = [self._path(p, m, op_name) for p in b.paths]
+                for pc in path_codes:
+                    if pc not in paths:
+                        paths.append(pc)
+                if len(set(path_codes)) == 1:
+                    pc = path_codes[0]
+                    expr = f"nn.ModuleList([{pc.name}({', '.join(pc.args)}) for _ in range({len(b.paths)})])"
+                else:
+                    expr = "nn.ModuleList([" + ", ".join(f"{pc.name}({', '.join(pc.args)})" for pc in path_codes) + "])"
+                modules.append((n.ops[0], expr))
+            for op, name in zip(() if b.paths else b.all_ops(), n.ops, strict=False):
+                modules.append((name, f"{op_name[op.identity()]}({', '.join(op.args)})"))
+            if b.out_norm is not None and n.out_norm:
+                modules.append((n.out_norm, b.out_norm.code("dim", m)))
+            spec = self.ls(b)
+            if spec is not None and n.ls:
+                add(self._ls_module(spec, n.ls))
+            if b.post_norm is not None and n.post_norm:
+                modules.append((n.post_norm, b.post_norm.code("dim", m)))
         order = self.order
         if order is not None:
             modules.sort(key=lambda item: order.index(item[0]))
         init = [f"self.{name} = {expr}" for name, expr in modules]
         if self.order is not None:
             init.insert(0, "# declared in the reference's order, which is its state_dict (and optimizer state) order")
-        if self.stochastic_depth:
+        if self.stochastic_depth and not all(b.paths for b in self.block):
             init.append("self.drop_path = DropPath(drop_path)")
         forward = _ClassForward(self, s) if self.updates == "cls" else _Forward(self, s)
-        return BlockCode(self.args(s), (*init, *params), tuple(forward.lines()), forward.wraps)
+        return BlockCode(self.args(s), (*init, *params), tuple(forward.lines()), forward.wraps, tuple(paths))
+
+    def _path(self, p: Branch, m: Model, op_name: dict[str, str]) -> PathCode:
+        """The class of one parallel path: its norm, op, LayerScale and stochastic depth as timm stores them."""
+        op = p.op
+        assert op is not None
+        attr = op.key or op.attr
+        init = [] if p.norm is None else [f"self.norm = {p.norm.code('dim', m)}"]
+        init.append(f"self.{attr} = {op_name[op.identity()]}({', '.join(op.args)})")
+        expr = f"self.{attr}(self.norm(x))" if p.norm is not None else f"self.{attr}(x)"
+        spec = self.ls(p)
+        if spec is not None:
+            init.append(f"self.ls = LayerScale(dim, {spec.init})")
+            expr = f"self.ls({expr})"
+        if self.stochastic_depth:
+            init.append("self.drop_path = DropPath(drop_path)")
+            expr = f"self.drop_path({expr})"
+        args = tuple(a for a in ARGS if a in {"dim", *op.args} | ({"drop_path"} if self.stochastic_depth else set()))
+        return PathCode(f"{op_name[op.identity()]}Path", args, tuple(init), f"return {expr}")
+
+
+@dataclass(frozen=True)
+class PathCode:
+    """The class of a parallel path (timm stores each as a Sequential of norm, op, ls, drop_path)."""
+
+    name: str
+    args: tuple[str, ...]
+    init: tuple[str, ...]
+    forward: str
+
+    @property
+    def header(self) -> str:
+        return _header(self.args)
+
+
+def _top_level_sum(expr: str) -> bool:
+    """Whether ``expr`` is a sum outside any brackets (``a(x) + b(x)``)."""
+    depth = 0
+    for i, ch in enumerate(expr):
+        depth += (ch in "([") - (ch in ")]")
+        if depth == 0 and expr.startswith(" + ", i):
+            return True
+    return False
 
 
 class _Forward:
@@ -334,47 +539,106 @@ class _Forward:
 
     def __init__(self, stage: Blocks, s: Tokens) -> None:
         self.stage, self.s = stage, s
-        self.wraps = stage.layout(s) == "seq" and any(b.op.reads == "grid" for b in stage.block)
+        self.wraps = stage.layout(s) == "seq" and any(op.reads == "grid" for op in stage.ops())
 
-    def residual(self, b: Branch, expr: str, ls: str | None) -> str:
-        if ls and ls.startswith("gamma_"):
-            expr = f"self.{ls} * {expr}"
-        elif ls:
-            expr = f"self.{ls}({expr})"
+    def residual(self, b: Branch, n: Names, expr: str) -> str:
+        """The branch output as added to x; a sum of ops stays one term (``x + (a + b)``, the reference's
+        order of additions)."""
+        summed = _top_level_sum(expr)
+
+        def term(e: str) -> str:
+            return f"({e})" if summed else e
+
+        if n.out_norm:
+            expr, summed = f"self.{n.out_norm}({expr})", False
+        if n.ls and n.ls.startswith("gamma_"):
+            expr, summed = f"self.{n.ls} * {term(expr)}", False
+        elif n.ls:
+            expr, summed = f"self.{n.ls}({expr})", False
         if b.scale != 1.0:
-            expr = f"{expr} / {b.scale}"
-        return f"self.drop_path({expr})" if self.stage.stochastic_depth else expr
+            expr, summed = f"{term(expr)} / {b.scale}", False
+        if self.stage.stochastic_depth and not b.paths:  # each path drops itself
+            expr, summed = f"self.drop_path({expr})", False
+        return term(expr)
 
-    def normed(self, b: Branch, norm_attr: str | None, x: str) -> str:
+    def normed(self, b: Branch, n: Names, x: str) -> str:
         inp = f"{x} * {b.scale}" if b.scale != 1.0 else x
-        return f"self.{norm_attr}({inp})" if norm_attr else inp
+        return f"self.{n.norm}({inp})" if n.norm else inp
+
+    def apply(self, op: Op, attr: str, y: str, out: list[str]) -> str:
+        """The expression of ``op`` on ``y``; a grid op in a sequence block sees the patches as a grid."""
+        if not (op.reads == "grid" and self.wraps):
+            return f"self.{attr}({y})"
+        p = self.s.prefix
+        if p:
+            out.append(f"grid = self.{attr}({y}[:, {p}:].unflatten(1, (side, side))).flatten(1, 2)")
+            out.append(f"y = torch.cat(({y}[:, :{p}], grid), dim=1)  # prefix tokens pass {attr} unchanged")
+        else:
+            out.append(f"y = self.{attr}({y}.unflatten(1, (side, side))).flatten(1, 2)")
+        return "y"
 
     # The traces below run the forward that ``lines`` writes, on symbolic tensors (archgen.memory).
 
-    def traced_residual(self, tape: Tape, b: Branch, y: T, ls: str | None) -> T:
-        y = tape.mul(y) if ls else y  # LayerScale: the scale's gradient needs the branch output
+    def traced_residual(self, tape: Tape, b: Branch, n: Names, y: T) -> T:
+        y = b.out_norm.memory(tape, y) if b.out_norm is not None and n.out_norm else y
+        y = tape.mul(y) if n.ls else y  # LayerScale: the scale's gradient needs the branch output
         return tape.pointwise(y) if b.scale != 1.0 else y
 
-    def traced_norm(self, tape: Tape, b: Branch, norm_attr: str | None, x: T) -> T:
+    def traced_norm(self, tape: Tape, b: Branch, x: T) -> T:
         x = tape.pointwise(x) if b.scale != 1.0 else x
-        return tape.layer_norm(x) if norm_attr else x
+        return b.pre.memory(tape, x) if b.pre is not None else x
+
+    def traced_apply(self, tape: Tape, op: Op, y: T) -> T:
+        c = self.stage.ctx(op, self.s)
+        if not (op.reads == "grid" and self.wraps):
+            return op.memory(tape, y, c)
+        p = self.s.prefix
+        side = math.isqrt(y.shape[1] - p)
+        if not p:
+            return op.memory(tape, y.unflatten(1, (side, side)), c).flatten(1, 2)
+        grid = op.memory(tape, y[:, p:].unflatten(1, (side, side)), c).flatten(1, 2)
+        return tape.cat([y[:, :p], grid], dim=1)
+
+    def traced_branch(self, tape: Tape, b: Branch, x: T) -> T:
+        """The branch's output before its out_norm and LayerScale."""
+        if b.paths:
+            outs = []
+            for p in b.paths:
+                assert p.op is not None
+                y = self.traced_apply(tape, p.op, p.norm.memory(tape, x) if p.norm is not None else x)
+                outs.append(tape.mul(y) if self.stage.ls(p) else y)
+            return self.traced_sum(tape, outs)
+        y = self.traced_norm(tape, b, x)
+        return self.traced_sum(tape, [self.traced_apply(tape, op, y) for op in b.all_ops()])
+
+    @staticmethod
+    def traced_sum(tape: Tape, outs: list[T]) -> T:
+        total = outs[0]
+        for y in outs[1:]:
+            total = tape.pointwise(total, y)
+        return total
 
     def trace(self, tape: Tape, x: T) -> T:
-        p = self.s.prefix
-        for b, (norm_attr, _, ls_attr) in zip(self.stage.block, self.stage.attrs(), strict=True):
-            y = self.traced_norm(tape, b, norm_attr, x)
-            c = self.stage.ctx(b, self.s)
-            if b.op.reads == "grid" and self.wraps:
-                side = math.isqrt(x.shape[1] - p)
-                if p:
-                    grid = b.op.memory(tape, y[:, p:].unflatten(1, (side, side)), c).flatten(1, 2)
-                    y = tape.cat([y[:, :p], grid], dim=1)
-                else:
-                    y = b.op.memory(tape, y.unflatten(1, (side, side)), c).flatten(1, 2)
-            else:
-                y = b.op.memory(tape, y, c)
-            x = tape.pointwise(x, self.traced_residual(tape, b, y, ls_attr))  # x + branch
+        for b, n in zip(self.stage.block, self.stage.names(), strict=True):
+            y = self.traced_residual(tape, b, n, self.traced_branch(tape, b, x))
+            x = tape.pointwise(x, y)  # x + branch
+            x = b.post_norm.memory(tape, x) if b.post_norm is not None else x
         return x
+
+    def branch_expr(self, b: Branch, n: Names, out: list[str]) -> str:
+        """The expression of the branch's output before its out_norm and LayerScale (lines it needs go to
+        ``out``)."""
+        if b.paths:
+            return " + ".join(f"self.{n.ops[0]}[{j}](x)" for j in range(len(b.paths)))
+        normed = self.normed(b, n, "x")
+        ops = b.all_ops()
+        if len(ops) == 1:
+            if ops[0].reads == "grid" and self.wraps:
+                out.append(f"y = {normed}")
+                normed = "y"
+            return self.apply(ops[0], n.ops[0], normed, out)
+        out.append(f"y = {normed}  # the ops below read the same normed input")
+        return " + ".join(self.apply(op, name, "y", out) for op, name in zip(ops, n.ops, strict=True))
 
     def lines(self) -> list[str]:
         out = []
@@ -385,20 +649,14 @@ class _Forward:
         p = self.s.prefix
         if self.wraps:
             out.append(f"side = grid_side(x.shape[1]{f' - {p}' if p else ''})  # the patch tokens form a square grid")
-        for b, (norm_attr, op_attr, ls_attr) in zip(self.stage.block, self.stage.attrs(), strict=True):
-            normed = self.normed(b, norm_attr, "x")
-            if b.op.reads == "grid" and self.wraps:
-                out.append(f"y = {normed}")
-                if p:
-                    out.append(f"grid = self.{op_attr}(y[:, {p}:].unflatten(1, (side, side))).flatten(1, 2)")
-                    out.append(f"y = torch.cat((y[:, :{p}], grid), dim=1)  # prefix tokens pass {op_attr} unchanged")
-                else:
-                    out.append(f"y = self.{op_attr}(y.unflatten(1, (side, side))).flatten(1, 2)")
-                expr = "y"
+        for b, n in zip(self.stage.block, self.stage.names(), strict=True):
+            residual = self.residual(b, n, self.branch_expr(b, n, out))
+            if n.post_norm:
+                out.append(f"x = self.{n.post_norm}(x + {residual})")
             else:
-                expr = f"self.{op_attr}({normed})"
-            out.append(f"x = x + {self.residual(b, expr, ls_attr)}")
-        out[-1] = "return " + out[-1].removeprefix("x = ")
+                out.append(f"x = x + {residual}")
+        last = out[-1]
+        out[-1] = "return " + (last.removeprefix("x = "))
         return out
 
 
@@ -408,15 +666,17 @@ class _ClassForward(_Forward):
     def lines(self) -> list[str]:
         out = ["cls = x[:, :1]  # (B, 1, C): the only token these blocks write"]
         changed = False  # whether x[:, :1] is stale (a later full-sequence op must see the new class token)
-        for b, (norm_attr, op_attr, ls_attr) in zip(self.stage.block, self.stage.attrs(), strict=True):
-            if b.op.reads == "token":
-                expr = f"self.{op_attr}({self.normed(b, norm_attr, 'cls')})"
+        for b, n in zip(self.stage.block, self.stage.names(), strict=True):
+            op = b.all_ops()[0]
+            if op.reads == "token":
+                expr = f"self.{n.ops[0]}({self.normed(b, n, 'cls')})"
             else:
                 seq = "torch.cat((cls, x[:, 1:]), dim=1)" if changed else "x"
-                expr = f"self.{op_attr}({self.normed(b, norm_attr, seq)})"
-                if not b.op.writes_first:
+                expr = f"self.{n.ops[0]}({self.normed(b, n, seq)})"
+                if not op.writes_first:
                     expr += "[:, :1]"
-            out.append(f"cls = cls + {self.residual(b, expr, ls_attr)}")
+            residual = self.residual(b, n, expr)
+            out.append(f"cls = self.{n.post_norm}(cls + {residual})" if n.post_norm else f"cls = cls + {residual}")
             changed = True
         out.append("return torch.cat((cls, x[:, 1:]), dim=1)  # the other tokens pass unchanged")
         return out
@@ -424,14 +684,16 @@ class _ClassForward(_Forward):
     def trace(self, tape: Tape, x: T) -> T:
         cls = x[:, :1]
         changed = False
-        for b, (norm_attr, _, ls_attr) in zip(self.stage.block, self.stage.attrs(), strict=True):
-            c = self.stage.ctx(b, self.s)
-            if b.op.reads == "token":
-                y = b.op.memory(tape, self.traced_norm(tape, b, norm_attr, cls), c)
+        for b, n in zip(self.stage.block, self.stage.names(), strict=True):
+            op = b.all_ops()[0]
+            c = self.stage.ctx(op, self.s)
+            if op.reads == "token":
+                y = op.memory(tape, self.traced_norm(tape, b, cls), c)
             else:
                 seq = tape.cat([cls, x[:, 1:]], dim=1) if changed else x
-                y = b.op.memory(tape, self.traced_norm(tape, b, norm_attr, seq), c)
-                y = y if b.op.writes_first else y[:, :1]
-            cls = tape.pointwise(cls, self.traced_residual(tape, b, y, ls_attr))
+                y = op.memory(tape, self.traced_norm(tape, b, seq), c)
+                y = y if op.writes_first else y[:, :1]
+            cls = tape.pointwise(cls, self.traced_residual(tape, b, n, y))
+            cls = b.post_norm.memory(tape, cls) if b.post_norm is not None else cls
             changed = True
         return tape.cat([cls, x[:, 1:]], dim=1)

@@ -10,6 +10,7 @@ from archgen.base import Model, Row, Tokens
 from archgen.errors import KindError
 from archgen.heads.head import Head
 from archgen.memory import T, Tape
+from archgen.norms import Norm
 
 
 class AvgPoolHead(Head):
@@ -31,9 +32,9 @@ class AvgPoolHead(Head):
         if not s.patches:
             raise KindError("kind", "average pooling needs patch tokens")
 
-    def inputs(self, tape: Tape, x: T, s: Tokens, norm_moved: bool) -> dict[str, T]:
+    def inputs(self, tape: Tape, x: T, s: Tokens, fc_norm: Norm | None) -> dict[str, T]:
         pooled = tape.mean(x[:, s.prefix :], dim=1)
-        return {"head": tape.layer_norm(pooled) if norm_moved else pooled}
+        return {"head": fc_norm.memory(tape, pooled) if fc_norm else pooled}
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row("linear on the mean of the patches" + (", fc_norm" if self.fc_norm else ""))

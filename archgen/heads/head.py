@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 from archgen.base import Model, Part, Row, Tokens
-from archgen.counting import Count, linear, norm
+from archgen.counting import Count, linear
 from archgen.memory import T, Tape
+from archgen.norms import Norm
 
 
 class Head(Part):
     """The part after ``forward_features``: pooling or token selection, then the classifier(s).
 
-    ``norm`` says whether the spec's final norm moved into the head (timm's ``fc_norm``); only heads whose
+    ``fc_norm`` is the spec's final norm where it moved into the head (timm's ``fc_norm``); only heads whose
     ``takes_norm`` is true ever get it.
     """
 
@@ -29,22 +30,22 @@ class Head(Part):
     def classifiers(self) -> tuple[str, ...]:
         return ("head",)
 
-    def count(self, s: Tokens, m: Model, norm_moved: bool = False) -> Count:
-        parts = [norm("fc_norm", s.dim, s.dim)] if norm_moved else []
+    def count(self, s: Tokens, m: Model, fc_norm: Norm | None = None) -> Count:
+        parts = [fc_norm.count("fc_norm", s.dim, s.dim)] if fc_norm else []
         for name in self.classifiers():
             tokens = self.tokens_per_classifier(s)[name]
             parts.append(linear(name, s.dim, m.num_classes, tokens) if m.num_classes else Count(name))
         return Count.group("", parts)
 
-    def inputs(self, tape: Tape, x: T, s: Tokens, norm_moved: bool) -> dict[str, T]:
+    def inputs(self, tape: Tape, x: T, s: Tokens, fc_norm: Norm | None) -> dict[str, T]:
         """What each classifier reads in ``forward_head`` with the default ``global_pool``."""
         return {name: x[:, i] for i, name in enumerate(self.classifiers())}  # class (and distillation) token
 
-    def memory(self, tape: Tape, x: T, s: Tokens, m: Model, norm_moved: bool = False) -> dict[str, T]:
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model, fc_norm: Norm | None = None) -> dict[str, T]:
         """Trace ``forward_head``; returns each classifier's logits."""
         return {
             name: tape.linear(inp, m.num_classes) if m.num_classes else inp
-            for name, inp in self.inputs(tape, x, s, norm_moved).items()
+            for name, inp in self.inputs(tape, x, s, fc_norm).items()
         }
 
     def tokens_per_classifier(self, s: Tokens) -> dict[str, int]:

@@ -10,6 +10,7 @@ from archgen.base import Model, Row, Tokens
 from archgen.errors import KindError
 from archgen.heads.head import Head
 from archgen.memory import T, Tape
+from archgen.norms import Norm
 
 
 class TokenLabelingHead(Head):
@@ -31,11 +32,11 @@ class TokenLabelingHead(Head):
     def tokens_per_classifier(self, s: Tokens) -> dict[str, int]:
         return {"head": 1, "aux_head": s.patches}
 
-    def inputs(self, tape: Tape, x: T, s: Tokens, norm_moved: bool) -> dict[str, T]:
+    def inputs(self, tape: Tape, x: T, s: Tokens, fc_norm: Norm | None) -> dict[str, T]:
         return {"head": x[:, 0], "aux_head": x[:, s.prefix :]}
 
-    def memory(self, tape: Tape, x: T, s: Tokens, m: Model, norm_moved: bool = False) -> dict[str, T]:
-        logits = super().memory(tape, x, s, m, norm_moved)
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model, fc_norm: Norm | None = None) -> dict[str, T]:
+        logits = super().memory(tape, x, s, m, fc_norm)
         tape.max(logits["aux_head"], dim=1)  # the largest patch-token prediction (or feature) of each class
         return logits
 

@@ -1,0 +1,35 @@
+"""A norm over every token as a step of ``forward_features``: the final norm (timm `norm`) and the norm after
+the embedding (CLIP's `norm_pre`). The spec writes them as norm values (archgen.norms); the compiler places
+this step."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from archgen.base import Model, Step, Tokens
+from archgen.counting import Count
+from archgen.memory import T, Tape
+from archgen.norms import Norm
+
+
+class TokenNorm(Step):
+    """``key`` is ``norm`` (after the last stage) or ``norm_pre`` (before the first)."""
+
+    slot = "internal"
+
+    kind: Literal["token_norm"] = "token_norm"
+    key: Literal["norm", "norm_pre"]
+    norm: Norm
+
+    @property
+    def final(self) -> bool:
+        return self.key == "norm"
+
+    def out(self, s: Tokens, m: Model) -> Tokens:
+        return s
+
+    def count(self, s: Tokens, m: Model) -> Count:
+        return self.norm.count(self.key, s.dim, s.n * s.dim)
+
+    def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
+        return self.norm.memory(tape, x)
