@@ -34,8 +34,10 @@ def op_names(ops: Sequence[Op]) -> dict[str, str]:
 
 def _word(field: str, value: Any) -> str:
     camel = "".join(p.title() for p in field.split("_"))
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
         return camel if value else f"No{camel}"
+    if isinstance(value, dict):  # a norm value: its kind (``QkNormRmsnorm``)
+        return camel + str(value.get("kind", "")).title()
     return camel + "".join(p.title() for p in str(value).replace(".", "_").split("_"))
 
 
