@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from archgen import specs
-from archgen.base import Op, Part
+from archgen.base import Op, Part, _numeric
 from archgen.catalogue import KINDS, SLOT_TYPES
 from archgen.compiler import resolve
 from archgen.errors import SpecError
@@ -92,13 +92,15 @@ def _pattern(metadata: list[Any]) -> str | None:
 
 
 def _number(kind: type, default: Any, metadata: list[Any]) -> list[Any]:
-    """One valid value other than ``default``."""
-    tries = NUMBERS if default is None else (default * 2, default + 1, default / 2, default - 1)
+    """Valid values other than ``default``, the likeliest to fit first (``variants`` keeps the first, or the
+    first a part accepts)."""
+    tries = NUMBERS if default is None else (default * 2, default + 1, default + 2, default / 2, default - 1)
+    out = []
     for v in tries:
         v = kind(v) if kind is float or float(v).is_integer() else None
-        if v is not None and v != default and _fits(v, metadata):
-            return [v]
-    return []
+        if v is not None and v != default and v not in out and _fits(v, metadata):
+            out.append(v)
+    return out
 
 
 def _models(tp: Any) -> list[type[BaseModel]]:
@@ -179,15 +181,18 @@ def _mapping(value: Any) -> Any:
     return {"kind": value} if isinstance(value, str) else value
 
 
-def variants(model: type[BaseModel], base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """One factor at a time from ``base``: (label, mapping) for each field and each value it takes."""
+def variants(model: type[BaseModel], base: dict[str, Any], every_number: bool = False) -> list[tuple[str, dict]]:
+    """One factor at a time from ``base``: (label, mapping) for each field and each value it takes; a number
+    at one other value (``every_number``: each candidate, for the caller to pick one that fits)."""
     out = []
     for name, field in model.model_fields.items():
         if name == "kind":
             continue
         default = base.get(name, None if field.default is PydanticUndefined else field.default)
-        for value in options(field.annotation, field.metadata, default):
-            out.append((f"{name}={label(value)}", {**base, name: value}))
+        values = options(field.annotation, field.metadata, default)
+        if _numeric(field.annotation) and not every_number:
+            values = values[:1]
+        out += [(f"{name}={label(value)}", {**base, name: value}) for value in values]
     return out
 
 
@@ -317,9 +322,29 @@ def _fits_in(data: dict[str, Any], folder: Path) -> bool:
     return refusal(data, folder) is None
 
 
-def _part_cases(kind: type[Part], folder: Path) -> Iterator[Case]:
+def _one_number_each(kind: type[Part], cases: list[Case], folder: Path) -> Iterator[Case]:
+    """Of the candidates for each number field, in each home, the first the part accepts (or the first,
+    whose refusal the test then checks)."""
+    numbers = {name for name, f in kind.model_fields.items() if _numeric(f.annotation)}
+    picked: dict[tuple[str, str], Case] = {}
+    for case in cases:
+        field = case.option.split("=")[0]
+        if field not in numbers or case.option == "default":
+            yield case
+            continue
+        group = (case.where, field)
+        if group not in picked or (refusal(picked[group].data, folder) and not refusal(case.data, folder)):
+            picked[group] = case
+    yield from picked.values()
+
+
+def _part_cases(kind: type[Part], folder: Path) -> list[Case]:
+    return list(_one_number_each(kind, list(_every_case(kind, folder)), folder))
+
+
+def _every_case(kind: type[Part], folder: Path) -> Iterator[Case]:
     base = bases(kind)[0]
-    all_ = [("default", base), *variants(kind, base)]
+    all_ = [("default", base), *variants(kind, base, every_number=True)]
     if issubclass(kind, Op):
         default = kind.model_validate(base)
         for option, mapping in all_:
@@ -369,6 +394,8 @@ def _structures() -> Iterator[Case]:
     parallel = [
         ("ops=mhsa+mlp", {"ops": ["mhsa", "mlp"]}),
         ("ops=mhsa+mlp,out_norm", {"ops": ["mhsa", "mlp"], "out_norm": "rmsnorm", "layerscale": {"init": 0.1}}),
+        ("ops=mhsa+outlook", {"ops": ["mhsa", "outlook"]}),
+        ("paths=mhsa+outlook", {"key": "attns", "paths": [{"op": "mhsa"}, {"op": "outlook"}]}),
         ("paths=mhsa+mhsa", {"key": "attns", "paths": [{"op": "mhsa"}, {"op": "mhsa", "norm": "rmsnorm"}]}),
         (
             "paths=ls",
