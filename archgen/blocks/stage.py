@@ -11,7 +11,7 @@ prefix tokens (CaiT), continue another stage's block container (DeepViT's last r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -461,8 +461,9 @@ class Blocks(Step):
             if b.pre is not None and n.norm:
                 modules.append((n.norm, b.pre.code("dim", m)))
             if b.paths:
-                path_codes = [self._path(p, m, op_name) for p in b.paths]
-                for pc in path_codes:
+                path_codes = []
+                for p in b.paths:
+                    path_codes.append(pc := _distinct(self._path(p, m, op_name), paths))
                     if pc not in paths:
                         paths.append(pc)
                 if len(set(path_codes)) == 1:
@@ -508,6 +509,16 @@ class Blocks(Step):
             expr = f"self.drop_path({expr})"
         args = tuple(a for a in ARGS if a in {"dim", *op.args} | ({"drop_path"} if self.stochastic_depth else set()))
         return PathCode(f"{op_name[op.identity()]}Path", args, tuple(init), f"return {expr}")
+
+
+def _distinct(pc: PathCode, known: list[PathCode]) -> PathCode:
+    """``pc`` under a name no other path class of the block has: paths of one op that differ in their norm
+    or LayerScale are two classes (``MlpPath``, ``MlpPath2``)."""
+    same = [k for k in known if k.name == pc.name or (k.name.startswith(pc.name) and k.name[len(pc.name) :].isdigit())]
+    match = next((k for k in same if replace(k, name=pc.name) == pc), None)
+    if match is not None:
+        return match
+    return replace(pc, name=f"{pc.name}{len(same) + 1}") if same else pc
 
 
 @dataclass(frozen=True)
