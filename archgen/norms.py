@@ -85,7 +85,10 @@ def _norm_shorthand(value: Any) -> Any:
 
 
 # A norm wherever a spec may write one: `layernorm`, `none`, or a mapping with the parameters.
-NormValue = Annotated[Norm | None, BeforeValidator(_norm_shorthand)]
+NormValue = Annotated[
+    Norm | None,
+    BeforeValidator(_norm_shorthand, json_schema_input_type=Norm | Literal["layernorm", "rmsnorm", "none"] | None),
+]
 LAYERNORM = Norm(kind="layernorm")
 
 # Activations, by the name timm's `act_layer` strings use, and the module each is written as.

@@ -114,10 +114,7 @@ def _trained(model: torch.nn.Module, size: int) -> list[str]:
 
 # Bugs these tests found in the block's parallel forms, open: a grid op among parallel `ops` is traced
 # 33,280 bytes short of what autograd saves here; a grid op in a parallel path gets the sequence, not the grid.
-KNOWN_BUGS = {
-    "branch-seq-ops=mhsa+outlook": "memory trace of a grid op among parallel ops misses what autograd saves",
-    "branch-seq-paths=mhsa+outlook": "a parallel path does not turn the sequence into the grid its op reads",
-}
+KNOWN_BUGS: dict[str, str] = {}  # case id -> why it fails (xfail, strict: a fix flags itself)
 MARKED = [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_BUGS[c.id], strict=True)) if c.id in KNOWN_BUGS
           else c for c in CASES]  # fmt: skip
 

@@ -38,7 +38,7 @@ def _op_choices() -> tuple[list[dict], list[dict]]:
 OPS_ANYWHERE, OPS_FIRST = _op_choices()
 NORMS = ["none", *norm_values()]
 GRID_OPS = {k.tag() for k in of_slot("op") if k.model_validate(bases(k)[0]).reads == "grid"}
-PARALLEL = [o for o in OPS_ANYWHERE if o["kind"] not in GRID_OPS]
+PARALLEL = OPS_ANYWHERE  # any op in a parallel form, grid ops too
 STEMS = {
     "patch_embed": lambda d, g: ({"kind": "patch_embed", "patch_size": 4, "dim": d}, 4 * g),
     "volo_conv_stem": lambda d, g: ({"kind": "volo_conv_stem", "hidden": 8, "patch_size": 4, "dim": d}, 4 * g),
@@ -60,8 +60,6 @@ def _branch(draw: st.DrawFn, op: dict, parallel: bool = False) -> dict:
     LayerScale, DeepViT's scale; where ``parallel``, sometimes two ops from one norm or two paths."""
     branch: dict = {"norm": draw(st.sampled_from(["layernorm", *NORMS])), "op": op}
     form = draw(st.sampled_from(["op", "op", "op", "ops", "paths"])) if parallel else "op"
-    if form in ("ops", "paths"):  # a grid op in a parallel form: open bugs (KNOWN_BUGS in test_catalogue.py)
-        op = {"kind": "mhsa"} if op["kind"] in GRID_OPS else op
     if form == "ops":
         branch = {"norm": branch["norm"], "ops": [op, _op(draw, PARALLEL)]}
     elif form == "paths":

@@ -463,7 +463,7 @@ class Blocks(Step):
             if b.paths:
                 path_codes = []
                 for p in b.paths:
-                    path_codes.append(pc := _distinct(self._path(p, m, op_name), paths))
+                    path_codes.append(pc := _distinct(self._path(p, s, m, op_name), paths))
                     if pc not in paths:
                         paths.append(pc)
                 if len(set(path_codes)) == 1:
@@ -492,14 +492,23 @@ class Blocks(Step):
         forward = _ClassForward(self, s) if self.updates == "cls" else _Forward(self, s)
         return BlockCode(self.args(s), (*init, *params), tuple(forward.lines()), forward.wraps, tuple(paths))
 
-    def _path(self, p: Branch, m: Model, op_name: dict[str, str]) -> PathCode:
+    def _path(self, p: Branch, s: Tokens, m: Model, op_name: dict[str, str]) -> PathCode:
         """The class of one parallel path: its norm, op, LayerScale and stochastic depth as timm stores them."""
         op = p.op
         assert op is not None
         attr = op.key or op.attr
         init = [] if p.norm is None else [f"self.norm = {p.norm.code('dim', m)}"]
         init.append(f"self.{attr} = {op_name[op.identity()]}({', '.join(op.args)})")
-        expr = f"self.{attr}(self.norm(x))" if p.norm is not None else f"self.{attr}(x)"
+        lines: list[str] = []
+        normed = "self.norm(x)" if p.norm is not None else "x"
+        if op.reads == "grid" and _Forward(self, s).wraps:  # the patches as a grid, prefix tokens unchanged
+            prefix = s.prefix
+            lines.append(f"side = grid_side(x.shape[1]{f' - {prefix}' if prefix else ''})")
+            lines.append(f"y = {normed}")
+            lines.extend(_on_grid(attr, "y", prefix, "y"))
+            expr = "y"
+        else:
+            expr = f"self.{attr}({normed})"
         spec = self.ls(p)
         if spec is not None:
             init.append(f"self.ls = LayerScale(dim, {spec.init})")
@@ -508,7 +517,7 @@ class Blocks(Step):
             init.append("self.drop_path = DropPath(drop_path)")
             expr = f"self.drop_path({expr})"
         args = tuple(a for a in ARGS if a in {"dim", *op.args} | ({"drop_path"} if self.stochastic_depth else set()))
-        return PathCode(f"{op_name[op.identity()]}Path", args, tuple(init), f"return {expr}")
+        return PathCode(f"{op_name[op.identity()]}Path", args, tuple(init), (*lines, f"return {expr}"))
 
 
 def _distinct(pc: PathCode, known: list[PathCode]) -> PathCode:
@@ -528,11 +537,22 @@ class PathCode:
     name: str
     args: tuple[str, ...]
     init: tuple[str, ...]
-    forward: str
+    forward: tuple[str, ...]
 
     @property
     def header(self) -> str:
         return _header(self.args)
+
+
+def _on_grid(attr: str, y: str, prefix: int, result: str) -> list[str]:
+    """Lines running grid op ``attr`` on the patch tokens of sequence ``y`` (a square of ``side``), the prefix
+    tokens passing it unchanged; the output in ``result``."""
+    if not prefix:
+        return [f"{result} = self.{attr}({y}.unflatten(1, (side, side))).flatten(1, 2)"]
+    return [
+        f"grid = self.{attr}({y}[:, {prefix}:].unflatten(1, (side, side))).flatten(1, 2)",
+        f"{result} = torch.cat(({y}[:, :{prefix}], grid), dim=1)  # prefix tokens pass {attr} unchanged",
+    ]
 
 
 def _top_level_sum(expr: str) -> bool:
@@ -576,17 +596,13 @@ class _Forward:
         inp = f"{x} * {b.scale}" if b.scale != 1.0 else x
         return f"self.{n.norm}({inp})" if n.norm else inp
 
-    def apply(self, op: Op, attr: str, y: str, out: list[str]) -> str:
-        """The expression of ``op`` on ``y``; a grid op in a sequence block sees the patches as a grid."""
+    def apply(self, op: Op, attr: str, y: str, out: list[str], result: str = "y") -> str:
+        """The expression of ``op`` on ``y``; a grid op in a sequence block sees the patches as a grid (the
+        lines doing so go to ``out`` and leave the op's output in ``result``)."""
         if not (op.reads == "grid" and self.wraps):
             return f"self.{attr}({y})"
-        p = self.s.prefix
-        if p:
-            out.append(f"grid = self.{attr}({y}[:, {p}:].unflatten(1, (side, side))).flatten(1, 2)")
-            out.append(f"y = torch.cat(({y}[:, :{p}], grid), dim=1)  # prefix tokens pass {attr} unchanged")
-        else:
-            out.append(f"y = self.{attr}({y}.unflatten(1, (side, side))).flatten(1, 2)")
-        return "y"
+        out.extend(_on_grid(attr, y, self.s.prefix, result))
+        return result
 
     # The traces below run the forward that ``lines`` writes, on symbolic tensors (archgen.memory).
 
@@ -649,7 +665,7 @@ class _Forward:
                 normed = "y"
             return self.apply(ops[0], n.ops[0], normed, out)
         out.append(f"y = {normed}  # the ops below read the same normed input")
-        return " + ".join(self.apply(op, name, "y", out) for op, name in zip(ops, n.ops, strict=True))
+        return " + ".join(self.apply(op, name, "y", out, f"y_{name}") for op, name in zip(ops, n.ops, strict=True))
 
     def lines(self) -> list[str]:
         out = []
