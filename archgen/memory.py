@@ -29,8 +29,10 @@ from dataclasses import dataclass
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
 AMP = {"bf16": "bfloat16", "fp16": "float16"}  # --amp: the torch.autocast dtype (CPU autocast takes both)
 OPTIMIZERS = ("adamw", "sgd")
-FLOAT32 = 4  # attention's log-sum-exp, which CPU kernels keep in float32 whatever the activation dtype
+FLOAT32 = 4  # attention's log-sum-exp and what CPU kernels compute reduced-precision inputs in (RMSNorm, math SDPA)
 INT64 = 8  # indices (max-pooling, max)
+NORMS = ("layernorm", "rmsnorm")
+ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "silu", "relu")
 
 
 class Storage:
@@ -134,34 +136,8 @@ class T:
         return True
 
     def dense_layout(self) -> tuple[int, ...]:
-        """Strides of an elementwise result (or of ``empty_like``): TensorIterator orders the dimensions as
-        the input's strides are ordered and lays them out densely. Its insertion sort starts from the last
-        dimension innermost and moves a dimension inwards past one of larger stride, or of equal stride and
-        smaller size; a broadcast dimension (stride 0) compares with nothing and stays where it is."""
-        perm = list(range(self.ndim - 1, -1, -1))  # innermost first
-
-        def should_swap(d0: int, d1: int) -> int:
-            s0, s1 = self.stride[d0], self.stride[d1]
-            if s0 == 0 or s1 == 0:
-                return 0
-            if s0 != s1:
-                return 1 if s0 > s1 else -1
-            return 1 if self.shape[d0] > self.shape[d1] else 0
-
-        for i in range(self.ndim):
-            d1 = i
-            for d0 in range(i - 1, -1, -1):
-                order = should_swap(perm[d0], perm[d1])
-                if order > 0:
-                    perm[d0], perm[d1] = perm[d1], perm[d0]
-                    d1 = d0
-                elif order < 0:
-                    break
-        out, acc = [0] * self.ndim, 1
-        for d in perm:
-            out[d] = acc
-            acc *= self.shape[d]
-        return tuple(out)
+        """Strides of an elementwise result of this tensor alone (or of ``empty_like``)."""
+        return iterator_strides(self.shape, [self.stride])
 
     def new_like(self, itemsize: int | None = None) -> T:
         """A fresh tensor of this shape (and this dtype unless given), laid out as an elementwise result of
@@ -208,10 +184,14 @@ class T:
         stride = view_strides(self.shape, self.stride, new)
         return self._as(new, stride) if stride is not None else T.empty(new, self.itemsize)
 
+    def is_channels_last_contiguous(self) -> bool:
+        """``is_contiguous(memory_format=torch.channels_last)`` of a 4-D tensor."""
+        want = channels_last_strides(self.shape)
+        return all(size == 1 or st == w for size, st, w in zip(self.shape, self.stride, want, strict=True))
+
     def to_channels_last(self) -> T:
         """``contiguous(memory_format=torch.channels_last)``: a copy unless already laid out so."""
-        want = channels_last_strides(self.shape)
-        if all(size == 1 or st == w for size, st, w in zip(self.shape, self.stride, want, strict=True)):
+        if self.is_channels_last_contiguous():
             return self
         return T.empty(self.shape, self.itemsize, channels_last_strides(self.shape))
 
@@ -256,6 +236,91 @@ class T:
         return self._as(shape, stride)
 
 
+def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
+    """torch's broadcasting: shapes aligned at the last dimension, a size 1 (or a missing dimension)
+    stretched to the other's size."""
+    ndim = max(len(s) for s in shapes)
+    out = [1] * ndim
+    for shape in shapes:
+        for d, size in enumerate(shape, ndim - len(shape)):
+            if size != 1:
+                assert out[d] in (1, size), f"shapes {shapes} do not broadcast"
+                out[d] = size
+    return tuple(out)
+
+
+def broadcast_strides(t: T, shape: Sequence[int]) -> tuple[int, ...]:
+    """``t``'s strides as an operand of ``shape``: 0 along a dimension it is broadcast over."""
+    lead = len(shape) - t.ndim
+    stride = [0] * lead
+    for d, (size, st) in enumerate(zip(t.shape, t.stride, strict=True)):
+        stride.append(0 if size == 1 and shape[lead + d] != 1 else st)
+    return tuple(stride)
+
+
+def iterator_strides(shape: Sequence[int], operands: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """Strides TensorIterator gives a new elementwise result of ``shape`` from its operands' strides
+    (broadcast: 0 along a stretched dimension): it orders the dimensions as the operands' strides are
+    ordered and lays them out densely. Its insertion sort starts from the last dimension innermost and moves
+    a dimension inwards past one of larger stride in the first operand that tells them apart (a broadcast
+    dimension tells nothing), or of equal stride and smaller size."""
+    ndim = len(shape)
+    perm = list(range(ndim - 1, -1, -1))  # innermost first
+
+    def should_swap(d0: int, d1: int) -> int:
+        for stride in operands:
+            s0, s1 = stride[d0], stride[d1]
+            if s0 == 0 or s1 == 0:
+                continue
+            if s0 != s1:
+                return 1 if s0 > s1 else -1
+            if shape[d0] > shape[d1]:
+                return 1
+        return 0
+
+    for i in range(ndim):
+        d1 = i
+        for d0 in range(i - 1, -1, -1):
+            order = should_swap(perm[d0], perm[d1])
+            if order > 0:
+                perm[d0], perm[d1] = perm[d1], perm[d0]
+                d1 = d0
+            elif order < 0:
+                break
+    out, acc = [0] * ndim, 1
+    for d in perm:
+        out[d] = acc
+        acc *= shape[d]
+    return tuple(out)
+
+
+def elementwise(tensors: Sequence[T], itemsize: int) -> T:
+    """A new result of an elementwise op of ``tensors`` (broadcast together): when all have one shape and
+    are all contiguous, all channels-last, or all dense with equal strides, TensorIterator keeps that layout;
+    otherwise it orders the dimensions by the operands' strides (``iterator_strides``)."""
+    shape = broadcast_shape(*(t.shape for t in tensors))
+    if all(t.shape == shape for t in tensors):
+        first = tensors[0]
+        if all(t.is_contiguous() for t in tensors):
+            return T.empty(shape, itemsize)
+        if len(shape) == 4 and all(t.is_channels_last_contiguous() for t in tensors):
+            return T.empty(shape, itemsize, channels_last_strides(shape))
+        if all(t.is_non_overlapping_and_dense() and t.stride == first.stride for t in tensors):
+            return T.empty(shape, itemsize, first.stride)
+    return T.empty(shape, itemsize, iterator_strides(shape, [broadcast_strides(t, shape) for t in tensors]))
+
+
+def _flash_serves(q: T, k: T, v: T, attn_mask: T | None, mask_grad: bool) -> bool:
+    """Whether torch's CPU flash attention runs (else the math path): not for a mask that needs a gradient
+    (the kernel computes none for it) or has 3 dimensions (it takes 2 or 4), nor for operands whose last
+    dimension is not contiguous, whose head sizes differ, or whose batch and head sizes differ (broadcast)."""
+    if attn_mask is not None and (mask_grad or attn_mask.ndim not in (2, 4)):
+        return False
+    if any(t.stride[-1] != 1 for t in (q, k, v)):
+        return False
+    return q.shape[-1] == k.shape[-1] == v.shape[-1] and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+
+
 def pool_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
     """ATen's pooling_output_shape (dilation 1)."""
     out = (size + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
@@ -283,11 +348,13 @@ class Tape:
         self.blocks: list[int] = []  # bytes each block of the last traced stage saved
         self.recompute = 0  # the most one checkpointed block saves again when backward recomputes it
         self._shadow: set[Storage] = set()
+        self._fixed: set[Storage] = set()  # parameters and buffers that ops save (``buffer``): never counted
 
     def input(self, shape: Sequence[int]) -> T:
         return T.empty(shape, self.itemsize)
 
     def save(self, *tensors: T) -> None:
+        tensors = tuple(t for t in tensors if t.storage not in self._fixed)
         if not self._recording:
             self._shadow.update(t.storage for t in tensors)
             return
@@ -373,14 +440,17 @@ class Tape:
     def matmul(self, a: T, b: T) -> T:
         """a @ b of two batched matrices: both expanded to the common batch shape and reshaped to 3-D for
         bmm (a copy where the batch dimensions cannot merge, e.g. heads of a fused qkv), and both saved."""
-        a, b = self._cast(a), self._cast(b)
+        return self._matmul(self._cast(a), self._cast(b))
+
+    def _matmul(self, a: T, b: T) -> T:
+        """matmul of two operands of one dtype, as the op runs them."""
         batch = tuple(max(p, q) for p, q in zip(a.shape[:-2], b.shape[:-2], strict=True))
         n, m, p = a.shape[-2], a.shape[-1], b.shape[-1]
         flat = math.prod(batch)
         a3 = a.expand(*batch, n, m).reshape(flat, n, m)
         b3 = b.expand(*batch, m, p).reshape(flat, m, p)
         self.save(a3, b3)
-        return T.empty((flat, n, p), self.low).view(*batch, n, p)
+        return T.empty((flat, n, p), a.itemsize).view(*batch, n, p)
 
     def baddbmm(self, batch2: T) -> T:
         """baddbmm(bias, weight.expand(B, H, H), batch2): the weight's gradient needs batch2, batch2's the
@@ -390,14 +460,35 @@ class Tape:
         self._weight(batch2.shape[0], batch2.shape[1], batch2.shape[1])
         return T.empty(batch2.shape, self.low)
 
-    def sdpa(self, q: T, k: T, v: T) -> T:
-        """Fused attention (CPU flash kernel, no mask, dropout 0): saves q, k, v, its output and the
-        log-sum-exp of each query row, kept in float32 whatever the dtype. The kernel writes its output as
-        (B, Lq, heads, head_dim) and returns it transposed, so ``transpose(1, 2).reshape(B, Lq, C)`` is a view."""
+    def sdpa(self, q: T, k: T, v: T, attn_mask: T | None = None, mask_grad: bool = True) -> T:
+        """``F.scaled_dot_product_attention`` (dropout 0) of (B, heads, L, head_dim) q, k, v, with an optional
+        additive float ``attn_mask`` broadcastable to (B, heads, Lq, Lk); ``mask_grad``: the mask requires
+        grad (a relative position bias gathered from a parameter table), else it is a constant.
+
+        The CPU flash kernel runs where it can: it saves q, k, v, the mask (as it is: a buffer is not counted,
+        a computed mask is), its output and the log-sum-exp of each query row, kept in float32 whatever the
+        dtype. Its output is laid out as q (``empty_like``: q's strides where q is dense, as a (B, heads, N,
+        head_dim) slice of a fused qkv is not), so for q from a fused qkv ``transpose(1, 2).reshape(B, Lq, C)``
+        is a view. Under autocast every operand, the mask too, is a copy in the autocast dtype.
+
+        torch takes the math path instead where the flash kernel cannot serve (``_flash_serves``). The math
+        path runs in float32 even for bfloat16 or float16 operands (it upcasts them, then casts its output
+        back): q and k^T are each scaled by sqrt(scale) (new tensors, laid out as their inputs) and
+        multiplied with matmul, which saves both as 3-D batches; the mask is added in place (nothing saved);
+        softmax saves the attention matrix (B, heads, Lq, Lk), which the second matmul saves again as a view,
+        with v as a 3-D batch (a view of v where its batch dimensions merge, a copy otherwise). Its output is
+        contiguous (B, heads, Lq, head_dim), so ``transpose(1, 2).reshape(B, Lq, C)`` copies."""
         q, k, v = self._cast(q), self._cast(k), self._cast(v)
+        if not _flash_serves(q, k, v, attn_mask, mask_grad):
+            q, k, v = q.to(FLOAT32), k.to(FLOAT32), v.to(FLOAT32)
+            scores = self._matmul(q.new_like(), k.transpose(-2, -1).new_like())
+            return self._matmul(self.softmax(scores), v).to(self.low)
+        if attn_mask is not None:
+            self.save(self._cast(attn_mask))
         b, h, lq, _ = q.shape
-        out = T.empty((b, lq, h, v.shape[-1]), self.low).transpose(1, 2)
-        lse = T.empty((b, lq, h), FLOAT32).transpose(1, 2)
+        layout = q.stride if q.is_non_overlapping_and_dense() else q.dense_layout()
+        out = T.empty((b, h, lq, v.shape[-1]), self.low, layout)
+        lse = T.empty((b, h, lq), FLOAT32)
         self.save(q, k, v, out, lse)
         return out
 
@@ -407,10 +498,27 @@ class Tape:
         self.save(out)
         return out
 
+    def act(self, x: T, kind: str) -> T:
+        """An activation (``ACTIVATIONS``), in its input's dtype (autocast casts none). GELU (erf or tanh) and
+        SiLU save their input; ReLU (not in place) its output; quick GELU, ``x * torch.sigmoid(1.702 * x)``,
+        is three ops: the scalar product saves nothing, sigmoid saves its output and the product both
+        operands, so x and the sigmoid's output."""
+        if kind in ("gelu", "gelu_tanh", "silu"):
+            self.save(x)
+            return x.new_like()
+        if kind == "relu":
+            out = x.new_like()
+            self.save(out)
+            return out
+        if kind == "quick_gelu":
+            gate = x.new_like()  # sigmoid(1.702 * x), laid out as x
+            self.save(x, gate)
+            return elementwise((x, gate), x.itemsize)
+        raise ValueError(f"activation {kind!r}: choose {', '.join(ACTIVATIONS)}")
+
     def gelu(self, x: T) -> T:
-        """GELU (erf): its backward needs its input."""
-        self.save(x)
-        return x.new_like()
+        """GELU (erf)."""
+        return self.act(x, "gelu")
 
     def relu_(self, x: T) -> T:
         """In-place ReLU: its backward needs the result, which is the input's storage."""
@@ -418,18 +526,34 @@ class Tape:
         return x
 
     def norm(self, x: T, kind: str = "layernorm", affine: bool = True, bias: bool = True) -> T:
-        return self.layer_norm(x)
+        """A norm over the last dimension (``NORMS``); ``affine``: it has a weight (and, for LayerNorm, a
+        ``bias`` unless False). The output is in the input's dtype (autocast casts neither).
 
-    def act(self, x: T, kind: str) -> T:
-        return self.gelu(x)
+        LayerNorm (one CPU kernel) saves its input, as it is, and a mean and an inverse standard deviation per
+        row: in the parameters' dtype when it has any (float32 for a bfloat16 input under autocast), else in
+        the input's. The output is contiguous.
+
+        RMSNorm on CPU is torch's composite (the fused kernel serves no input that needs a gradient): it
+        upcasts the input to float32 (the input itself when float32), whose square's mean gives a float32
+        inverse RMS per row; ``pow`` and the product keep the upcast input, ``rsqrt`` its result; with a
+        weight, the product by the weight keeps the float32 normalised input too. The result is made
+        contiguous, then cast back to the input's dtype."""
+        stats = (*x.shape[:-1], 1)
+        if kind == "layernorm":
+            itemsize = self.itemsize if affine else x.itemsize
+            self.save(x, T.empty(stats, itemsize), T.empty(stats, itemsize))
+            return T.empty(x.shape, x.itemsize)
+        if kind == "rmsnorm":
+            wide = x.to(FLOAT32)
+            self.save(wide, T.empty(stats, FLOAT32))
+            if affine:
+                self.save(wide.new_like())  # x * rsqrt(mean(x^2) + eps), before the weight
+            return T.empty(x.shape, x.itemsize)
+        raise ValueError(f"norm {kind!r}: choose {', '.join(NORMS)}")
 
     def layer_norm(self, x: T) -> T:
-        """LayerNorm over the last dimension: saves its input and a mean and an inverse standard deviation
-        per row, in the parameters' dtype on CPU (float32 for a bfloat16 input under autocast); the output
-        is contiguous, in the input's dtype."""
-        stats = (*x.shape[:-1], 1)
-        self.save(x, T.empty(stats, self.itemsize), T.empty(stats, self.itemsize))
-        return T.empty(x.shape, x.itemsize)
+        """LayerNorm with weight and bias."""
+        return self.norm(x)
 
     def batch_norm(self, x: T) -> T:
         """BatchNorm2d in training: saves its input and a mean and an inverse standard deviation per
@@ -475,7 +599,21 @@ class Tape:
         self.save(x)
         return x.new_like(self._widest(x, self.param))
 
+    def product(self, a: T, b: T) -> T:
+        """a * b of two activations (a GLU's ``act(gate) * x``): each one's gradient needs the other, so both
+        are saved as they are (not cast, not broadcast); the result takes the wider dtype and the broadcast
+        shape, laid out as ``elementwise`` says."""
+        self.save(a, b)
+        return elementwise((a, b), self._widest(a, b))
+
     # --- ops that save nothing -----------------------------------------------------------------------
+
+    def buffer(self, shape: Sequence[int]) -> T:
+        """A parameter or buffer operand of this shape in the module's dtype (a constant mask): an op may save
+        it, but it is never counted (it is not an activation); a copy of it (autocast's) is."""
+        t = T.empty(shape, self.itemsize)
+        self._fixed.add(t.storage)
+        return t
 
     @property
     def param(self) -> T:
@@ -484,12 +622,10 @@ class Tape:
 
     def pointwise(self, x: T, other: T | None = None) -> T:
         """x + y, x * scalar, x + a table (``other=tape.param``): nothing saved. The result takes the wider
-        dtype and is laid out as TensorIterator lays it out: contiguous when both operands are, otherwise in
-        the dimension order of their strides."""
-        itemsize = x.itemsize if other is None else self._widest(x, other)
-        if other is not None and x.is_contiguous() and other.is_contiguous() and x.shape == other.shape:
-            return T.empty(x.shape, itemsize)
-        return x.new_like(itemsize)
+        dtype and the broadcast shape, laid out as TensorIterator lays it out (``elementwise``)."""
+        if other is None:
+            return x.new_like()
+        return elementwise((x, other), self._widest(x, other))
 
     def mean(self, x: T, dim: int) -> T:
         return T.empty(x.shape[:dim] + x.shape[dim + 1 :], x.itemsize)
@@ -510,6 +646,20 @@ class Tape:
         for i in range(0, len(pads), 2):
             shape[-1 - i // 2] += pads[i] + pads[i + 1]
         return T.empty(shape, x.itemsize)
+
+    def split(self, x: T, sizes: int | Sequence[int], dim: int = -1) -> tuple[T, ...]:
+        """``torch.split``: views along ``dim``, of the given sizes (or of ``sizes`` each, the last shorter)."""
+        n = x.shape[dim]
+        if isinstance(sizes, int):
+            sizes = [min(sizes, n - start) for start in range(0, n, sizes)] or [0]
+        assert sum(sizes) == n, f"split sizes {list(sizes)} of a dimension of {n}"
+        lead = (slice(None),) * (dim % x.ndim)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return tuple(x[(*lead, slice(start, start + size))] for start, size in zip(starts, sizes, strict=True))
+
+    def chunk(self, x: T, chunks: int, dim: int = -1) -> tuple[T, ...]:
+        """``torch.chunk``: views of ceil(size / chunks) each (the last shorter; fewer when they run out)."""
+        return self.split(x, -(-x.shape[dim] // chunks), dim)
 
     def zeros(self, shape: Sequence[int], like: T | None = None) -> T:
         """A new tensor of ``like``'s dtype (``x.new_zeros``), or of the parameters' (an expanded token)."""
