@@ -22,6 +22,7 @@ from archgen.blocks.layerscale import LayerScale
 from archgen.counting import Count, parameter
 from archgen.errors import KindError
 from archgen.memory import T, Tape
+from archgen.naming import path_class
 from archgen.norms import LAYERNORM, Norm, NormValue
 from archgen.pyformat import def_line
 
@@ -527,7 +528,7 @@ class Blocks(Step):
             init.append("self.drop_path = DropPath(drop_path)")
             expr = f"self.drop_path({expr})"
         args = tuple(a for a in ARGS if a in {"dim", *op.args} | ({"drop_path"} if self.stochastic_depth else set()))
-        return PathCode(f"{op_name[op.identity()]}Path", args, tuple(init), f"return {expr}")
+        return PathCode(path_class(op_name[op.identity()]), args, tuple(init), f"return {expr}")
 
 
 def _inline(op: Op, macro: str, **values: object) -> list[str]:
