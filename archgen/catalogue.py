@@ -22,6 +22,7 @@ from archgen.heads.distilled import DistilledHead
 from archgen.heads.token import TokenHead
 from archgen.heads.token_labeling import TokenLabelingHead
 from archgen.mixers.class_attention import ClassAttention
+from archgen.mixers.fused_attn_mlp import FusedAttentionMlp
 from archgen.mixers.mhsa import MultiHeadAttention
 from archgen.mixers.outlook import OutlookAttention
 from archgen.mixers.reattention import ReAttention
@@ -58,6 +59,7 @@ KINDS: tuple[type[Part], ...] = (
     ReAttention,
     OutlookAttention,
     ClassAttention,
+    FusedAttentionMlp,
     Mlp,
     LeFF,
     TokenHead,

@@ -89,7 +89,16 @@ def parts(kind: Part) -> list[Part]:
     return [*out, kind]
 
 
+def path_class(op_class: str) -> str:
+    """The class of a parallel path around an op of class ``op_class`` (``AttentionPath``)."""
+    return f"{op_class}Path"
+
+
 def class_names(walked: Sequence[Any], m: Model, head: Part) -> dict[str, str]:
-    """Every class name naming gives the model's ops and blocks, and which of the two it names."""
+    """Every class name naming gives the model's ops, parallel paths and blocks, and which it names."""
     ops = [p for w in [*(w.kind for w in walked), head] for p in parts(w) if isinstance(p, Op)]
-    return dict.fromkeys(op_names(ops).values(), "op") | dict.fromkeys(block_names(walked, m).values(), "block")
+    named = op_names(ops)
+    branches = [b for w in walked for b in getattr(w.kind, "block", ())]
+    paths = {path_class(named[p.op.identity()]) for b in branches for p in b.paths if p.op is not None}
+    blocks = dict.fromkeys(block_names(walked, m).values(), "block")
+    return dict.fromkeys(named.values(), "op") | dict.fromkeys(sorted(paths), "path") | blocks

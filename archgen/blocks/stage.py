@@ -22,6 +22,7 @@ from archgen.blocks.layerscale import LayerScale
 from archgen.counting import Count, parameter
 from archgen.errors import KindError
 from archgen.memory import T, Tape
+from archgen.naming import path_class
 from archgen.norms import LAYERNORM, Norm, NormValue
 from archgen.pyformat import def_line
 
@@ -116,6 +117,10 @@ class Branch(Strict):
             raise ValueError("give exactly one of `op`, `ops` (two or more) and `paths` (two or more)")
         if (self.ops and len(self.ops) < 2) or (self.paths and len(self.paths) < 2):
             raise ValueError(f"`{forms[0]}` sums two or more; a single one is `op`")
+        if any(op.flat for op in (*self.ops, *(p.op for p in self.paths if p.op is not None))):
+            raise ValueError("a flat op (its modules are the block's) stands alone as a branch's `op`")
+        if self.op is not None and self.op.flat and self.op.key is not None:
+            raise ValueError(f"{self.op.kind} is flat: its modules are the block's and take no `key`")
         if self.paths:
             if self.key is None:
                 raise ValueError("`paths` need a `key`: the attribute name of their ModuleList")
@@ -146,9 +151,11 @@ class Names:
     out_norm: str | None
     post_norm: str | None
     ls: str | None
+    flat: tuple[str, ...] = ()  # the modules a flat op sets on the block (then ``ops`` is empty)
+    plain: tuple[str, ...] = ()  # its plain attributes (num_heads)
 
     def modules(self) -> list[str]:
-        return [n for n in (self.norm, *self.ops, self.out_norm, self.post_norm, self.ls) if n]
+        return [n for n in (self.norm, *self.ops, *self.flat, self.out_norm, self.post_norm, self.ls) if n]
 
 
 @dataclass(frozen=True)
@@ -280,6 +287,9 @@ class Blocks(Step):
             post = None if b.post_norm is None else k.post_norm or (f"norm{i}_post" if pre or out_norm else f"norm{i}")
             spec = self.ls(b)
             ls = None if spec is None or b.paths else k.layerscale or (f"ls{i}" if spec.keys == "ls" else f"gamma_{i}")
+            if b.op is not None and b.op.flat:
+                out.append(Names(pre, (), out_norm, post, ls, b.op.modules, b.op.attributes))
+                continue
             ops = (str(b.key),) if b.paths else tuple(op_name(op) for op in b.all_ops())
             out.append(Names(pre, ops, out_norm, post, ls))
         return out
@@ -305,18 +315,22 @@ class Blocks(Step):
         heads = self.resolve_heads(s.dim)
         all_names = self.names()
         names = [a for n in all_names for a in n.modules() if not a.startswith("gamma_")]
+        plain = [a for n in all_names for a in n.plain]  # a flat op's num_heads
         # every attribute the block class sets: an op key must not replace a sibling (norm1, ls1, drop_path)
-        taken = [a for n in all_names for a in n.modules()] + (["drop_path"] if self.stochastic_depth else [])
+        taken = [a for n in all_names for a in n.modules()] + plain + (["drop_path"] if self.stochastic_depth else [])
         for i, b in enumerate(self.block):
             for j, op in enumerate(b.all_ops()):
                 where = f"block[{i}].op" if b.op is not None else f"block[{i}].{'ops' if b.ops else 'paths'}[{j}]"
                 if op.key is not None and taken.count(op.key) > 1 and not b.paths:
                     raise KindError(f"{where}.key", f"'{op.key}' is already an attribute of the block")
-        if len(set(names)) != len(names):
-            raise KindError("block", f"two modules would be named alike: {', '.join(names)}; set an op's `key`")
+        if len(set(names + plain)) != len(names + plain):
+            alike = ", ".join(names + plain)
+            raise KindError("block", f"two modules would be named alike: {alike}; set an op's `key`")
         for i, b in enumerate(self.block):
             if self.updates == "cls" and (b.ops or b.paths):
                 raise KindError(f"block[{i}]", "a stage with `updates: cls` takes one op per branch")
+            if self.updates == "cls" and b.op is not None and b.op.flat:
+                raise KindError(f"block[{i}].op.kind", f"{b.op.kind} is flat: it runs in a stage that updates all")
             for j, op in enumerate(b.all_ops()):
                 where = f"block[{i}].op" if b.op is not None else f"block[{i}].{'ops' if b.ops else 'paths'}[{j}]"
                 if b.paths:
@@ -373,7 +387,9 @@ class Blocks(Step):
                     op = b.all_ops()[0]
                     normed = self.op_tokens(op, s) if op.reads == "token" else s  # a grid op's norm: all tokens
                     parts.append(b.pre.count(n.norm, s.dim, normed.n * s.dim))
-                for op, name in zip(b.all_ops(), n.ops, strict=True):
+                if n.flat:  # a flat op's modules are the block's
+                    parts.extend(b.all_ops()[0].count(self.ctx(b.all_ops()[0], s)).children)
+                for op, name in zip(() if n.flat else b.all_ops(), n.ops, strict=True):
                     parts.append(op.count(self.ctx(op, s)).renamed(name))
             if b.out_norm is not None and n.out_norm:
                 parts.append(b.out_norm.count(n.out_norm, s.dim, written))
@@ -452,6 +468,7 @@ class Blocks(Step):
         """The block class: constructor lines and the forward, given the class names of the ops."""
         modules: list[tuple[str, str]] = []
         params: list[str] = []
+        attrs: list[str] = []  # plain attributes of flat ops, first
         paths: list[PathCode] = []
 
         def add(item: tuple[str, str] | str) -> None:
@@ -474,6 +491,10 @@ class Blocks(Step):
                 modules.append((n.ops[0], expr))
             for op, name in zip(() if b.paths else b.all_ops(), n.ops, strict=False):
                 modules.append((name, f"{op_name[op.identity()]}({', '.join(op.args)})"))
+            if n.flat:
+                for line in _inline(b.all_ops()[0], "init", m=m):
+                    name, expr = line.removeprefix("self.").split(" = ", 1)
+                    (modules.append((name, expr)) if name in n.flat else attrs.append(line))
             if b.out_norm is not None and n.out_norm:
                 modules.append((n.out_norm, b.out_norm.code("dim", m)))
             spec = self.ls(b)
@@ -484,7 +505,7 @@ class Blocks(Step):
         order = self.order
         if order is not None:
             modules.sort(key=lambda item: order.index(item[0]))
-        init = [f"self.{name} = {expr}" for name, expr in modules]
+        init = attrs + [f"self.{name} = {expr}" for name, expr in modules]
         if self.order is not None:
             init.insert(0, "# declared in the reference's order, which is its state_dict (and optimizer state) order")
         if self.stochastic_depth and not all(b.paths for b in self.block):
@@ -517,7 +538,7 @@ class Blocks(Step):
             init.append("self.drop_path = DropPath(drop_path)")
             expr = f"self.drop_path({expr})"
         args = tuple(a for a in ARGS if a in {"dim", *op.args} | ({"drop_path"} if self.stochastic_depth else set()))
-        return PathCode(f"{op_name[op.identity()]}Path", args, tuple(init), (*lines, f"return {expr}"))
+        return PathCode(path_class(op_name[op.identity()]), args, tuple(init), (*lines, f"return {expr}"))
 
 
 def _distinct(pc: PathCode, known: list[PathCode]) -> PathCode:
@@ -528,6 +549,14 @@ def _distinct(pc: PathCode, known: list[PathCode]) -> PathCode:
     if match is not None:
         return match
     return replace(pc, name=f"{pc.name}{len(same) + 1}") if same else pc
+
+
+def _inline(op: Op, macro: str, **values: object) -> list[str]:
+    """The lines a flat op's template writes into the block: its ``init`` or ``forward`` macro."""
+    from archgen.emit import environment  # emit imports the catalogue, which imports this module
+
+    text = getattr(environment().get_template(op.template()).module, macro)(op, **values)
+    return str(text).strip("\n").splitlines()
 
 
 @dataclass(frozen=True)
@@ -659,6 +688,9 @@ class _Forward:
             return " + ".join(f"self.{n.ops[0]}[{j}](x)" for j in range(len(b.paths)))
         normed = self.normed(b, n, "x")
         ops = b.all_ops()
+        if n.flat:
+            out.extend(_inline(ops[0], "forward", normed=normed))
+            return "y"
         if len(ops) == 1:
             if ops[0].reads == "grid" and self.wraps:
                 out.append(f"y = {normed}")
