@@ -85,14 +85,20 @@ class Attention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(dim))
         # a learned bias per head for each offset between two patches of the grid (BEiT), added to the scores
         offsets = (2 * grid[0] - 1) * (2 * grid[1] - 1)
-        # 3 more rows: the class token attending to a patch, a patch attending to it, it attending to itself
+        self.grid = grid
         self.relative_position_bias_table = nn.Parameter(torch.zeros(offsets + 3, num_heads))
-        index = F.pad(relative_position_index(*grid), (1, 0, 1, 0), value=offsets)  # (1 + h * w, 1 + h * w)
-        index[1:, 0] = offsets + 1
-        index[0, 0] = offsets + 2
-        self.register_buffer("relative_position_index", index, persistent=False)  # rebuilt, never loaded
+        self.register_buffer("relative_position_index", torch.empty(0, dtype=torch.long), persistent=False)
+        self.init_non_persistent_buffers()
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+
+    def init_non_persistent_buffers(self) -> None:
+        """The table row of each (query, key) pair; not in the state dict, so rebuilt after `to_empty` (timm's API)."""
+        offsets = (2 * self.grid[0] - 1) * (2 * self.grid[1] - 1)
+        index = F.pad(relative_position_index(*self.grid), (1, 0, 1, 0), value=offsets)  # (1 + h * w, 1 + h * w)
+        index[1:, 0] = offsets + 1  # 3 more rows: the class token attending to a patch, a patch to it, it to itself
+        index[0, 0] = offsets + 2
+        self.relative_position_index = index.to(self.relative_position_bias_table.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape

@@ -13,11 +13,10 @@ from typing import Literal
 from pydantic import Field
 
 from archgen.base import Op, OpCtx
-from archgen.errors import KindError
 from archgen.counting import Count, linear, matmul, parameter
+from archgen.errors import KindError
 from archgen.memory import T, Tape
 from archgen.norms import NormValue
-
 
 ARGS = ("dim", "num_heads", "attn_drop", "proj_drop")
 
@@ -93,7 +92,8 @@ class MultiHeadAttention(Op):
         # the bias is gathered from the table (no MACs) and added to the scores inside the attention kernel
         bias = [parameter("relative_position_bias_table", self.bias_rows(c) * c.heads)] if self.rel_pos_bias else []
         attention = matmul("attn_matmuls", 2 * n * n * d)  # q @ k^T and attn @ v: N x N x head_dim per head
-        return Count.group("attn", [*projections, *bias, *norms, attention, *out, linear("proj", d, d, n, self.proj_bias)])
+        proj = linear("proj", d, d, n, self.proj_bias)
+        return Count.group("attn", [*projections, *bias, *norms, attention, *out, proj])
 
     def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
         B, N, C = x.shape
