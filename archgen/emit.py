@@ -214,7 +214,8 @@ def emit(ir: IR) -> dict[str, str]:
         ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset, grid=grid, img_size=spec.img_size)
         ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
-            entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset)
+            side = grid.code("img_size") if grid is not None else ""
+            entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset, side)
             if w.container is not None:  # continues a container: its blocks join that stage's entries
                 containers[w.container].members.append(entry)
                 step_lines.append("")

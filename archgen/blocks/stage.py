@@ -30,9 +30,11 @@ if TYPE_CHECKING:  # the catalogue resolves the op union at import time
     OpSlot = Op
 
 Attr = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)]
-# Block constructor arguments in order; the rates come from the model's constructor.
-ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop")
+# Block constructor arguments in order; the rates come from the model's constructor, `grid` (the patch grid
+# (h, w) of the stage, for an op whose weights depend on it: a relative position table) from the stage.
+ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop", "grid")
 RATES = {"attn_drop": "attn_drop_rate", "proj_drop": "proj_drop_rate"}
+TYPES = {"drop_path": "float", "attn_drop": "float", "proj_drop": "float", "grid": "tuple[int, int]"}
 
 
 class LayerScaleSpec(Strict):
@@ -175,7 +177,7 @@ class BlockCode:
 
 def _header(args: tuple[str, ...]) -> str:
     """The ``def __init__`` line, broken as ruff format breaks it when too long for one line."""
-    typed = ", ".join(f"{a}: {'float' if a in RATES or a == 'drop_path' else 'int'}" for a in args)
+    typed = ", ".join(f"{a}: {TYPES.get(a, 'int')}" for a in args)
     return def_line("__init__", f"self, {typed}", "None", 4)
 
 
@@ -451,10 +453,11 @@ class Blocks(Step):
         used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.stochastic_depth else set())
         return tuple(a for a in ARGS if a in used)
 
-    def entry(self, s: Tokens, name: str, offset: int) -> str:
-        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``."""
+    def entry(self, s: Tokens, name: str, offset: int, side: str = "") -> str:
+        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``;
+        ``side``: the patch grid's side as code of the image side (``img_size // 16``)."""
         values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
-        values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]"}
+        values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]", "grid": f"({side}, {side})"}
         args = ", ".join(values[a] for a in self.args(s))
         return f"*[{name}({args}) for {'i' if self.stochastic_depth else '_'} in range({self.depth})]"
 
