@@ -475,7 +475,20 @@ class Tape:
         self.save(x)
         return x.new_like(self._widest(x, self.param))
 
+    def product(self, a: T, b: T) -> T:
+        """a * b of two activations (a GLU's ``act(gate) * x``): each one's gradient needs the other, so both
+        are saved as they are (not cast); the result takes the wider dtype, laid out as ``pointwise`` says."""
+        self.save(a, b)
+        return self.pointwise(a, b)
+
     # --- ops that save nothing -----------------------------------------------------------------------
+
+    def buffer(self, shape: Sequence[int]) -> T:
+        """A parameter or buffer operand of this shape in the module's dtype (a learned query): an op may save
+        it (or a view of it), but it is never counted, not being an activation; a copy of it (autocast's) is."""
+        t = T.empty(shape, self.itemsize)
+        self._seen.add(t.storage)
+        return t
 
     @property
     def param(self) -> T:
