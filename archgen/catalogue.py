@@ -15,6 +15,7 @@ from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
 from archgen.blocks.quick_gelu import QuickGELU
 from archgen.blocks.stage import Blocks, Branch
+from archgen.feedforwards.glu import Glu
 from archgen.feedforwards.leff import LeFF
 from archgen.feedforwards.mlp import Mlp
 from archgen.heads.avg import AvgPoolHead
@@ -59,6 +60,7 @@ KINDS: tuple[type[Part], ...] = (
     OutlookAttention,
     ClassAttention,
     Mlp,
+    Glu,
     LeFF,
     TokenHead,
     DistilledHead,

@@ -34,7 +34,9 @@ def op_names(ops: Sequence[Op]) -> dict[str, str]:
 
 def _word(field: str, value: Any) -> str:
     camel = "".join(p.title() for p in field.split("_"))
-    if isinstance(value, bool):
+    if isinstance(value, dict) and "kind" in value:  # a value with parameters (a norm) by its kind
+        value = value["kind"]
+    if isinstance(value, bool) or value is None:
         return camel if value else f"No{camel}"
     return camel + "".join(p.title() for p in str(value).replace(".", "_").split("_"))
 
