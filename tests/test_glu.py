@@ -96,7 +96,7 @@ def test_glu_equals_timm(packed: bool, gate_last: bool, norm: bool, bias: bool, 
     if gate_last and not packed:
         pytest.skip("gate_last is an option of the packed layout")
     options = {"packed": packed, "gate_last": gate_last, "bias": bias, "norm": "layernorm" if norm else "none"}
-    ir, _, module = compile_data(_spec("glu_ref", {"kind": "glu", "gate_init": True, **options}), tmp_path)
+    _, _, module = compile_data(_spec("glu_ref", {"kind": "glu", "gate_init": True, **options}), tmp_path)
     ours = module.glu_ref().blocks[0].mlp
     dim, hidden = 24, 60  # int(24 * 2.5)
     norm_layer = functools.partial(torch.nn.LayerNorm, eps=1e-6) if norm else None
@@ -128,7 +128,7 @@ def test_product_of_two_activations_saves_both() -> None:
         x = torch.randn(2, 3, 8, requires_grad=True)
         seen: dict[int, int] = {}
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
+        def pack(t: torch.Tensor, seen: dict[int, int] = seen) -> torch.Tensor:
             seen.setdefault(t.untyped_storage()._cdata, t.untyped_storage().nbytes())
             return t
 
