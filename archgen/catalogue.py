@@ -20,6 +20,7 @@ from archgen.feedforwards.leff import LeFF
 from archgen.feedforwards.mlp import Mlp
 from archgen.heads.avg import AvgPoolHead
 from archgen.heads.distilled import DistilledHead
+from archgen.heads.map import MapHead
 from archgen.heads.token import TokenHead
 from archgen.heads.token_labeling import TokenLabelingHead
 from archgen.mixers.class_attention import ClassAttention
@@ -66,6 +67,7 @@ KINDS: tuple[type[Part], ...] = (
     DistilledHead,
     TokenLabelingHead,
     AvgPoolHead,
+    MapHead,
 )
 
 # Parts the compiler adds itself (prefix tokens joining, layout changes) or that other parts use.
