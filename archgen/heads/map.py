@@ -53,12 +53,13 @@ class MapHead(Head):
 
     def count(self, s: Tokens, m: Model, fc_norm: Norm | None = None) -> Count:
         c, n, hd = s.dim, s.patches, s.dim // self.heads
-        qk = [self.qk_norm.count(name, hd, tokens * c) for name, tokens in (("q_norm", 1), ("k_norm", n))]
+        qk_norm = self.qk_norm
+        qk = [qk_norm.count(name, hd, tokens * c) for name, tokens in (("q_norm", 1), ("k_norm", n))] if qk_norm else []
         pool = [
             parameter("latent", c),
             linear("q", c, c, 1, self.qkv_bias),
             linear("kv", c, 2 * c, n, self.qkv_bias),
-            *(qk if self.qk_norm is not None else []),
+            *qk,
             matmul("attn_matmuls", 2 * n * c),  # one query: q @ k^T and attn @ v, N x head_dim per head
             linear("proj", c, c, 1),
             *([self.norm.count("norm", c, c)] if self.norm is not None else []),
