@@ -32,6 +32,7 @@ def test_macs_equal_timm_on_meta() -> None:
     assert _macs(ours, 224) == _macs(ref, 224) == ir.count(224).macs
 
 
+@pytest.mark.slow  # two 94M-parameter models on CPU
 def test_classifier_api_as_timm() -> None:
     ref = timm.create_model("vit_base_patch16_siglip_224", pretrained=False, num_classes=10).eval()
     ours = factory(SIGLIP)(num_classes=10).eval()
