@@ -15,10 +15,12 @@ from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
 from archgen.blocks.quick_gelu import QuickGELU
 from archgen.blocks.stage import Blocks, Branch
+from archgen.feedforwards.glu import Glu
 from archgen.feedforwards.leff import LeFF
 from archgen.feedforwards.mlp import Mlp
 from archgen.heads.avg import AvgPoolHead
 from archgen.heads.distilled import DistilledHead
+from archgen.heads.map import MapHead
 from archgen.heads.token import TokenHead
 from archgen.heads.token_labeling import TokenLabelingHead
 from archgen.mixers.class_attention import ClassAttention
@@ -61,11 +63,13 @@ KINDS: tuple[type[Part], ...] = (
     ClassAttention,
     FusedAttentionMlp,
     Mlp,
+    Glu,
     LeFF,
     TokenHead,
     DistilledHead,
     TokenLabelingHead,
     AvgPoolHead,
+    MapHead,
 )
 
 # Parts the compiler adds itself (prefix tokens joining, layout changes) or that other parts use.

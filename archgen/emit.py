@@ -168,7 +168,7 @@ class _Classes:
 
     def __init__(self, walked: list[Walked], ir: IR) -> None:
         self.m = ir.model
-        self.ops = op_names([p for w in walked for p in _parts(w.kind) if isinstance(p, Op)])
+        self.ops = op_names([p for k in [*(w.kind for w in walked), ir.head] for p in _parts(k) if isinstance(p, Op)])
         self.blocks = block_names(walked, ir.model)
         self.text: dict[str, str] = {}
         for w in walked:

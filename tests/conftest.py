@@ -219,9 +219,8 @@ PROOF_MODELS = frozenset(
 @cache
 def size_variant(stem: str) -> bool:
     """A spec checked on the meta device only (see SEED_FAMILIES)."""
-    path = ROOT / "specs" / f"{stem}.yaml"
-    if not path.is_file():
-        return False  # a hybrid, or a test's own spec
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,59}", stem) or not (path := ROOT / "specs" / f"{stem}.yaml").is_file():
+        return False  # a hybrid, a test's own spec, or a parameter that is no spec name
     spec = ir_of(path).spec
     named = spec.reference is not None and spec.reference.model in PROOF_MODELS
     return spec.family not in SEED_FAMILIES and not named
