@@ -55,6 +55,8 @@ MODULE_NAMES = frozenset(
         "LCABlock",
         "LayerScale",
         "QuickGELU",
+        "AttentionPoolLatent",
+        "relative_position_index",
         "PatchEmbed",
         # libraries the weights path imports where it runs
         "huggingface_hub",
@@ -127,6 +129,7 @@ NN_MODULE = frozenset(
 # model (its model API); a stage key must leave them alone.
 MODEL_ATTRS = frozenset(
     {
+        "attn_pool",
         "aux_head",
         "cls_token",
         "default_cfg",
