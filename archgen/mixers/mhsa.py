@@ -3,7 +3,8 @@
 Its options are the layouts today's ViTs store it in: a fused ``qkv`` projection with or without bias, or
 with a bias on q and v only (BEiT, EVA: ``q_bias``/``v_bias`` parameters, k's bias fixed at zero), separate
 ``q_proj``/``k_proj``/``v_proj`` (EVA-02 base and up), a norm of each head's q and k (QK-norm), a norm of the
-attention output before ``proj`` (EVA's sub-LN), and ``proj`` without bias (AIMv2)."""
+attention output before ``proj`` (EVA's sub-LN), ``proj`` without bias (AIMv2), and rotary position embedding
+of the patch tokens' q and k (EVA-02, RoPE-ViT)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ class MultiHeadAttention(Op):
         default=None, description="Norm of the attention output before `proj` (EVA's sub-LN, timm `scale_norm`)."
     )
     proj_bias: bool = Field(default=True, description="Bias of the output projection `proj`.")
+    rope: bool = Field(
+        default=False,
+        description="Rotate the patch tokens' queries and keys with the model's rotary table (`rope:`) before "
+        "attention; prefix tokens keep theirs.",
+    )
+
+    @property
+    def takes_rope(self) -> bool:
+        return self.rope
 
     def biases(self) -> tuple[bool, bool, bool]:
         """Whether q, k and v have a bias."""
@@ -67,6 +77,10 @@ class MultiHeadAttention(Op):
             q, k, v = tape.qkv(x, c.heads)
         if self.qk_norm is not None:
             q, k = self.qk_norm.memory(tape, q), self.qk_norm.memory(tape, k)
+        if self.rope:
+            assert tape.rope is not None, "the rotary table is traced before the blocks that use it"
+            p = N - tape.rope.shape[-2]  # prefix tokens: no rows in the table
+            q, k = (tape.cat([t[:, :, :p], tape.rotate(t[:, :, p:], tape.rope)], dim=2) for t in (q, k))
         y = tape.sdpa(q, k, v).transpose(1, 2).reshape(B, N, C)  # a view of the attention output
         if self.norm is not None:
             y = self.norm.memory(tape, y)
