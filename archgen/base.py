@@ -220,6 +220,13 @@ class Op(Part):
     args: ClassVar[tuple[str, ...]] = ("dim",)
     class_name: ClassVar[str]
     label: ClassVar[str] = ""  # names a block class that uses this op (``ReAttention`` -> ReAttentionBlock)
+    # A flat op has no class of its own: its modules sit directly on the block and its forward is inlined in
+    # the block's (timm's ParallelScalingBlock). Its template's ``init(k, m)`` macro writes the constructor
+    # lines, ``forward(k, normed)`` the forward's, leaving the output in ``y``; ``modules`` names the modules
+    # and parameters it sets on the block, ``attributes`` its plain attributes (both checked for clashes).
+    flat: ClassVar[bool] = False
+    modules: ClassVar[tuple[str, ...]] = ()
+    attributes: ClassVar[tuple[str, ...]] = ()
 
     key: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40), AfterValidator(check_op_key)] | None = (
         Field(

@@ -15,13 +15,16 @@ from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
 from archgen.blocks.quick_gelu import QuickGELU
 from archgen.blocks.stage import Blocks, Branch
+from archgen.feedforwards.glu import Glu
 from archgen.feedforwards.leff import LeFF
 from archgen.feedforwards.mlp import Mlp
 from archgen.heads.avg import AvgPoolHead
 from archgen.heads.distilled import DistilledHead
+from archgen.heads.map import MapHead
 from archgen.heads.token import TokenHead
 from archgen.heads.token_labeling import TokenLabelingHead
 from archgen.mixers.class_attention import ClassAttention
+from archgen.mixers.fused_attn_mlp import FusedAttentionMlp
 from archgen.mixers.mhsa import MultiHeadAttention
 from archgen.mixers.outlook import OutlookAttention
 from archgen.mixers.reattention import ReAttention
@@ -62,12 +65,15 @@ KINDS: tuple[type[Part], ...] = (
     ReAttention,
     OutlookAttention,
     ClassAttention,
+    FusedAttentionMlp,
     Mlp,
+    Glu,
     LeFF,
     TokenHead,
     DistilledHead,
     TokenLabelingHead,
     AvgPoolHead,
+    MapHead,
 )
 
 # Parts the compiler adds itself (prefix tokens joining, layout changes) or that other parts use.

@@ -31,19 +31,21 @@ def json_schema() -> str:
 
 
 def _allow_op_names(node: Any) -> None:
-    """Where an op is expected, its bare kind name is allowed too (`op: mlp`)."""
+    """Where an op is expected (a field, an optional field, a list's items), its bare kind name is allowed too
+    (`op: mlp`, `ops: [mhsa, mlp]`)."""
     ops = {f"#/$defs/{k.__name__}" for k in of_slot("op")}
-    if isinstance(node, dict):
-        for key, value in list(node.items()):
-            refs = {item.get("$ref") for item in value.get("oneOf", [])} if isinstance(value, dict) else set()
-            if refs and refs == ops:
-                names = {"type": "string", "enum": sorted(k.tag() for k in of_slot("op"))}
-                node[key] = {"description": value.pop("description", ""), "anyOf": [value, names]}
-            else:
-                _allow_op_names(value)
-    elif isinstance(node, list):
-        for item in node:
-            _allow_op_names(item)
+    names = {"type": "string", "enum": sorted(k.tag() for k in of_slot("op"))}
+
+    def is_op(value: Any) -> bool:
+        return isinstance(value, dict) and {item.get("$ref") for item in value.get("oneOf", [])} == ops
+
+    items = list(node.items()) if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, value in items:
+        if is_op(value):
+            description = value.pop("description", None)
+            node[key] = {"anyOf": [value, names]} | ({"description": description} if description else {})
+        else:
+            _allow_op_names(value)
 
 
 def _type(info: Any) -> str:

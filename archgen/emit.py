@@ -175,7 +175,7 @@ class _Classes:
 
     def __init__(self, walked: list[Walked], ir: IR) -> None:
         self.m = ir.model
-        self.ops = op_names([p for w in walked for p in _parts(w.kind) if isinstance(p, Op)])
+        self.ops = op_names([p for k in [*(w.kind for w in walked), ir.head] for p in _parts(k) if isinstance(p, Op)])
         self.blocks = block_names(walked, ir.model)
         self.text: dict[str, str] = {}
         for w in walked:
@@ -223,7 +223,8 @@ def emit(ir: IR) -> dict[str, str]:
         ctx.rope_run, ctx.rope_block = ropes.get(id(w), ("", ""))
         ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
-            entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset)
+            side = grid.code("img_size") if grid is not None else ""
+            entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset, side)
             if w.container is not None:  # continues a container: its blocks join that stage's entries
                 containers[w.container].members.append(entry)
                 step_lines.append("")

@@ -41,6 +41,17 @@ class KindError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
+def unknown(what: str, value: object, valid: list[str]) -> str:
+    """``unknown kind 'mamba'; did you mean …? (valid here: …)``: a name the catalogue does not hold, and
+    those it does."""
+    import difflib
+
+    name = str(value)[:60]
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown {what} '{name}'{hint} (valid here: {', '.join(valid)})"
+
+
 MAX_LENGTH = 1000  # an error echoes what the user wrote; a line is not the place for a megabyte of it
 
 

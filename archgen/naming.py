@@ -9,6 +9,7 @@ model; then each is named by the options that tell them apart (``AttentionQkvBia
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,19 +27,30 @@ def op_names(ops: Sequence[Op]) -> dict[str, str]:
             names.update(dict.fromkeys(variants, base))
             continue
         fields = [dict(ast.literal_eval(identity)) for identity in variants]
-        differing = sorted(k for k in fields[0] if len({repr(f.get(k)) for f in fields}) > 1)
         for identity, values in zip(variants, fields, strict=True):
-            names[identity] = base + "".join(_word(k, values[k]) for k in differing)
+            names[identity] = base + _words(values, fields)
     return names
+
+
+def _words(values: dict[str, Any], variants: list[dict[str, Any]]) -> str:
+    """The words that set ``values`` apart among ``variants``: a field that differs, by its value; a norm value
+    by its kind and, among norms of one kind, by the parameter that differs (``NormLayernormEps1E05``)."""
+    out = ""
+    for key in sorted(k for k in values if len({repr(v.get(k)) for v in variants}) > 1):
+        value = values[key]
+        if not isinstance(value, dict):
+            out += _word(key, value)
+            continue
+        kin = [v[key] for v in variants if isinstance(v.get(key), dict)]
+        out += _word(key, True) + (_words(value, kin) if len(kin) > 1 else _word("", value.get("kind")))
+    return out
 
 
 def _word(field: str, value: Any) -> str:
     camel = "".join(p.title() for p in field.split("_"))
     if isinstance(value, bool) or value is None:
         return camel if value else f"No{camel}"
-    if isinstance(value, dict):  # a norm value: its kind (``QkNormRmsnorm``)
-        return camel + str(value.get("kind", "")).title()
-    return camel + "".join(p.title() for p in str(value).replace(".", "_").split("_"))
+    return camel + "".join(p.title() for p in re.split(r"[^0-9A-Za-z]+", str(value)) if p)
 
 
 def block_names(walked: Sequence[Any], m: Model) -> dict[str, str]:
@@ -77,7 +89,16 @@ def parts(kind: Part) -> list[Part]:
     return [*out, kind]
 
 
+def path_class(op_class: str) -> str:
+    """The class of a parallel path around an op of class ``op_class`` (``AttentionPath``)."""
+    return f"{op_class}Path"
+
+
 def class_names(walked: Sequence[Any], m: Model, head: Part) -> dict[str, str]:
-    """Every class name naming gives the model's ops and blocks, and which of the two it names."""
+    """Every class name naming gives the model's ops, parallel paths and blocks, and which it names."""
     ops = [p for w in [*(w.kind for w in walked), head] for p in parts(w) if isinstance(p, Op)]
-    return dict.fromkeys(op_names(ops).values(), "op") | dict.fromkeys(block_names(walked, m).values(), "block")
+    named = op_names(ops)
+    branches = [b for w in walked for b in getattr(w.kind, "block", ())]
+    paths = {path_class(named[p.op.identity()]) for b in branches for p in b.paths if p.op is not None}
+    blocks = dict.fromkeys(block_names(walked, m).values(), "block")
+    return dict.fromkeys(named.values(), "op") | dict.fromkeys(sorted(paths), "path") | blocks

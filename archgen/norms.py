@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from archgen.base import Model, Part, Strict
 from archgen.blocks.quick_gelu import QuickGELU
 from archgen.counting import Count
+from archgen.errors import unknown
 from archgen.memory import T, Tape
 
 NORM_KINDS = ("layernorm", "rmsnorm")
@@ -76,11 +77,18 @@ def _norm_shorthand(value: Any) -> Any:
     """``none`` is no norm; a bare kind name takes the defaults."""
     if value == "none":
         return None
+    if isinstance(value, str) and value not in NORM_KINDS:
+        raise ValueError(unknown("norm", value, [*NORM_KINDS, "none"]))
+    if not isinstance(value, (str, dict, Norm)) and value is not None:
+        raise ValueError(f"a norm: {', '.join(NORM_KINDS)}, none, or a mapping with `kind:` and its options")
     return {"kind": value} if isinstance(value, str) else value
 
 
 # A norm wherever a spec may write one: `layernorm`, `none`, or a mapping with the parameters.
-NormValue = Annotated[Norm | None, BeforeValidator(_norm_shorthand)]
+NormValue = Annotated[
+    Norm | None,
+    BeforeValidator(_norm_shorthand, json_schema_input_type=Norm | Literal["layernorm", "rmsnorm", "none"] | None),
+]
 LAYERNORM = Norm(kind="layernorm")
 
 # Activations, by the name timm's `act_layer` strings use, and the module each is written as.

@@ -156,6 +156,7 @@ MODEL_ATTRS = frozenset(
         "in_chans",
         "no_weight_decay",
         "norm",
+        "norm_pre",
         "num_classes",
         "num_features",
         "num_prefix_tokens",

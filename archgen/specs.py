@@ -16,8 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from archgen.catalogue import DEFAULT_KIND, INTERNAL, KINDS
-from archgen.errors import Pos, SpecError
+from archgen.errors import Pos, SpecError, unknown
 from archgen.loader import Located, Path_, dotted, read_yaml
+from archgen.norms import Act
 from archgen.schema import Spec
 
 MAX_CHAIN = 16
@@ -201,7 +202,8 @@ def first_error(exc: ValidationError, located: Located, source: str) -> SpecErro
             kinds = kinds_at(located.data, path)
             path = (*path, "kind")  # point at the discriminator, not the mapping
         pos = located.where(path, key=extra)
-        placed.append(((pos.line, pos.col), path, extra, _message(err, kinds)))
+        what = _catalogue_name(located.data, path) if err["type"] == "literal_error" else None
+        placed.append(((pos.line, pos.col), path, extra, _message(err, kinds, what)))
     placed.sort(key=lambda item: item[0])
     messages, meant = [], []  # meant: the field a misspelt one stands for
     unknown = 0
@@ -303,8 +305,20 @@ def _model_of(tp: Any, node: Any) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
-def _message(err: dict[str, Any], kinds: list[str]) -> str:
-    """Pydantic's message in the spec's words; ``kinds``: the kinds allowed where a union's tag failed."""
+def _catalogue_name(data: Any, path: Path_) -> str | None:
+    """What the values of the Literal at ``path`` are, where they name a catalogue: a part's or a norm's
+    ``kind``, an activation."""
+    tp, _ = _type_at(data, path)
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    if tp == Act:
+        return "activation"
+    return "kind" if path and path[-1] == "kind" else None
+
+
+def _message(err: dict[str, Any], kinds: list[str], what: str | None = None) -> str:
+    """Pydantic's message in the spec's words; ``kinds``: the kinds allowed where a union's tag failed;
+    ``what``: the name of the catalogue a Literal's values are (``kind``, ``activation``)."""
     kind = err["type"]
     if kind == "missing":
         return "required field is missing"
@@ -314,9 +328,9 @@ def _message(err: dict[str, Any], kinds: list[str]) -> str:
         tag = "" if ctx.get("tag") is None else str(ctx["tag"])[:60]
         if not tag:
             return f"`kind:` is missing; valid here: {valid}"
-        close = difflib.get_close_matches(tag, valid.split(", "), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        return f"unknown kind '{tag}'{hint} (valid here: {valid})"
+        return unknown("kind", tag, kinds)
+    if kind == "literal_error" and what:
+        return unknown(what, err["input"], re.findall(r"'([^']*)'", err["ctx"]["expected"]))
     return str(err["msg"]).removeprefix("Value error, ")
 
 

@@ -7,21 +7,27 @@ A new op needs nothing here: the tests below draw it from the registry and build
 from __future__ import annotations
 
 import inspect
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from catalogue_cases import Case, cases, catalogue_names, put, refusal
 
 from archgen.base import Op, Part, Step
+from archgen.blocks.stage import Branch
 from archgen.catalogue import INTERNAL, KINDS
 from archgen.emit import environment
+from archgen.errors import SpecError
 from archgen.heads.head import Head
+from archgen.schema import Spec
 from conftest import ALL, assert_counts_exact, compile_data, ir_of, saved_activation_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 MACROS = {"op": ("classes",), "head": ("classes", "init", "forward_head", "reset")}
 STEP_MACROS = ("classes", "init", "forward")
-OPS = [k for k in KINDS if issubclass(k, Op)]
+ONE_LINE = re.compile(r"[^\n]+\.yaml:\d+:\d+: [^\n]+")
 
 
 def _used() -> set[str]:
@@ -76,66 +82,96 @@ def test_kind_names_are_unique() -> None:
     assert len(names) == len(set(names))
 
 
-def _spec(name: str, stem: dict, stages: list[dict], **extra: object) -> dict:
-    return {
-        "name": name,
-        "family": "catalogue",
-        "title": f"{name} (catalogue test)",
-        "paper": "catalogue test",
-        "class_name": "Net",
-        "img_size": 32,
-        "in_chans": 3,
-        "num_classes": 5,
-        "norm_eps": 1.0e-6,
-        "stem": stem,
-        "stages": stages,
-        "norm": {"kind": "layernorm"},
-        "head": {"kind": "token"},
-        **extra,
-    }
+# --- every option of every part, built and counted ------------------------------------------------------------
+
+CASES = cases()
+# The full memory matrix (float32, bf16 and fp16 autocast, with and without checkpointing) for each part's
+# defaults and every norm; float32 and bf16-with-checkpointing for the other options.
+AMP = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _placements(op: type[Op]) -> dict[str, dict]:
-    """Blocks the op fits in, by where its tokens come from: a sequence with the class token, the class
-    token alone, the patch grid of a conv stem."""
-    tag = op.tag()
-    patch = {"kind": "patch_embed", "patch_size": 4, "dim": 16}
-    stage = {"depth": 2, "heads": 2, "mlp_ratio": 2.0}
-    mixer = {"key": "blocks", **stage, "block": [{"op": "mhsa"}, {"op": "mlp"}]}
-    with_cls = {"prefix_tokens": {"cls": True}, "pos_embed": {"kind": "learned"}}
-    out = {}
-    if op.writes_first or op.reads == "token":
-        first = tag if op.writes_first else "class_attention"
-        block = [{"op": first}, {"op": tag if op.reads == "token" else "mlp"}]
-        cls_stage = {"key": "cls_blocks", **stage, "joins": ["cls"], "updates": "cls", "block": block}
-        out["class_token_stage"] = _spec(f"cat_{tag}_cls", patch, [mixer, cls_stage], prefix_tokens={"cls": True})
-    if not op.writes_first:
-        own = {"key": "blocks", **stage, "block": [{"op": tag}, {"op": "mhsa"}, {"op": "mlp"}]}
-        out["sequence_with_class_token"] = _spec(f"cat_{tag}_seq", patch, [own], **with_cls)
-    if op.reads in ("grid", "token"):
-        grid = {"kind": "volo_conv_stem", "hidden": 8, "patch_size": 4, "dim": 16}
-        own = {"key": "blocks", **stage, "block": [{"op": tag}, {"op": "mlp"}]}
-        out["grid"] = _spec(f"cat_{tag}_grid", grid, [own], head={"kind": "avg"})
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """The models here are tiny: one thread runs them several times faster than threads that contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _full_matrix(case: Case) -> bool:
+    return case.option == "default" or case.part == "spec"
+
+
+def _trained(model: torch.nn.Module, size: int) -> list[str]:
+    """One forward and backward in training mode; the parameters left without a finite gradient."""
+    model.train().zero_grad()
+    model(torch.randn(2, 3, size, size)).square().mean().backward()
+    return [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.isfinite().all())
+    ]
+
+
+# Bugs these tests found in the block's parallel forms, open: a grid op among parallel `ops` is traced
+# 33,280 bytes short of what autograd saves here; a grid op in a parallel path gets the sequence, not the grid.
+KNOWN_BUGS: dict[str, str] = {}  # case id -> why it fails (xfail, strict: a fix flags itself)
+MARKED = [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_BUGS[c.id], strict=True)) if c.id in KNOWN_BUGS
+          else c for c in CASES]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", MARKED, ids=[c.id for c in CASES])
+def test_every_option_of_every_part(case: Case, tmp_path: Path) -> None:
+    """Built from the catalogue: each part's defaults and each option changed alone, where the shapes fit.
+    A combination the part refuses must be refused with one line that points into the spec."""
+    where = f"{case.part} in {case.where} with {case.option}"
+    try:
+        ir, _, module = compile_data(case.data, tmp_path)
+        ir.count(case.data["img_size"])
+    except SpecError as e:
+        assert ONE_LINE.fullmatch(str(e)), f"{where}: refused, but not with one line: {e!s}"
+        return
+    build = getattr(module, case.data["name"])
+    size = case.data["img_size"]
+    assert_counts_exact(where, ir, build, size)
+    model = build()
+    assert not _trained(model, size), f"{where}: no finite gradient for {_trained(model, size)}"
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 5) and torch.isfinite(out).all(), where
+    modes = [(a, c) for a in AMP for c in (False, True)] if _full_matrix(case) else [(None, False), ("bf16", True)]
+    for amp, ckpt in modes:
+        saved = saved_activation_bytes(model, torch.float32, ckpt, 2, size, autocast=AMP[amp])
+        analytic = ir.memory(size, 2, "float32", ckpt, amp=amp).activation_bytes
+        assert analytic == saved, f"{where} --amp {amp} checkpointing={ckpt}: {analytic:,} != saved {saved:,}"
+
+
+# --- error texts list what the catalogue holds ---------------------------------------------------------------
+
+
+def _named_places() -> list[tuple[str, dict, list[str]]]:
+    """Each field of each part (and of a branch, and of the spec) that takes a name from a catalogue (a norm,
+    an op, an activation), in a spec where the part's defaults work, given a name the catalogue lacks."""
+    models = {k.tag(): k for k in KINDS} | {"branch": Branch, "spec": Spec}
+    out, seen = [], set()
+    for case in CASES:
+        if case.part in seen or case.option not in ("default", "norm_pre=layernorm"):
+            continue
+        seen.add(case.part)
+        for name, field in models[case.part].model_fields.items():
+            valid = catalogue_names(field.annotation)
+            bogus = {"kind": "bogus"} if set(valid) <= set(models) else "bogus"  # a part is a mapping
+            if valid:
+                out.append((f"{case.part}.{name}", put(case.data, (*case.path, name), bogus), valid))
     return out
 
 
-CASES = [(op, where, data) for op in OPS for where, data in _placements(op).items()]
+NAMED = _named_places()
 
 
-@pytest.mark.parametrize(("op", "where", "data"), CASES, ids=[f"{o.tag()}-{w}" for o, w, _ in CASES])
-def test_every_op_works_in_a_block(op: type[Op], where: str, data: dict, tmp_path: Path) -> None:
-    op.model_validate({"kind": op.tag()})  # every option has a default, so `op: <kind>` is enough
-    ir, _, module = compile_data(data, tmp_path)
-    build = getattr(module, data["name"])
-    assert_counts_exact(f"{op.tag()} in {where}", ir, build, 32)
-    model = build().eval()
-    with torch.no_grad():
-        out = model(torch.randn(2, 3, 32, 32))
-    assert out.shape == (2, 5) and torch.isfinite(out).all(), f"{op.tag()} in {where}"
-    # training memory: what autograd saves, as traced by the op's memory(), in float32 and under autocast
-    for amp, autocast in ((None, None), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
-        for ckpt in (False, True):
-            saved = saved_activation_bytes(model, torch.float32, ckpt, 2, 32, autocast=autocast)
-            analytic = ir.memory(32, 2, "float32", ckpt, amp=amp).activation_bytes
-            where_ = f"{op.tag()} in {where} --amp {amp} checkpointing={ckpt}"
-            assert analytic == saved, f"{where_}: {analytic:,} != saved {saved:,}"
+@pytest.mark.parametrize(("place", "data", "valid"), NAMED, ids=[p for p, _, _ in NAMED])
+def test_an_unknown_name_is_answered_with_the_catalogue(place: str, data: dict, valid: list[str], tmp_path) -> None:
+    message = refusal(data, tmp_path)
+    assert message is not None, f"{place}: 'bogus' was accepted"
+    assert ONE_LINE.fullmatch(message), message
+    assert "unknown " in message and f"'bogus' (valid here: {', '.join(valid)})" in message, f"{place}: {message}"

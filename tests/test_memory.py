@@ -95,6 +95,9 @@ def assert_autocast_exact(path: Path, img: int, amps: tuple[str, ...] = tuple(AM
     with torch.device("meta"):
         meta = factory(path)(img_size=img)
     model = meta.to_empty(device="cpu")
+    for module in model.modules():  # buffers outside the state dict (a relative position index), as timm does
+        if hasattr(module, "init_non_persistent_buffers"):
+            module.init_non_persistent_buffers()
     ir = ir_of(path)
     for amp in amps:
         for ckpt in (False, True):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import LARGE, SPECS, assert_close_to_scale, factory, ir_of
+from conftest import LARGE, SIZE_VARIANTS, SPECS, assert_close_to_scale, factory, ir_of
 
 timm = pytest.importorskip("timm")
 
@@ -67,3 +67,30 @@ def test_eval_outputs_equal_timm_at_384(name: str) -> None:
     x = torch.randn(1, 3, 384, 384)
     with torch.no_grad():
         assert_close_to_scale(f"{name}@384", ref(x), ours(x))
+
+
+@pytest.mark.parametrize("path", SIZE_VARIANTS, ids=[p.stem for p in SIZE_VARIANTS])
+def test_size_variant_matches_timm_on_meta(path: Path) -> None:
+    """The other sizes of the later families: keys, shapes, params and MACs equal timm's model, on meta."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ir = ir_of(path)
+    spec = ir.spec
+    with torch.device("meta"):
+        kwargs = {"pretrained": False, "num_classes": spec.num_classes, "img_size": spec.img_size}
+        ref = timm.create_model(spec.reference.model, **kwargs).eval()
+        ours = factory(path)().eval()
+    theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert mine == theirs, f"{path.stem}: keys or shapes differ from {spec.reference.model}: " + ", ".join(
+        sorted(set(mine) ^ set(theirs)) or [k for k in mine if mine[k] != theirs[k]]
+    )
+    counted = ir.count(spec.img_size)
+    actual = sum(p.numel() for p in ref.parameters())
+    assert counted.params == actual, f"{path.stem}: analytic params {counted.params:,} != timm's {actual:,}"
+    macs = {}
+    for label, model in (("timm", ref), ("ours", ours)):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.empty(1, spec.in_chans, spec.img_size, spec.img_size, device="meta"))
+        macs[label] = counter.get_total_flops() // 2
+    assert counted.macs == macs["timm"] == macs["ours"], f"{path.stem}: MACs analytic {counted.macs:,}, {macs}"

@@ -6,16 +6,39 @@ from __future__ import annotations
 import ast
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from catalogue_cases import bases, norm_values, variants
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
+from archgen.catalogue import of_slot
 from archgen.emit import comment_text, emit
+from archgen.errors import SpecError
 from conftest import assert_counts_exact, compile_data, saved_activation_bytes
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-OPS_ANYWHERE = ["mhsa", "talking_heads", "reattention", "outlook", "mlp", "leff"]
+def _op_choices() -> tuple[list[dict], list[dict]]:
+    """Every op of the catalogue with each of its options, as the catalogue tests enumerate them: those that
+    write every token (any block) and those that write the class token alone (a class-token stage)."""
+    anywhere, first = [], []
+    for kind in of_slot("op"):
+        base = bases(kind)[0]
+        for _, mapping in [("default", base), *variants(kind, base)]:
+            if "key" in mapping:
+                continue  # an attribute name changes no shape; two ops of one name collide in a block
+            try:
+                op = kind.model_validate(mapping)
+            except ValueError:
+                continue  # refused by the op itself (the catalogue tests check the message)
+            (first if op.writes_first else anywhere).append(mapping)
+    return anywhere, first
+
+
+OPS_ANYWHERE, OPS_FIRST = _op_choices()
+NORMS = ["none", *norm_values()]
+GRID_OPS = {k.tag() for k in of_slot("op") if k.model_validate(bases(k)[0]).reads == "grid"}
+PARALLEL = OPS_ANYWHERE  # any op in a parallel form, grid ops too
 STEMS = {
     "patch_embed": lambda d, g: ({"kind": "patch_embed", "patch_size": 4, "dim": d}, 4 * g),
     "volo_conv_stem": lambda d, g: ({"kind": "volo_conv_stem", "hidden": 8, "patch_size": 4, "dim": d}, 4 * g),
@@ -24,28 +47,40 @@ STEMS = {
 }
 
 
-def _op(draw: st.DrawFn, choices: list[str]) -> dict:
-    kind = draw(st.sampled_from(choices))
-    extra = {"qkv_bias": draw(st.booleans())} if kind in ("mhsa", "talking_heads", "class_attention") else {}
-    if kind == "reattention":
-        extra = {"transform_scale": draw(st.booleans())}
-    if kind == "class_attention":
-        extra["projections"] = draw(st.sampled_from(["separate", "fused_kv"]))
-    return {"kind": kind, **extra}
+def _op(draw: st.DrawFn, choices: list[dict]) -> dict:
+    return dict(draw(st.sampled_from(choices)))
 
 
-def _branch(draw: st.DrawFn, op: dict) -> dict:
-    branch: dict = {"norm": draw(st.sampled_from(["layernorm", "layernorm", "none"])), "op": op}
+def _layerscale(draw: st.DrawFn) -> dict:
+    return {"init": 1.0e-3, "keys": draw(st.sampled_from(["ls", "gamma"]))}
+
+
+def _branch(draw: st.DrawFn, op: dict, parallel: bool = False) -> dict:
+    """A residual branch around ``op``: any pre-norm of the catalogue, sometimes an output or post norm,
+    LayerScale, DeepViT's scale; where ``parallel``, sometimes two ops from one norm or two paths."""
+    branch: dict = {"norm": draw(st.sampled_from(["layernorm", *NORMS])), "op": op}
+    form = draw(st.sampled_from(["op", "op", "op", "ops", "paths"])) if parallel else "op"
+    if form == "ops":
+        branch = {"norm": branch["norm"], "ops": [op, _op(draw, PARALLEL)]}
+    elif form == "paths":
+        paths = [{"norm": draw(st.sampled_from(NORMS)), "op": o} for o in (op, _op(draw, PARALLEL))]
+        for path in paths:
+            if draw(st.booleans()):
+                path["layerscale"] = {"init": 1.0e-3}
+        return {"key": "paths", "paths": paths}
     if draw(st.booleans()):
-        branch["layerscale"] = {"init": 1.0e-3, "keys": draw(st.sampled_from(["ls", "gamma"]))}
+        branch["layerscale"] = _layerscale(draw)
     if draw(st.integers(0, 4)) == 0:
         branch["scale"] = 0.5
+    for place in ("out_norm", "post_norm"):
+        if draw(st.integers(0, 4)) == 0:
+            branch[place] = draw(st.sampled_from(NORMS[1:]))
     return branch
 
 
 def _stage(draw: st.DrawFn, key: str, heads: int, **options: object) -> dict:
     n = draw(st.integers(1, 3))
-    block = [_branch(draw, _op(draw, OPS_ANYWHERE)) for _ in range(n)]
+    block = [_branch(draw, _op(draw, OPS_ANYWHERE), parallel=i == 0) for i in range(n)]
     return {"key": key, "depth": draw(st.integers(1, 2)), "heads": heads, "mlp_ratio": 2.0, "block": block, **options}
 
 
@@ -86,7 +121,7 @@ def compositions(draw: st.DrawFn) -> dict:
         joins = [t for t in tokens if t not in (["cls"] if class_stage else [])]
         stages.append(_stage(draw, "stage2", 2 * heads, joins=joins) if joins else _stage(draw, "stage2", 2 * heads))
     if class_stage:
-        first = _op(draw, ["class_attention", "class_attention", "mhsa", "talking_heads"])
+        first = _op(draw, OPS_FIRST + [o for o in OPS_ANYWHERE if o["kind"] in ("mhsa", "talking_heads")])
         block = [_branch(draw, first), _branch(draw, {"kind": "mlp"})]
         stages.append({"key": "cls_blocks", "depth": 1, "heads": heads * wide // dim, "mlp_ratio": 2.0,
                        "joins": ["cls"], "updates": "cls", "stochastic_depth": False, "block": block})  # fmt: skip
@@ -112,7 +147,8 @@ def compositions(draw: st.DrawFn) -> dict:
         "prefix_tokens": {"cls": cls, "dist": dist, "reg": reg},
         **({"pos_embed": table} if table else {}),
         "stages": stages,
-        "norm": {"kind": "layernorm"},
+        **({"norm_pre": draw(st.sampled_from(NORMS[1:]))} if draw(st.integers(0, 3)) == 0 else {}),
+        "norm": draw(st.sampled_from(NORMS)),
         "head": {"kind": head, **({"fc_norm": draw(st.booleans())} if head == "avg" else {})},
     }
 
@@ -121,7 +157,11 @@ def compositions(draw: st.DrawFn) -> dict:
 @given(data=compositions())
 def test_any_composition_compiles_runs_and_counts_exactly(data: dict, tmp_path_factory) -> None:
     folder = tmp_path_factory.mktemp("prop")
-    ir, text, module = compile_data(data, folder)
+    try:
+        ir, text, module = compile_data(data, folder)
+    except SpecError as e:  # an option that does not fit these shapes (an outlook window on a small grid)
+        assert "\n" not in str(e) and ".yaml:" in str(e), str(e)
+        reject()
     assert emit(ir) == {"generated/prop.py": text}
     size = data["img_size"]
     assert_counts_exact(f"composition {data}", ir, module.prop, size)

@@ -11,7 +11,7 @@ prefix tokens (CaiT), continue another stage's block container (DeepViT's last r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -22,6 +22,7 @@ from archgen.blocks.layerscale import LayerScale
 from archgen.counting import Count, parameter
 from archgen.errors import KindError
 from archgen.memory import T, Tape
+from archgen.naming import path_class
 from archgen.norms import LAYERNORM, Norm, NormValue
 from archgen.pyformat import def_line
 
@@ -29,9 +30,11 @@ if TYPE_CHECKING:  # the catalogue resolves the op union at import time
     OpSlot = Op
 
 Attr = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)]
-# Block constructor arguments in order; the rates come from the model's constructor.
-ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop")
+# Block constructor arguments in order; the rates come from the model's constructor, `grid` (the patch grid
+# (h, w) of the stage, for an op whose weights depend on it: a relative position table) from the stage.
+ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop", "grid")
 RATES = {"attn_drop": "attn_drop_rate", "proj_drop": "proj_drop_rate"}
+TYPES = {"drop_path": "float", "attn_drop": "float", "proj_drop": "float", "grid": "tuple[int, int]"}
 
 
 class LayerScaleSpec(Strict):
@@ -116,6 +119,10 @@ class Branch(Strict):
             raise ValueError("give exactly one of `op`, `ops` (two or more) and `paths` (two or more)")
         if (self.ops and len(self.ops) < 2) or (self.paths and len(self.paths) < 2):
             raise ValueError(f"`{forms[0]}` sums two or more; a single one is `op`")
+        if any(op.flat for op in (*self.ops, *(p.op for p in self.paths if p.op is not None))):
+            raise ValueError("a flat op (its modules are the block's) stands alone as a branch's `op`")
+        if self.op is not None and self.op.flat and self.op.key is not None:
+            raise ValueError(f"{self.op.kind} is flat: its modules are the block's and take no `key`")
         if self.paths:
             if self.key is None:
                 raise ValueError("`paths` need a `key`: the attribute name of their ModuleList")
@@ -146,9 +153,11 @@ class Names:
     out_norm: str | None
     post_norm: str | None
     ls: str | None
+    flat: tuple[str, ...] = ()  # the modules a flat op sets on the block (then ``ops`` is empty)
+    plain: tuple[str, ...] = ()  # its plain attributes (num_heads)
 
     def modules(self) -> list[str]:
-        return [n for n in (self.norm, *self.ops, self.out_norm, self.post_norm, self.ls) if n]
+        return [n for n in (self.norm, *self.ops, *self.flat, self.out_norm, self.post_norm, self.ls) if n]
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,7 @@ class BlockCode:
 
 def _header(args: tuple[str, ...]) -> str:
     """The ``def __init__`` line, broken as ruff format breaks it when too long for one line."""
-    typed = ", ".join(f"{a}: {'float' if a in RATES or a == 'drop_path' else 'int'}" for a in args)
+    typed = ", ".join(f"{a}: {TYPES.get(a, 'int')}" for a in args)
     return def_line("__init__", f"self, {typed}", "None", 4)
 
 
@@ -286,6 +295,9 @@ class Blocks(Step):
             post = None if b.post_norm is None else k.post_norm or (f"norm{i}_post" if pre or out_norm else f"norm{i}")
             spec = self.ls(b)
             ls = None if spec is None or b.paths else k.layerscale or (f"ls{i}" if spec.keys == "ls" else f"gamma_{i}")
+            if b.op is not None and b.op.flat:
+                out.append(Names(pre, (), out_norm, post, ls, b.op.modules, b.op.attributes))
+                continue
             ops = (str(b.key),) if b.paths else tuple(op_name(op) for op in b.all_ops())
             out.append(Names(pre, ops, out_norm, post, ls))
         return out
@@ -311,18 +323,22 @@ class Blocks(Step):
         heads = self.resolve_heads(s.dim)
         all_names = self.names()
         names = [a for n in all_names for a in n.modules() if not a.startswith("gamma_")]
+        plain = [a for n in all_names for a in n.plain]  # a flat op's num_heads
         # every attribute the block class sets: an op key must not replace a sibling (norm1, ls1, drop_path)
-        taken = [a for n in all_names for a in n.modules()] + (["drop_path"] if self.stochastic_depth else [])
+        taken = [a for n in all_names for a in n.modules()] + plain + (["drop_path"] if self.stochastic_depth else [])
         for i, b in enumerate(self.block):
             for j, op in enumerate(b.all_ops()):
                 where = f"block[{i}].op" if b.op is not None else f"block[{i}].{'ops' if b.ops else 'paths'}[{j}]"
                 if op.key is not None and taken.count(op.key) > 1 and not b.paths:
                     raise KindError(f"{where}.key", f"'{op.key}' is already an attribute of the block")
-        if len(set(names)) != len(names):
-            raise KindError("block", f"two modules would be named alike: {', '.join(names)}; set an op's `key`")
+        if len(set(names + plain)) != len(names + plain):
+            alike = ", ".join(names + plain)
+            raise KindError("block", f"two modules would be named alike: {alike}; set an op's `key`")
         for i, b in enumerate(self.block):
             if self.updates == "cls" and (b.ops or b.paths):
                 raise KindError(f"block[{i}]", "a stage with `updates: cls` takes one op per branch")
+            if self.updates == "cls" and b.op is not None and b.op.flat:
+                raise KindError(f"block[{i}].op.kind", f"{b.op.kind} is flat: it runs in a stage that updates all")
             for j, op in enumerate(b.all_ops()):
                 where = f"block[{i}].op" if b.op is not None else f"block[{i}].{'ops' if b.ops else 'paths'}[{j}]"
                 if b.paths:
@@ -381,7 +397,9 @@ class Blocks(Step):
                     op = b.all_ops()[0]
                     normed = self.op_tokens(op, s) if op.reads == "token" else s  # a grid op's norm: all tokens
                     parts.append(b.pre.count(n.norm, s.dim, normed.n * s.dim))
-                for op, name in zip(b.all_ops(), n.ops, strict=True):
+                if n.flat:  # a flat op's modules are the block's
+                    parts.extend(b.all_ops()[0].count(self.ctx(b.all_ops()[0], s)).children)
+                for op, name in zip(() if n.flat else b.all_ops(), n.ops, strict=True):
                     parts.append(op.count(self.ctx(op, s)).renamed(name))
             if b.out_norm is not None and n.out_norm:
                 parts.append(b.out_norm.count(n.out_norm, s.dim, written))
@@ -445,10 +463,11 @@ class Blocks(Step):
         used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.stochastic_depth else set())
         return tuple(a for a in ARGS if a in used)
 
-    def entry(self, s: Tokens, name: str, offset: int) -> str:
-        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``."""
+    def entry(self, s: Tokens, name: str, offset: int, side: str = "") -> str:
+        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``;
+        ``side``: the patch grid's side as code of the image side (``img_size // 16``)."""
         values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
-        values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]"}
+        values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]", "grid": f"({side}, {side})"}
         args = ", ".join(values[a] for a in self.args(s))
         return f"*[{name}({args}) for {'i' if self.stochastic_depth else '_'} in range({self.depth})]"
 
@@ -462,6 +481,7 @@ class Blocks(Step):
         """The block class: constructor lines and the forward, given the class names of the ops."""
         modules: list[tuple[str, str]] = []
         params: list[str] = []
+        attrs: list[str] = []  # plain attributes of flat ops, first
         paths: list[PathCode] = []
 
         def add(item: tuple[str, str] | str) -> None:
@@ -471,8 +491,9 @@ class Blocks(Step):
             if b.pre is not None and n.norm:
                 modules.append((n.norm, b.pre.code("dim", m)))
             if b.paths:
-                path_codes = [self._path(p, m, op_name) for p in b.paths]
-                for pc in path_codes:
+                path_codes = []
+                for p in b.paths:
+                    path_codes.append(pc := _distinct(self._path(p, s, m, op_name), paths))
                     if pc not in paths:
                         paths.append(pc)
                 if len(set(path_codes)) == 1:
@@ -483,6 +504,10 @@ class Blocks(Step):
                 modules.append((n.ops[0], expr))
             for op, name in zip(() if b.paths else b.all_ops(), n.ops, strict=False):
                 modules.append((name, f"{op_name[op.identity()]}({', '.join(op.args)})"))
+            if n.flat:
+                for line in _inline(b.all_ops()[0], "init", m=m):
+                    name, expr = line.removeprefix("self.").split(" = ", 1)
+                    (modules.append((name, expr)) if name in n.flat else attrs.append(line))
             if b.out_norm is not None and n.out_norm:
                 modules.append((n.out_norm, b.out_norm.code("dim", m)))
             spec = self.ls(b)
@@ -493,7 +518,7 @@ class Blocks(Step):
         order = self.order
         if order is not None:
             modules.sort(key=lambda item: order.index(item[0]))
-        init = [f"self.{name} = {expr}" for name, expr in modules]
+        init = attrs + [f"self.{name} = {expr}" for name, expr in modules]
         if self.order is not None:
             init.insert(0, "# declared in the reference's order, which is its state_dict (and optimizer state) order")
         if self.stochastic_depth and not all(b.paths for b in self.block):
@@ -502,14 +527,23 @@ class Blocks(Step):
         lines = tuple(forward.lines())
         return BlockCode(self.args(s), (*init, *params), lines, forward.wraps, tuple(paths), rope=self.takes_rope)
 
-    def _path(self, p: Branch, m: Model, op_name: dict[str, str]) -> PathCode:
+    def _path(self, p: Branch, s: Tokens, m: Model, op_name: dict[str, str]) -> PathCode:
         """The class of one parallel path: its norm, op, LayerScale and stochastic depth as timm stores them."""
         op = p.op
         assert op is not None
         attr = op.key or op.attr
         init = [] if p.norm is None else [f"self.norm = {p.norm.code('dim', m)}"]
         init.append(f"self.{attr} = {op_name[op.identity()]}({', '.join(op.args)})")
-        expr = f"self.{attr}(self.norm(x))" if p.norm is not None else f"self.{attr}(x)"
+        lines: list[str] = []
+        normed = "self.norm(x)" if p.norm is not None else "x"
+        if op.reads == "grid" and _Forward(self, s).wraps:  # the patches as a grid, prefix tokens unchanged
+            prefix = s.prefix
+            lines.append(f"side = grid_side(x.shape[1]{f' - {prefix}' if prefix else ''})")
+            lines.append(f"y = {normed}")
+            lines.extend(_on_grid(attr, "y", prefix, "y"))
+            expr = "y"
+        else:
+            expr = f"self.{attr}({normed})"
         spec = self.ls(p)
         if spec is not None:
             init.append(f"self.ls = LayerScale(dim, {spec.init})")
@@ -518,7 +552,25 @@ class Blocks(Step):
             init.append("self.drop_path = DropPath(drop_path)")
             expr = f"self.drop_path({expr})"
         args = tuple(a for a in ARGS if a in {"dim", *op.args} | ({"drop_path"} if self.stochastic_depth else set()))
-        return PathCode(f"{op_name[op.identity()]}Path", args, tuple(init), f"return {expr}")
+        return PathCode(path_class(op_name[op.identity()]), args, tuple(init), (*lines, f"return {expr}"))
+
+
+def _distinct(pc: PathCode, known: list[PathCode]) -> PathCode:
+    """``pc`` under a name no other path class of the block has: paths of one op that differ in their norm
+    or LayerScale are two classes (``MlpPath``, ``MlpPath2``)."""
+    same = [k for k in known if k.name == pc.name or (k.name.startswith(pc.name) and k.name[len(pc.name) :].isdigit())]
+    match = next((k for k in same if replace(k, name=pc.name) == pc), None)
+    if match is not None:
+        return match
+    return replace(pc, name=f"{pc.name}{len(same) + 1}") if same else pc
+
+
+def _inline(op: Op, macro: str, **values: object) -> list[str]:
+    """The lines a flat op's template writes into the block: its ``init`` or ``forward`` macro."""
+    from archgen.emit import environment  # emit imports the catalogue, which imports this module
+
+    text = getattr(environment().get_template(op.template()).module, macro)(op, **values)
+    return str(text).strip("\n").splitlines()
 
 
 @dataclass(frozen=True)
@@ -528,11 +580,22 @@ class PathCode:
     name: str
     args: tuple[str, ...]
     init: tuple[str, ...]
-    forward: str
+    forward: tuple[str, ...]
 
     @property
     def header(self) -> str:
         return _header(self.args)
+
+
+def _on_grid(attr: str, y: str, prefix: int, result: str) -> list[str]:
+    """Lines running grid op ``attr`` on the patch tokens of sequence ``y`` (a square of ``side``), the prefix
+    tokens passing it unchanged; the output in ``result``."""
+    if not prefix:
+        return [f"{result} = self.{attr}({y}.unflatten(1, (side, side))).flatten(1, 2)"]
+    return [
+        f"grid = self.{attr}({y}[:, {prefix}:].unflatten(1, (side, side))).flatten(1, 2)",
+        f"{result} = torch.cat(({y}[:, :{prefix}], grid), dim=1)  # prefix tokens pass {attr} unchanged",
+    ]
 
 
 def _top_level_sum(expr: str) -> bool:
@@ -581,17 +644,13 @@ class _Forward:
         """``self.attn(y)``, with the rotary table for an op that takes it."""
         return f"self.{attr}({y}, rope)" if op.takes_rope else f"self.{attr}({y})"
 
-    def apply(self, op: Op, attr: str, y: str, out: list[str]) -> str:
-        """The expression of ``op`` on ``y``; a grid op in a sequence block sees the patches as a grid."""
+    def apply(self, op: Op, attr: str, y: str, out: list[str], result: str = "y") -> str:
+        """The expression of ``op`` on ``y``; a grid op in a sequence block sees the patches as a grid (the
+        lines doing so go to ``out`` and leave the op's output in ``result``)."""
         if not (op.reads == "grid" and self.wraps):
             return self.call(op, attr, y)
-        p = self.s.prefix
-        if p:
-            out.append(f"grid = self.{attr}({y}[:, {p}:].unflatten(1, (side, side))).flatten(1, 2)")
-            out.append(f"y = torch.cat(({y}[:, :{p}], grid), dim=1)  # prefix tokens pass {attr} unchanged")
-        else:
-            out.append(f"y = self.{attr}({y}.unflatten(1, (side, side))).flatten(1, 2)")
-        return "y"
+        out.extend(_on_grid(attr, y, self.s.prefix, result))
+        return result
 
     # The traces below run the forward that ``lines`` writes, on symbolic tensors (archgen.memory).
 
@@ -648,13 +707,16 @@ class _Forward:
             return " + ".join(f"self.{n.ops[0]}[{j}](x)" for j in range(len(b.paths)))
         normed = self.normed(b, n, "x")
         ops = b.all_ops()
+        if n.flat:
+            out.extend(_inline(ops[0], "forward", normed=normed))
+            return "y"
         if len(ops) == 1:
             if ops[0].reads == "grid" and self.wraps:
                 out.append(f"y = {normed}")
                 normed = "y"
             return self.apply(ops[0], n.ops[0], normed, out)
         out.append(f"y = {normed}  # the ops below read the same normed input")
-        return " + ".join(self.apply(op, name, "y", out) for op, name in zip(ops, n.ops, strict=True))
+        return " + ".join(self.apply(op, name, "y", out, f"y_{name}") for op, name in zip(ops, n.ops, strict=True))
 
     def lines(self) -> list[str]:
         out = []

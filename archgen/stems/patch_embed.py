@@ -10,6 +10,7 @@ from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d
 from archgen.errors import KindError
 from archgen.memory import T, Tape
+from archgen.norms import NormValue
 from archgen.stems.stem import Grid, Stem
 
 
@@ -21,6 +22,10 @@ class PatchEmbed(Stem):
     kind: Literal["patch_embed"] = Field(description="Linear patch embedding (timm `patch_embed.proj`).")
     patch_size: int = Field(ge=1, le=64, description="Patch side in pixels; also the conv stride.")
     dim: int = Field(ge=1, le=16384, description="Token width after the projection.")
+    bias: bool = Field(default=True, description="The projection's bias (CLIP and AIMv2 have none).")
+    norm: NormValue = Field(
+        default=None, description="Norm of the tokens inside the stem (timm `patch_embed.norm`: AIMv2, Swin)."
+    )
 
     def grid(self) -> Grid:
         return Grid(0, self.patch_size)
@@ -32,11 +37,14 @@ class PatchEmbed(Stem):
 
     def count(self, s: Tokens, m: Model) -> Count:
         o = self.out(s, m)
-        return Count.group("patch_embed", [conv2d("proj", s.dim, self.dim, self.patch_size, (o.h, o.w))])
+        proj = conv2d("proj", s.dim, self.dim, self.patch_size, (o.h, o.w), bias=self.bias)
+        norm = [self.norm.count("norm", self.dim, o.n * self.dim)] if self.norm is not None else []
+        return Count.group("patch_embed", [proj, *norm])
 
     def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
         x = tape.conv2d(x, self.dim, self.patch_size, self.patch_size)  # (B, C, H/P, W/P)
-        return x.flatten(2).transpose(1, 2)  # (B, N, C)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        return self.norm.memory(tape, x) if self.norm is not None else x
 
     def row(self, s: Tokens, m: Model) -> Row:
         return Row(f"patch {self.patch_size}x{self.patch_size}")

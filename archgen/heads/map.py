@@ -1,0 +1,85 @@
+"""Attention-pool (MAP) head: a learned query attends over the tokens, then a residual MLP; a linear classifier
+on its output (SigLIP; timm's ``global_pool='map'``, ``AttentionPoolLatent``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archgen.base import Model, Part, Row, Tokens
+from archgen.counting import Count, linear, matmul, parameter
+from archgen.errors import KindError
+from archgen.feedforwards.mlp import Mlp
+from archgen.heads.head import Head
+from archgen.memory import T, Tape
+from archgen.norms import LAYERNORM, Norm, NormValue
+
+MLP = Mlp(kind="mlp")
+
+
+class MapHead(Head):
+    """``attn_pool``: one latent query (``latent``, projected by ``q``) attends over the patch tokens (keys and
+    values from ``kv``); ``proj``, then ``x + mlp(norm(x))``; ``head`` on the result. Prefix tokens are left
+    out of the pool (timm's rule for ``map``). The spec's final norm stays on every token, before the pool."""
+
+    pool = "map"  # timm's global_pool
+    own_init = True  # the latent starts as timm's: truncated normal of std dim ** -0.5
+
+    kind: Literal["map"] = Field(
+        description="Attention pooling by a learned query, then `head` (timm `global_pool='map'`, SigLIP)."
+    )
+    heads: int = Field(ge=1, le=1024, description="Attention heads of the pool (timm: the model's `num_heads`).")
+    mlp_ratio: float = Field(default=4.0, gt=0, le=64, description="The pool's MLP hidden width = int(dim * ratio).")
+    qkv_bias: bool = Field(default=True, description="Biases of `q` and `kv`.")
+    qk_norm: NormValue = Field(default=None, description="Norm of each head's query and key (`q_norm`, `k_norm`).")
+    norm: NormValue = Field(default=LAYERNORM, description="Norm before the pool's MLP (`attn_pool.norm`).")
+
+    def check(self, s: Tokens, m: Model) -> None:
+        if not s.patches:
+            raise KindError("kind", "an attention pool needs patch tokens")
+        if s.dim % self.heads:
+            raise KindError("heads", f"{self.heads} does not divide the token width {s.dim}")
+
+    def hidden(self, dim: int) -> int:
+        return int(dim * self.mlp_ratio)
+
+    def helpers(self) -> tuple[Part, ...]:
+        return (MLP,)
+
+    def mlp_args(self) -> str:
+        """The MLP's constructor arguments inside the pool (no dropout: timm's pool MLP has none)."""
+        return ", ".join({"dim": "dim", "hidden": "hidden", "proj_drop": "0.0"}[a] for a in MLP.args)
+
+    def count(self, s: Tokens, m: Model, fc_norm: Norm | None = None) -> Count:
+        c, n, hd = s.dim, s.patches, s.dim // self.heads
+        qk_norm = self.qk_norm
+        qk = [qk_norm.count(name, hd, tokens * c) for name, tokens in (("q_norm", 1), ("k_norm", n))] if qk_norm else []
+        pool = [
+            parameter("latent", c),
+            linear("q", c, c, 1, self.qkv_bias),
+            linear("kv", c, 2 * c, n, self.qkv_bias),
+            *qk,
+            matmul("attn_matmuls", 2 * n * c),  # one query: q @ k^T and attn @ v, N x head_dim per head
+            linear("proj", c, c, 1),
+            *([self.norm.count("norm", c, c)] if self.norm is not None else []),
+            Count.group("mlp", [linear("fc1", c, self.hidden(c), 1), linear("fc2", self.hidden(c), c, 1)]),
+        ]
+        head = linear("head", c, m.num_classes, 1) if m.num_classes else Count("head")
+        return Count.group("", [Count.group("attn_pool", pool), head])
+
+    def inputs(self, tape: Tape, x: T, s: Tokens, fc_norm: Norm | None) -> dict[str, T]:
+        x = x[:, s.prefix :] if s.prefix else x
+        B, N, C = x.shape
+        H = self.heads
+        q = tape.linear(tape.buffer((1, 1, C)), C).view(1, 1, H, C // H).transpose(1, 2).expand(B, H, 1, C // H)
+        k, v = tape.linear(x, 2 * C).view(B, N, 2, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.qk_norm is not None:
+            q, k = self.qk_norm.memory(tape, q), self.qk_norm.memory(tape, k)
+        x = tape.linear(tape.sdpa(q, k, v).transpose(1, 2).reshape(B, 1, C), C)
+        y = self.norm.memory(tape, x) if self.norm is not None else x
+        y = tape.linear(tape.gelu(tape.linear(y, self.hidden(C))), C)
+        return {"head": tape.pointwise(x, y)[:, 0]}
+
+    def row(self, s: Tokens, m: Model) -> Row:
+        return Row(f"attention pool ({self.heads} heads), linear")
