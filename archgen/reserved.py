@@ -57,6 +57,8 @@ MODULE_NAMES = frozenset(
         "LayerScale",
         "MixedRotaryEmbedding",
         "QuickGELU",
+        "AttentionPoolLatent",
+        "relative_position_index",
         "PatchEmbed",
         "RotaryEmbedding",
         # libraries the weights path imports where it runs
@@ -130,6 +132,7 @@ NN_MODULE = frozenset(
 # model (its model API); a stage key must leave them alone.
 MODEL_ATTRS = frozenset(
     {
+        "attn_pool",
         "aux_head",
         "cls_token",
         "default_cfg",
