@@ -234,6 +234,11 @@ class Op(Part):
         )
     )
 
+    @property
+    def takes_rope(self) -> bool:
+        """Whether the op's forward takes the model's rotary table as a second argument (``op(x, rope)``)."""
+        return False
+
     def check(self, c: OpCtx) -> None:
         """Raise ``KindError`` when the op cannot work on these tokens."""
 

@@ -29,6 +29,8 @@ from archgen.mixers.mhsa import MultiHeadAttention
 from archgen.mixers.outlook import OutlookAttention
 from archgen.mixers.reattention import ReAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
+from archgen.rope.axial import AxialRope
+from archgen.rope.mixed import MixedRope
 from archgen.stages.downsample import ConvDownsample
 from archgen.stages.lca import LayerClassAttention
 from archgen.stages.norm import TokenNorm
@@ -53,6 +55,8 @@ KINDS: tuple[type[Part], ...] = (
     LearnedPosEmbed2d,
     SinCosPosEmbed,
     SinCos2dPosEmbed,
+    AxialRope,
+    MixedRope,
     Blocks,
     ConvDownsample,
     LayerClassAttention,
@@ -75,7 +79,7 @@ KINDS: tuple[type[Part], ...] = (
 # Parts the compiler adds itself (prefix tokens joining, layout changes) or that other parts use.
 INTERNAL: tuple[type[Part], ...] = (JoinTokens, Reshape, TokenNorm, DropPath, LayerScale, QuickGELU)
 
-SLOTS = ("stem", "pos_embed", "stage", "op", "head")
+SLOTS = ("stem", "pos_embed", "rope", "stage", "op", "head")
 DEFAULT_KIND = {"stage": "blocks"}  # a stage mapping without `kind:` is a stage of blocks
 
 

@@ -253,7 +253,7 @@ def resolve(loaded: LoadedSpec) -> IR:
         token_sizes=spec.prefix_tokens.sizes(),
         total_depth=sum(p.kind.num_blocks() for p in steps),
     )
-    ir = IR(loaded, model, tuple(steps), spec.head, fc_norm)
+    ir = IR(loaded, model, tuple(_with_rope(IR(loaded, model, tuple(steps), spec.head, fc_norm))), spec.head, fc_norm)
     ir.walk(spec.img_size)
     for i, entry in enumerate(spec.published):  # a size the spec cannot take is the entry's error
         ir.walk(entry.img_size, (loaded.located.where(("published", i, "img_size")), f"published[{i}].img_size"))
@@ -314,3 +314,53 @@ def _late_tokens(loaded: LoadedSpec) -> set[str]:
                 raise loaded.error(("stages", i, "joins"), f"`{group}` already joins at an earlier stage")
             late.add(group)
     return late
+
+
+def _rope_field(stage: Any) -> Path_:
+    """Where a stage's first op that takes the rotary table says so: ``("block", 0, "op", "rope")``."""
+    for i, b in enumerate(stage.block):
+        if b.op is not None and b.op.takes_rope:
+            return ("block", i, "op", "rope")
+        for j, op in enumerate(b.ops):
+            if op.takes_rope:
+                return ("block", i, "ops", j, "rope")
+    return ("block",)
+
+
+def _with_rope(ir: IR) -> list[Placed]:
+    """The steps with the spec's rotary table placed right before the first stage that uses it, told the head
+    layout of the attentions that do: one head width (and, for a table per block and head, one head count)
+    and one patch grid, the stem's, for all of them."""
+    loaded, rope = ir.loaded, ir.spec.rope
+    walked = ir.walk(ir.spec.img_size)
+    users = [w for w in walked if getattr(w.kind, "takes_rope", False)]
+    if rope is None:
+        if users:
+            field = (*users[0].path, *_rope_field(users[0].kind))
+            raise loaded.error(field, "needs the model's rotary table: add a top-level `rope:` (axial or mixed)")
+        return list(ir.steps)
+    if not users:
+        raise loaded.error(("rope",), "no attention uses the rotary table: set `rope: true` on an mhsa op")
+    first = users[0]
+    heads = first.kind.resolve_heads(first.s_in.dim)
+    roots: dict[str, bool] = {}  # whether the blocks of each container take the table
+    for w in walked:
+        takes = getattr(w.kind, "takes_rope", None)
+        if takes is not None and w.container is None:
+            roots[w.kind.key] = takes
+        elif takes is not None and roots.get(str(w.container)) != takes:
+            raise loaded.error((*w.path, "block"), "blocks of one container all take the rotary table or none do")
+    for w in users[1:]:
+        h = w.kind.resolve_heads(w.s_in.dim)
+        if w.s_in.dim // h != first.s_in.dim // heads or (rope.kind == "mixed" and h != heads):
+            what = "head width" if rope.kind != "mixed" else "head count and width"
+            raise loaded.error((*w.path, "heads"), f"every attention using the rotary table needs one {what}")
+    last = walked.index(users[-1])
+    if any(w.kind.grid_stride() != 1 for w in walked[:last]):
+        raise loaded.error(("rope",), "the rotary table covers the stem's patch grid: no downsample may come "
+                           "before a stage that uses it")  # fmt: skip
+    depth = sum(w.kind.depth for w in users)
+    table = rope.resolved(first.s_in.dim // heads, heads, depth)
+    steps = list(ir.steps)
+    at = next(i for i, p in enumerate(steps) if p.kind is first.kind)
+    return [*steps[:at], Placed(table, ("rope",)), *steps[at:]]

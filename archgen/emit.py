@@ -97,12 +97,19 @@ class _Ctx:
     fc_norm: Norm | None = None
     grid: Grid | None = None
     img_size: int = 0
+    rope_run: str = ""  # the rotary-table argument of the stage's ``_run`` call: ", rope" or ", rope[12:24]"
+    rope_block: str = ""  # ... of one block in a loop over the stage's container: ", rope" or ", rope[i]"
 
     def __post_init__(self) -> None:
         key = str(getattr(self.k, "key", ""))
         self.list_name, _, index = key.partition(".")
         self.attr = f"self.{self.list_name}[{index}]" if index else f"self.{key}"
         self.indexed = bool(index)
+
+    @property
+    def rope_indexed(self) -> bool:
+        """Whether each block takes its own table (learned frequencies), so loops over blocks count them."""
+        return "i]" in self.rope_block
 
     def define(self, expr: str) -> str:
         line = f"self.{self.list_name}.append({expr})" if self.indexed else f"{self.attr} = {expr}"
@@ -210,8 +217,10 @@ def emit(ir: IR) -> dict[str, str]:
     step_lines: list[str] = []  # each walked step's forward code ("" for a stage that continues a container)
     lists: set[str] = set()
     containers: dict[str, _Ctx] = {}
+    ropes = _rope_args(walked)
     for w, grid in zip(walked, _grids(walked), strict=True):
         ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset, grid=grid, img_size=spec.img_size)
+        ctx.rope_run, ctx.rope_block = ropes.get(id(w), ("", ""))
         ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
             side = grid.code("img_size") if grid is not None else ""
@@ -260,6 +269,8 @@ def emit(ir: IR) -> dict[str, str]:
             resize=_resize(walked, ctxs),
             methods=[m for m in methods if m],
             uses_run=any("self._run(" in f for f in [*forwards, *intermediates]),
+            rope=_rope_kind(walked),
+            run_without_rope=any(re.search(r"self\._run\(.*, x\)", f) for f in [*forwards, *intermediates]),
             forwards=forwards,
             taps=taps is not None,
             prefixed_taps=taps is not None and taps.taps[0].prefixed,
@@ -372,6 +383,35 @@ def _prune(
         owned.append(tuple(n for n in names if kept and n.partition(".")[0] not in cut))
     has_norm = any(isinstance(w.kind, TokenNorm) and w.kind.final for w in walked)
     return features.prune_body(taps, owned, truncate, has_norm, fc_norm is not None)
+
+
+def _rope_kind(walked: list[Walked]) -> str | None:
+    """The kind of the model's rotary table (``axial``, ``mixed``), or None without one."""
+    return next((w.kind.kind for w in walked if w.kind.slot == "rope"), None)
+
+
+def _rope_args(walked: list[Walked]) -> dict[int, tuple[str, str]]:
+    """For each walked stage of blocks that take the rotary table (by ``id``), the table argument of its
+    ``_run`` call and of one block in a loop over its container. A table per block (learned frequencies) is
+    sliced: the blocks that use it take its entries in model order."""
+    kind = _rope_kind(walked)
+    users = [w for w in walked if getattr(w.kind, "takes_rope", False) and w.container is None]
+    if kind is None or not users:
+        return {}
+    stages = [v for v in walked if hasattr(v.kind, "takes_rope")]
+    depth = {id(w): sum(v.kind.depth for v in stages if (v.container or v.kind.key) == w.kind.key) for w in users}
+    total = sum(depth.values())
+    out: dict[int, tuple[str, str]] = {}
+    offset = 0
+    for w in users:
+        if kind != "mixed":
+            out[id(w)] = (", rope", ", rope")
+            continue
+        end = offset + depth[id(w)]
+        run = ", rope" if (offset, end) == (0, total) else f", rope[{offset}:{end}]"
+        out[id(w)] = (run, ", rope[i]" if offset == 0 else f", rope[{offset} + i]")
+        offset = end
+    return out
 
 
 def _grids(walked: list[Walked]) -> list[Grid | None]:

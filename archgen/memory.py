@@ -349,6 +349,7 @@ class Tape:
         self.recompute = 0  # the most one checkpointed block saves again when backward recomputes it
         self._shadow: set[Storage] = set()
         self._fixed: set[Storage] = set()  # parameters and buffers that ops save (``buffer``): never counted
+        self.rope: T | None = None  # the rotary table one block receives, once the model's table is traced
 
     def input(self, shape: Sequence[int]) -> T:
         return T.empty(shape, self.itemsize)
@@ -605,6 +606,28 @@ class Tape:
         shape, laid out as ``elementwise`` says."""
         self.save(a, b)
         return elementwise((a, b), self._widest(a, b))
+
+    def rope_table(self, angles: T) -> T:
+        """A rotary table from its angles (..., pairs): ``torch.cat((a.sin().repeat_interleave(2, -1),
+        a.cos().repeat_interleave(2, -1)), dim=-1)``. sin and cos each save the angles (one storage);
+        repeat_interleave and cat save nothing. A new contiguous (..., 4 * pairs) tensor in the angles' dtype."""
+        self.save(angles)
+        return T.empty((*angles.shape[:-1], 4 * angles.shape[-1]), angles.itemsize)
+
+    def rotate(self, x: T, table: T) -> T:
+        """``apply_rope(x, table)``: x (..., N, head_dim) with each channel pair turned, ``(x * cos + turned * sin)
+        .to(x.dtype)`` where sin, cos are the halves of table (..., N, 2 * head_dim) and turned is
+        ``torch.stack((-x[..., 1::2], x[..., ::2]), -1).reshape(x.shape)`` (a new contiguous tensor). x's gradient
+        needs cos and sin, saved as the views they are; a table that needs a gradient (computed from learned
+        frequencies, not a buffer: ``buffer``) makes the products save x and turned too. Each product takes the
+        wider dtype (a float32 table under autocast); the sum is cast back to x's dtype."""
+        sin, cos = self.chunk(table, 2, -1)
+        grad = table.storage not in self._fixed
+        turned = T.empty(x.shape, x.itemsize)
+        self.save(cos, sin, *((x, turned) if grad else ()))
+        a = elementwise((x, cos), self._widest(x, cos))
+        b = elementwise((turned, sin), self._widest(turned, sin))
+        return elementwise((a, b), self._widest(a, b)).to(x.itemsize)
 
     # --- ops that save nothing -----------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ MODULE_NAMES = frozenset(
         "nn",
         "torch",
         # helpers and tables
+        "apply_rope",
         "feature_map",
         "feature_take_indices",
         "fold_windows",
@@ -54,10 +55,12 @@ MODULE_NAMES = frozenset(
         "LCAAttention",
         "LCABlock",
         "LayerScale",
+        "MixedRotaryEmbedding",
         "QuickGELU",
         "AttentionPoolLatent",
         "relative_position_index",
         "PatchEmbed",
+        "RotaryEmbedding",
         # libraries the weights path imports where it runs
         "huggingface_hub",
         "safetensors",
@@ -168,6 +171,7 @@ MODEL_ATTRS = frozenset(
         "prune_intermediate_layers",
         "reg_token",
         "reset_classifier",
+        "rope",
         "set_distilled_training",
         "set_grad_checkpointing",
         "set_input_size",

@@ -14,6 +14,7 @@ from archgen.reserved import check_module_name
 
 StemSlot = SLOT_TYPES["StemSlot"]
 PosEmbedSlot = SLOT_TYPES["PosEmbedSlot"]
+RopeSlot = SLOT_TYPES["RopeSlot"]
 StageSlot = SLOT_TYPES["StageSlot"]
 HeadSlot = SLOT_TYPES["HeadSlot"]
 
@@ -170,6 +171,11 @@ class Spec(Strict):
         default=PrefixTokens(), description="Learned tokens in front of the patch tokens: `{cls: true}` for ViT."
     )
     pos_embed: PosEmbedSlot | None = Field(default=None, description="Position embedding (none: no table).")
+    rope: RopeSlot | None = Field(
+        default=None,
+        description="Rotary position table, computed once per forward from the patch grid, for the attentions that "
+        "set `rope: true` (none: no table).",
+    )
     norm_pre: NormValue = Field(
         default=None, description="Norm of every token after the embedding, before the first stage (CLIP's `norm_pre`)."
     )

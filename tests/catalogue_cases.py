@@ -265,6 +265,8 @@ def _contexts(slot: str) -> list[tuple[dict[str, Any], tuple]]:
         return [(_seq(plain), ("stem",))]
     if slot == "pos_embed":
         return [(_seq(plain), ("pos_embed",)), (_grid([{"op": "mlp"}]), ("pos_embed",))]
+    if slot == "rope":  # a rotary table needs an attention that uses it
+        return [(_seq([{"op": {"kind": "mhsa", "rope": True}}, {"op": "mlp"}]), ("rope",))]
     if slot == "head":
         return [
             (_seq(plain, prefix_tokens={"cls": True, "dist": True}), ("head",)),

@@ -173,7 +173,17 @@ def saved_activation_bytes(
 # file in a fresh interpreter, the bad-spec corpus through the CLI, CaiT's timm configs, fp16 and fake-tensor
 # memory) are left to the full suite. Tests marked `slow` in place are too.
 FAST_SPECS = frozenset(
-    {"vit_s16", "deit_ti", "deit3_s", "cait_xxs24", "cait_xxs24_224", "volo_d1", "ceit_t", "deepvit_s"}
+    {
+        "vit_s16",
+        "deit_ti",
+        "deit3_s",
+        "cait_xxs24",
+        "cait_xxs24_224",
+        "volo_d1",
+        "ceit_t",
+        "deepvit_s",
+        "vit_s16_rope_mixed",
+    }
 )
 PER_SPEC_TESTS = frozenset(
     {

@@ -659,3 +659,57 @@ def test_zeros(p: Precision) -> None:
     with recorded(p) as seen:
         z, token = x.new_zeros(2, 3, 6), torch.zeros(2, 1, 6, dtype=p.dtype)
     assert_same(f"zeros {p.name}", tape, seen, (tape.zeros((2, 3, 6), like=t), tape.zeros((2, 1, 6))), (z, token))
+
+
+# --- rotary position embedding ---------------------------------------------------------------------------
+
+
+def qkv_slice(t):
+    """A head's patch queries as an attention sees them: q of a fused qkv (B, N, 3, heads, head_dim), one prefix
+    token dropped."""
+    return t.permute(2, 0, 3, 1, 4)[0][:, :, 1:]
+
+
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """The generated modules' rotation (mixers/mhsa.j2), written again here."""
+    sin, cos = rope.chunk(2, dim=-1)
+    turned = torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).reshape(x.shape)
+    return (x * cos + turned * sin).to(x.dtype)
+
+
+@rule("rotate")
+@each_precision
+@pytest.mark.parametrize("table", ["buffer", "learned"])
+@pytest.mark.parametrize(
+    ("shape", "layout", "rows"),
+    [((2, 3, 5, 8), contiguous, (5, 16)), ((2, 6, 3, 3, 8), qkv_slice, (3, 5, 16))],
+    ids=["contiguous_shared", "qkv_slice_per_head"],
+)
+def test_rotate(p: Precision, table: str, shape: tuple[int, ...], layout: Layout, rows: tuple[int, ...]) -> None:
+    """A fixed table (a buffer: only sin and cos saved, as views of it) or one computed from learned
+    frequencies (it needs a gradient: the products save x and the turned x too); one table for every head or
+    one per head; under autocast the float32 table promotes the products, cast back to x's dtype."""
+    tape = p.tape()
+    x, t = activation(p, tape, shape, layout)
+    holder = nn.Module()
+    if table == "buffer":
+        holder.register_buffer("table", torch.randn(*rows, dtype=p.dtype))
+        rope, trope = holder.table, tape.buffer(rows)
+    else:
+        rope, trope = activation(p, tape, rows, dtype=p.dtype)
+    with recorded(p, holder) as seen:
+        y = apply_rope(x, rope)
+    assert_same(f"rotate {table} {p.name} {layout.__name__}", tape, seen, tape.rotate(t, trope), y)
+
+
+@rule("rope_table")
+@each_precision
+def test_rope_table(p: Precision) -> None:
+    """sin and cos of the angles save them, one storage; the repeated and concatenated table is new."""
+    check_op(
+        "rope_table",
+        p,
+        (2, 3, 5, 4),
+        lambda a: torch.cat((a.sin().repeat_interleave(2, -1), a.cos().repeat_interleave(2, -1)), dim=-1),
+        lambda tape, t: tape.rope_table(t),
+    )

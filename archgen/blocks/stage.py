@@ -169,6 +169,7 @@ class BlockCode:
     forward: tuple[str, ...]
     square: bool = False  # the forward finds the side of the square patch grid (grid_side)
     paths: tuple[PathCode, ...] = ()  # classes of parallel paths the block holds
+    rope: bool = False  # the forward takes the model's rotary table for its attention
 
     @property
     def header(self) -> str:
@@ -250,6 +251,11 @@ class Blocks(Step):
 
     def ops(self) -> tuple[Op, ...]:
         return tuple(op for b in self.block for op in b.all_ops())
+
+    @property
+    def takes_rope(self) -> bool:
+        """Whether the blocks take the model's rotary table (an op of theirs rotates q and k with it)."""
+        return any(op.takes_rope for op in self.ops())
 
     def resolve_heads(self, dim: int) -> int:
         if self.heads is not None and self.head_dim is not None:
@@ -337,6 +343,8 @@ class Blocks(Step):
                 where = f"block[{i}].op" if b.op is not None else f"block[{i}].{'ops' if b.ops else 'paths'}[{j}]"
                 if b.paths:
                     where += ".op"
+                    if op.takes_rope:
+                        raise KindError(f"{where}.rope", "parallel paths cannot take the rotary table yet")
                 if "num_heads" in op.args and not heads:
                     raise KindError("heads", f"required by {op.kind} in block[{i}]: give `heads` or `head_dim`")
                 if "hidden" in op.args and self.mlp_ratio is None:
@@ -412,7 +420,9 @@ class Blocks(Step):
         def block(x: T) -> T:
             if not tape.checkpointing:
                 return forward.trace(tape, x)
-            tape.save(x)  # a checkpointed block keeps its input and recomputes the rest in backward
+            tape.save(x)  # a checkpointed block keeps its inputs and recomputes the rest in backward
+            if self.takes_rope and tape.rope is not None:
+                tape.save(tape.rope)
             with tape.unrecorded():
                 return forward.trace(tape, x)
 
@@ -514,7 +524,8 @@ class Blocks(Step):
         if self.stochastic_depth and not all(b.paths for b in self.block):
             init.append("self.drop_path = DropPath(drop_path)")
         forward = _ClassForward(self, s) if self.updates == "cls" else _Forward(self, s)
-        return BlockCode(self.args(s), (*init, *params), tuple(forward.lines()), forward.wraps, tuple(paths))
+        lines = tuple(forward.lines())
+        return BlockCode(self.args(s), (*init, *params), lines, forward.wraps, tuple(paths), rope=self.takes_rope)
 
     def _path(self, p: Branch, s: Tokens, m: Model, op_name: dict[str, str]) -> PathCode:
         """The class of one parallel path: its norm, op, LayerScale and stochastic depth as timm stores them."""
@@ -628,11 +639,16 @@ class _Forward:
         inp = f"{x} * {b.scale}" if b.scale != 1.0 else x
         return f"self.{n.norm}({inp})" if n.norm else inp
 
+    @staticmethod
+    def call(op: Op, attr: str, y: str) -> str:
+        """``self.attn(y)``, with the rotary table for an op that takes it."""
+        return f"self.{attr}({y}, rope)" if op.takes_rope else f"self.{attr}({y})"
+
     def apply(self, op: Op, attr: str, y: str, out: list[str], result: str = "y") -> str:
         """The expression of ``op`` on ``y``; a grid op in a sequence block sees the patches as a grid (the
         lines doing so go to ``out`` and leave the op's output in ``result``)."""
         if not (op.reads == "grid" and self.wraps):
-            return f"self.{attr}({y})"
+            return self.call(op, attr, y)
         out.extend(_on_grid(attr, y, self.s.prefix, result))
         return result
 
@@ -731,10 +747,10 @@ class _ClassForward(_Forward):
         for b, n in zip(self.stage.block, self.stage.names(), strict=True):
             op = b.all_ops()[0]
             if op.reads == "token":
-                expr = f"self.{n.ops[0]}({self.normed(b, n, 'cls')})"
+                expr = self.call(op, n.ops[0], self.normed(b, n, "cls"))
             else:
                 seq = "torch.cat((cls, x[:, 1:]), dim=1)" if changed else "x"
-                expr = f"self.{n.ops[0]}({self.normed(b, n, seq)})"
+                expr = self.call(op, n.ops[0], self.normed(b, n, seq))
                 if not op.writes_first:
                     expr += "[:, :1]"
             residual = self.residual(b, n, expr)

@@ -3,8 +3,9 @@
 Its options are the layouts today's ViTs store it in: a fused ``qkv`` projection with or without bias, or
 with a bias on q and v only (BEiT, EVA: ``q_bias``/``v_bias`` parameters, k's bias fixed at zero), separate
 ``q_proj``/``k_proj``/``v_proj`` (EVA-02 base and up), a norm of each head's q and k (QK-norm), a norm of the
-attention output before ``proj`` (EVA's sub-LN), ``proj`` without bias (AIMv2), and BEiT's learned relative
-position bias (one table per attention, added to the scores as sdpa's ``attn_mask``)."""
+attention output before ``proj`` (EVA's sub-LN), ``proj`` without bias (AIMv2), BEiT's learned relative
+position bias (one table per attention, added to the scores as sdpa's ``attn_mask``), and rotary position
+embedding of the patch tokens' q and k (EVA-02, RoPE-ViT)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ class MultiHeadAttention(Op):
         default=None, description="Norm of the attention output before `proj` (EVA's sub-LN, timm `scale_norm`)."
     )
     proj_bias: bool = Field(default=True, description="Bias of the output projection `proj`.")
+    rope: bool = Field(
+        default=False,
+        description="Rotate the patch tokens' queries and keys with the model's rotary table (`rope:`) before "
+        "attention; prefix tokens keep theirs.",
+    )
+
     rel_pos_bias: bool | Literal["patches"] = Field(
         default=False,
         description=(
@@ -71,6 +78,10 @@ class MultiHeadAttention(Op):
     def bias_rows(self, c: OpCtx) -> int:
         """Rows of the relative position table: each offset (dy, dx), and the class token's 3."""
         return (2 * c.s.h - 1) * (2 * c.s.w - 1) + 3 * self.class_token
+
+    @property
+    def takes_rope(self) -> bool:
+        return self.rope
 
     def biases(self) -> tuple[bool, bool, bool]:
         """Whether q, k and v have a bias."""
@@ -104,6 +115,10 @@ class MultiHeadAttention(Op):
             q, k, v = tape.qkv(x, c.heads)
         if self.qk_norm is not None:
             q, k = self.qk_norm.memory(tape, q), self.qk_norm.memory(tape, k)
+        if self.rope:
+            assert tape.rope is not None, "the rotary table is traced before the blocks that use it"
+            p = N - tape.rope.shape[-2]  # prefix tokens: no rows in the table
+            q, k = (tape.cat([t[:, :, :p], tape.rotate(t[:, :, p:], tape.rope)], dim=2) for t in (q, k))
         mask = None
         if self.rel_pos_bias:  # gathered from the table by a buffer of indices: a new tensor, nothing saved
             mask = T.empty((N, N, c.heads), tape.itemsize).permute(2, 0, 1).reshape(1, c.heads, N, N)
