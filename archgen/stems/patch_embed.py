@@ -21,6 +21,7 @@ class PatchEmbed(Stem):
     kind: Literal["patch_embed"] = Field(description="Linear patch embedding (timm `patch_embed.proj`).")
     patch_size: int = Field(ge=1, le=64, description="Patch side in pixels; also the conv stride.")
     dim: int = Field(ge=1, le=16384, description="Token width after the projection.")
+    bias: bool = Field(default=True, description="Bias on the projection (CLIP has none: timm's `pre_norm`).")
 
     def grid(self) -> Grid:
         return Grid(0, self.patch_size)
@@ -32,7 +33,8 @@ class PatchEmbed(Stem):
 
     def count(self, s: Tokens, m: Model) -> Count:
         o = self.out(s, m)
-        return Count.group("patch_embed", [conv2d("proj", s.dim, self.dim, self.patch_size, (o.h, o.w))])
+        proj = conv2d("proj", s.dim, self.dim, self.patch_size, (o.h, o.w), bias=self.bias)
+        return Count.group("patch_embed", [proj])
 
     def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
         x = tape.conv2d(x, self.dim, self.patch_size, self.patch_size)  # (B, C, H/P, W/P)
