@@ -80,7 +80,7 @@ def _data(name: str, options: dict) -> dict:
 @pytest.mark.parametrize("case", CASES)
 def test_mlp_option_is_exact(case: str, tmp_path: Path) -> None:
     options, timm_kwargs = CASES[case]
-    ir, text, module = compile_data(_data(f"mlp_{case}", options), tmp_path)
+    ir, _, module = compile_data(_data(f"mlp_{case}", options), tmp_path)
     build = getattr(module, f"mlp_{case}")
     assert_counts_exact(f"mlp {case}", ir, build, IMG)
 
