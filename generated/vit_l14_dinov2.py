@@ -10,6 +10,10 @@ blocks  mhsa + mlp (LayerScale)  24     1024  16     1 + 1369
 head    linear on cls            -      1024  -      0 classes
 
 @518: params 304,367,616  MACs 506,803,826,688 (506.80 G)  [analytic]
+
+Published (printed precision; a deviation is explained in the spec):
+  @518 params 300M [facebookresearch/dinov2 README.md (pretrained models table), ViT-L/14
+    distilled]: deviation (-1.4%)
 """
 
 import contextlib

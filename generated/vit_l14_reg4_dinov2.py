@@ -10,6 +10,10 @@ blocks  mhsa + mlp (LayerScale)  24     1024  16     5 + 1369
 head    linear on cls            -      1024  -      0 classes
 
 @518: params 304,370,688  MACs 508,551,278,592 (508.55 G)  [analytic]
+
+Published (printed precision; a deviation is explained in the spec):
+  @518 params 300M [facebookresearch/dinov2 README.md (pretrained models table), ViT-L/14 distilled
+    with registers]: deviation (-1.4%)
 """
 
 import contextlib
