@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 pretrained_cfg = {
     "architecture": "vit_base_patch16_clip_quickgelu_224",
     "tag": "metaclip_2pt5b",
-    "hf_hub_id": "timm/vit_base_patch16_clip_quickgelu_224.metaclip_2pt5b",
+    "hf_hub_id": "timm/vit_base_patch16_clip_224.metaclip_2pt5b",
     "num_classes": 512,
     "input_size": (3, 224, 224),
     "pool_size": None,

@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 pretrained_cfg = {
     "architecture": "vit_base_patch32_clip_quickgelu_224",
     "tag": "laion400m_e32",
-    "hf_hub_id": "timm/vit_base_patch32_clip_quickgelu_224.laion400m_e32",
+    "hf_hub_id": "timm/vit_base_patch32_clip_224.laion400m_e32",
     "num_classes": 512,
     "input_size": (3, 224, 224),
     "pool_size": None,

@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 pretrained_cfg = {
     "architecture": "vit_gigantic_patch14_clip_quickgelu_224",
     "tag": "metaclip_2pt5b",
-    "hf_hub_id": "timm/vit_gigantic_patch14_clip_quickgelu_224.metaclip_2pt5b",
+    "hf_hub_id": "timm/vit_gigantic_patch14_clip_224.metaclip_2pt5b",
     "num_classes": 1280,
     "input_size": (3, 224, 224),
     "pool_size": None,

@@ -34,7 +34,7 @@ pretrained_cfg = {
     "mean": (0.48145466, 0.4578275, 0.40821073),
     "std": (0.26862954, 0.26130258, 0.27577711),
     "crop_pct": 1.0,
-    "crop_mode": "center",
+    "crop_mode": "squash",
     "interpolation": "bicubic",
     "first_conv": "patch_embed.proj",
     "classifier": "head",

@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 pretrained_cfg = {
     "architecture": "vit_huge_patch14_clip_quickgelu_224",
     "tag": "dfn5b",
-    "hf_hub_id": "timm/vit_huge_patch14_clip_quickgelu_224.dfn5b",
+    "hf_hub_id": "timm/vit_huge_patch14_clip_224.dfn5b",
     "num_classes": 1024,
     "input_size": (3, 224, 224),
     "pool_size": None,

@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 pretrained_cfg = {
     "architecture": "vit_huge_patch14_clip_quickgelu_378",
     "tag": "dfn5b",
-    "hf_hub_id": "timm/vit_huge_patch14_clip_quickgelu_378.dfn5b",
+    "hf_hub_id": "timm/vit_huge_patch14_clip_378.dfn5b",
     "num_classes": 1024,
     "input_size": (3, 378, 378),
     "pool_size": None,

@@ -34,7 +34,7 @@ pretrained_cfg = {
     "mean": (0.5, 0.5, 0.5),
     "std": (0.5, 0.5, 0.5),
     "crop_pct": 1.0,
-    "crop_mode": "center",
+    "crop_mode": "squash",
     "interpolation": "bicubic",
     "first_conv": "patch_embed.proj",
     "classifier": "head",

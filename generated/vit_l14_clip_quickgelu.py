@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 pretrained_cfg = {
     "architecture": "vit_large_patch14_clip_quickgelu_224",
     "tag": "dfn2b",
-    "hf_hub_id": "timm/vit_large_patch14_clip_quickgelu_224.dfn2b",
+    "hf_hub_id": "timm/vit_large_patch14_clip_224.dfn2b",
     "num_classes": 768,
     "input_size": (3, 224, 224),
     "pool_size": None,

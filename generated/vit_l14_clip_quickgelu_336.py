@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 pretrained_cfg = {
     "architecture": "vit_large_patch14_clip_quickgelu_336",
     "tag": "openai",
-    "hf_hub_id": "timm/vit_large_patch14_clip_quickgelu_336.openai",
+    "hf_hub_id": "timm/vit_large_patch14_clip_336.openai",
     "num_classes": 768,
     "input_size": (3, 336, 336),
     "pool_size": None,
