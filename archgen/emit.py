@@ -315,7 +315,7 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("mean", pre.mean),
         ("std", pre.std),
         ("crop_pct", pre.crop_pct),
-        ("crop_mode", "center"),
+        ("crop_mode", pre.crop_mode),
         ("interpolation", pre.interpolation),
         ("first_conv", spec.stem.first_conv),
         ("classifier", heads[0] if len(heads) == 1 else heads),

@@ -109,11 +109,16 @@ class Reference(Strict):
         le=MAX_IMG_SIZE,
         description="Resolution the tagged weights were trained at, where not the spec's.",
     )
+    hub: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=140)] | None = Field(
+        default=None,
+        description="Hugging Face hub repository of the tagged weights where timm's pretrained_cfg names another "
+        "than `timm/<model>.<tag>` (weights shared between names: the QuickGELU CLIP towers).",
+    )
 
     @property
     def hf_hub_id(self) -> str | None:
         released = self.package == "timm" and self.tag not in (None, "untrained")
-        return f"timm/{self.model}.{self.tag}" if released else None
+        return (self.hub or f"timm/{self.model}.{self.tag}") if released else None
 
 
 class Preprocessing(Strict):
@@ -128,6 +133,11 @@ class Preprocessing(Strict):
     crop_pct: float = Field(default=0.875, gt=0, le=1, description="Center-crop fraction at evaluation.")
     interpolation: Literal["bicubic", "bilinear", "nearest"] = Field(
         default="bicubic", description="Resize interpolation."
+    )
+    crop_mode: Literal["center", "squash", "border"] = Field(
+        default="center",
+        description="timm's eval crop: `center` (resize the short side, crop), `squash` (resize both sides to "
+        "the crop), `border` (resize the long side, pad).",
     )
 
 

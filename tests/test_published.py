@@ -16,6 +16,7 @@ from conftest import ROOT, SPECS, factory, ids, ir_of
 # The user's survey (shared/survey/sota-in-computer-vision-part3.txt, outside this repository) reproduces the
 # VOLO variants table (parameters) and the CeiT paper's Table 6.
 SURVEY = "the survey SOTA in Computer Vision Part 3"
+DINOV2_README = "facebookresearch/dinov2 README.md (pretrained models table)"
 
 # (spec, img_size, quantity, printed, source): every published number that our exact count does not
 # reproduce within printed precision. Each has a `deviation:` explanation in its spec.
@@ -74,6 +75,12 @@ KNOWN_DEVIATIONS = {
     ("deit3_s", 224, "params", "22.0M", "facebookresearch/deit README_revenge.md (ViT-S, 224x224)"),
     ("deit3_b", 224, "macs", "17.5G", "facebookresearch/deit README_revenge.md (ViT-B, 224x224)"),
     ("vit_gigantic14", 224, "params", "1843M", "Zhai et al. 2021, Table 2 (model dimensions)"),
+    ("vit_s14_dinov2", 518, "params", "21M", DINOV2_README + ", ViT-S/14 distilled"),
+    ("vit_s14_reg4_dinov2", 518, "params", "21M", DINOV2_README + ", ViT-S/14 distilled with registers"),
+    ("vit_b14_dinov2", 518, "params", "86M", DINOV2_README + ", ViT-B/14 distilled"),
+    ("vit_b14_reg4_dinov2", 518, "params", "86M", DINOV2_README + ", ViT-B/14 distilled with registers"),
+    ("vit_l14_dinov2", 518, "params", "300M", DINOV2_README + ", ViT-L/14 distilled"),
+    ("vit_l14_reg4_dinov2", 518, "params", "300M", DINOV2_README + ", ViT-L/14 distilled with registers"),
 }
 
 

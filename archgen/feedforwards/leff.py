@@ -6,13 +6,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from archgen.base import Op, OpCtx
+from archgen.base import Op, OpCtx, Part
 from archgen.counting import Count, conv2d, norm
 from archgen.memory import T, Tape
+from archgen.norms import ACT_CODE, Act, act_field, act_parts
 
 
 class LeFF(Op):
-    """1x1 expand + BN + GELU, depthwise k x k + BN + GELU, 1x1 reduce + BN (no activation after it).
+    """1x1 expand + BN + act, depthwise k x k + BN + act, 1x1 reduce + BN (no activation after it); the
+    activation is GELU in CeiT.
 
     Works on the patch tokens as a grid; in a block whose tokens are a sequence the prefix tokens pass
     it unchanged ("the class token conducts an identical mapping", CeiT Sec. 3.2), so the residual adds a
@@ -27,6 +29,7 @@ class LeFF(Op):
 
     kind: Literal["leff"] = Field(description="Locally-enhanced feed-forward (official CeiT `leff`).")
     kernel_size: int = Field(default=3, ge=1, le=15, description="Side of the depthwise conv (odd).")
+    act: Act = act_field(what="Activation after the first two convs")
 
     @field_validator("kernel_size")
     @classmethod
@@ -34,6 +37,13 @@ class LeFF(Op):
         if value % 2 == 0:
             raise ValueError("the depthwise kernel must be odd to keep the grid size")
         return value
+
+    @property
+    def act_code(self) -> str:
+        return ACT_CODE[self.act]
+
+    def helpers(self) -> tuple[Part, ...]:
+        return act_parts(self.act)
 
     def count(self, c: OpCtx) -> Count:
         at = (c.s.h, c.s.w)
@@ -53,6 +63,6 @@ class LeFF(Op):
     def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
         k = self.kernel_size
         x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
-        x = tape.gelu(tape.batch_norm(tape.conv2d(x, c.hidden, 1)))
-        x = tape.gelu(tape.batch_norm(tape.conv2d(x, c.hidden, k, 1, k // 2, groups=c.hidden)))  # depthwise
+        x = tape.act(tape.batch_norm(tape.conv2d(x, c.hidden, 1)), self.act)
+        x = tape.act(tape.batch_norm(tape.conv2d(x, c.hidden, k, 1, k // 2, groups=c.hidden)), self.act)  # depthwise
         return tape.batch_norm(tape.conv2d(x, c.dim, 1)).permute(0, 2, 3, 1)  # (B, H, W, C)

@@ -1,4 +1,4 @@
-"""Two-layer MLP with GELU: the feed-forward of a transformer block, applied to every token alone."""
+"""Two-layer MLP: the feed-forward of a transformer block, applied to every token alone."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from archgen.base import Op, OpCtx
+from archgen.base import Op, OpCtx, Part
 from archgen.counting import Count, linear
 from archgen.memory import T, Tape
+from archgen.norms import ACT_CODE, Act, NormValue, act_field, act_parts
 
 
 class Mlp(Op):
-    """``fc1`` (dim -> hidden), GELU, ``fc2`` (hidden -> dim), applied to every token."""
+    """``fc1`` (dim -> hidden), activation, optional ``norm`` of the hidden width, ``fc2`` (hidden -> dim),
+    applied to every token (timm ``Mlp``)."""
 
     attr = "mlp"
     reads = "token"
@@ -20,10 +22,29 @@ class Mlp(Op):
     class_name = "Mlp"
 
     kind: Literal["mlp"] = Field(description="Token-wise MLP (timm `mlp.fc1`, `mlp.fc2`).")
+    act: Act = act_field(what="Activation after `fc1` (timm `act_layer`)")
+    bias: bool = Field(default=True, description="Bias on both linears (timm Mlp's `bias`).")
+    norm: NormValue = Field(
+        default=None, description="Norm of the hidden activations before `fc2` (timm Mlp's `norm_layer`: `mlp.norm`)."
+    )
+
+    @property
+    def act_code(self) -> str:
+        return ACT_CODE[self.act]
+
+    def helpers(self) -> tuple[Part, ...]:
+        return act_parts(self.act)
 
     def count(self, c: OpCtx) -> Count:
         n = c.s.n
-        return Count.group("mlp", [linear("fc1", c.dim, c.hidden, n), linear("fc2", c.hidden, c.dim, n)])
+        parts = [linear("fc1", c.dim, c.hidden, n, bias=self.bias)]
+        if self.norm:
+            parts.append(self.norm.count("norm", c.hidden, n * c.hidden))
+        parts.append(linear("fc2", c.hidden, c.dim, n, bias=self.bias))
+        return Count.group("mlp", parts)
 
     def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
-        return tape.linear(tape.gelu(tape.linear(x, c.hidden)), c.dim)
+        x = tape.act(tape.linear(x, c.hidden, self.bias), self.act)
+        if self.norm:
+            x = self.norm.memory(tape, x)
+        return tape.linear(x, c.dim, self.bias)
