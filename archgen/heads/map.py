@@ -13,9 +13,8 @@ from archgen.errors import KindError
 from archgen.feedforwards.mlp import Mlp
 from archgen.heads.head import Head
 from archgen.memory import T, Tape
-from archgen.norms import LAYERNORM, Norm, NormValue
+from archgen.norms import LAYERNORM, Act, Norm, NormValue, act_field
 
-MLP = Mlp(kind="mlp")
 
 
 class MapHead(Head):
@@ -34,6 +33,7 @@ class MapHead(Head):
     qkv_bias: bool = Field(default=True, description="Biases of `q` and `kv`.")
     qk_norm: NormValue = Field(default=None, description="Norm of each head's query and key (`q_norm`, `k_norm`).")
     norm: NormValue = Field(default=LAYERNORM, description="Norm before the pool's MLP (`attn_pool.norm`).")
+    act: Act = act_field(what="The pool's MLP activation (timm passes the model's `act_layer`)")
 
     def check(self, s: Tokens, m: Model) -> None:
         if not s.patches:
@@ -44,12 +44,15 @@ class MapHead(Head):
     def hidden(self, dim: int) -> int:
         return int(dim * self.mlp_ratio)
 
+    def mlp(self) -> Mlp:
+        return Mlp(kind="mlp", act=self.act)
+
     def helpers(self) -> tuple[Part, ...]:
-        return (MLP,)
+        return (self.mlp(),)
 
     def mlp_args(self) -> str:
         """The MLP's constructor arguments inside the pool (no dropout: timm's pool MLP has none)."""
-        return ", ".join({"dim": "dim", "hidden": "hidden", "proj_drop": "0.0"}[a] for a in MLP.args)
+        return ", ".join({"dim": "dim", "hidden": "hidden", "proj_drop": "0.0"}[a] for a in self.mlp().args)
 
     def count(self, s: Tokens, m: Model, fc_norm: Norm | None = None) -> Count:
         c, n, hd = s.dim, s.patches, s.dim // self.heads
@@ -78,7 +81,7 @@ class MapHead(Head):
             q, k = self.qk_norm.memory(tape, q), self.qk_norm.memory(tape, k)
         x = tape.linear(tape.sdpa(q, k, v).transpose(1, 2).reshape(B, 1, C), C)
         y = self.norm.memory(tape, x) if self.norm is not None else x
-        y = tape.linear(tape.gelu(tape.linear(y, self.hidden(C))), C)
+        y = tape.linear(tape.act(tape.linear(y, self.hidden(C)), self.act), C)
         return {"head": tape.pointwise(x, y)[:, 0]}
 
     def row(self, s: Tokens, m: Model) -> Row:
