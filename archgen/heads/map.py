@@ -16,7 +16,6 @@ from archgen.memory import T, Tape
 from archgen.norms import LAYERNORM, Act, Norm, NormValue, act_field
 
 
-
 class MapHead(Head):
     """``attn_pool``: one latent query (``latent``, projected by ``q``) attends over the patch tokens (keys and
     values from ``kv``); ``proj``, then ``x + mlp(norm(x))``; ``head`` on the result. Prefix tokens are left
