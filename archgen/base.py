@@ -157,6 +157,11 @@ class Step(Part):
     """A part that is a step of ``forward_features``: stem, position table, stage, or a step the
     compiler adds itself (prefix tokens joining, a change of token layout)."""
 
+    @property
+    def label(self) -> str:
+        """What tables call the step (its kind)."""
+        return self.kind  # type: ignore[attr-defined, no-any-return]
+
     def needs(self, s: Tokens) -> str | None:
         """The token layout this step needs (``grid`` or ``seq``); the compiler converts to it."""
         return None

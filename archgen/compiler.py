@@ -159,8 +159,8 @@ class IR:
             before, tape.blocks = tape.total, []
             x = w.kind.memory(tape, x, w.s_in, self.model)
             row = w.kind.row(w.s_in, self.model)
-            name = count.name or ", ".join(c.name for c in count.children) or w.kind.kind
-            kind = row.kind if row is not None else w.kind.kind
+            name = count.name or ", ".join(c.name for c in count.children) or w.kind.label
+            kind = row.kind if row is not None else w.kind.label
             steps.append(StepMemory(name, kind, count.params, tape.total - before, tuple(tape.blocks)))
         before = tape.total
         self.head.memory(tape, x, walked[-1].s_out, self.model, self.fc_norm)

@@ -159,7 +159,7 @@ def place_labels(
         own = [m for m, (mx, my, _r) in zip(marks, markers, strict=True) if math.hypot(mx - px, my - py) < 1]
         spots = [
             _candidate(lines, px, py, radius, math.radians(angle), size)
-            for radius in (7, 10, 14, 19, 25, 32, 40, 50, 62, 76, 92, 110, 130, 155, 185, 220)
+            for radius in (7, 10, 14, 19, 25, 32, 40, 50, 62, 76, 92, 110, 130, 155, 185, 220, 260, 310, 370, 440)
             for angle in (*range(30, 360, 15), *range(0, 30, 15))  # up-right first, then round
         ]
         best = next((label for level in (2, 1, 0) for label in spots if free(label, level, own)), spots[0])
@@ -265,8 +265,9 @@ def plot_svg(irs: list[IR], yours: set[str] | frozenset[str] = frozenset()) -> s
     a MACs figure sideways, a params figure up or down) joined to its spec's point by a line, and every
     spec's name placed where it overlaps nothing, with a leader line when set apart; the names in ``yours``
     (the user's own specs) in bold."""
-    width, height = 1400, 1000
-    area = Box(80, 50, 1180, 930)  # the plot; the legend sits to its right
+    grow = max(1.0, math.sqrt(len(irs) / 30))  # a larger library gets a larger canvas, not denser labels
+    width, height = round(1400 * grow), round(1000 * grow)
+    area = Box(80, 50, width - 220, height - 70)  # the plot; the legend sits to its right
     if not irs:
         return _svg(width, height, _frame(area, "no spec to plot"))
     specs = []
@@ -483,15 +484,15 @@ def _entry(w: Walked, count: Count) -> _Entry:
         return _Entry(text, slot, f"{tip}; tokens {w.s_out.tokens()} after")
     if slot == "pos_embed":
         fields = w.kind.model_dump(exclude={"kind", "before"}, exclude_none=True)
-        desc = ", ".join([w.kind.kind, *(f"{k} {v}" for k, v in fields.items())])
+        desc = ", ".join([w.kind.label, *(f"{k} {v}" for k, v in fields.items())])
         amount = f"{count.params:,} params" if count.params else "computed, no params"
         return _Entry(f"+ {count.name or 'pos_embed'} ({desc}): {amount}", slot, tip)
     if slot == "layout":
         layout = {"seq": "a sequence", "grid": "a grid"}.get(w.s_out.layout, w.s_out.layout)
         return _Entry(f"tokens as {layout}: {w.s_out.tokens()}", slot, f"{w.s_in.shape()} -> {w.s_out.shape()}")
-    name = count.name or w.kind.kind
+    name = count.name or w.kind.label
     amount = counts_text(count.params, count.macs) if count.macs else f"{count.params:,} params"
-    return _Entry(f"{name} ({w.kind.kind}): {amount}", "other", tip)
+    return _Entry(f"{name} ({w.kind.label}): {amount}", "other", tip)
 
 
 ENTRY_STYLE = {  # fill, stroke of the annotation's pill

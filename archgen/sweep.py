@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from archgen.catalogue import INTERNAL, KINDS
 from archgen.compiler import resolve
 from archgen.errors import Pos, SpecError
 from archgen.loader import Located, Path_
@@ -256,8 +257,27 @@ def materialise(data: dict[str, Any], axes: tuple[Axis, ...], values: tuple[Any,
         node: Any = out
         for part in axis.path[:-1]:
             node = node[part]
+        if axis.path[-1] == "kind" and isinstance(node, dict) and node.get("kind") != value:
+            node = _defaults_dropped(node)  # another part: the old one's defaults are not the new one's fields
+            parent: Any = out
+            for part in axis.path[:-2]:
+                parent = parent[part]
+            parent[axis.path[-2]] = node
         node[axis.path[-1]] = value
     return out
+
+
+def _defaults_dropped(node: dict[str, Any]) -> dict[str, Any]:
+    """The part's mapping with only the fields that differ from its kind's defaults."""
+    kind = next((k for k in (*KINDS, *INTERNAL) if k.tag() == node.get("kind")), None)
+    if kind is None:
+        return dict(node)
+
+    def default(name: str) -> Any:
+        value = kind.model_fields[name].default
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+    return {k: v for k, v in node.items() if k == "kind" or k not in kind.model_fields or v != default(k)}
 
 
 def sweep(

@@ -10,10 +10,6 @@ blocks  mhsa + glu                         24     2048  16     576
 head    linear on the mean of the patches  -      2048  -      0 classes
 
 @336: params 1,235,613,696  MACs 743,588,757,504 (743.59 G)  [analytic]
-
-Published (printed precision; a deviation is explained in the spec):
-  @336 params 1.2G [apple/ml-aim README.md, table 'AIMv2 with 336px', #params of
-    aimv2-1B-patch14-336 (printed 1.2B)]: ok (-2.9%)
 """
 
 import contextlib

@@ -10,10 +10,6 @@ blocks  mhsa + glu                         24     2048  16     1024
 head    linear on the mean of the patches  -      2048  -      0 classes
 
 @448: params 1,236,531,200  MACs 1,367,032,725,504 (1367.03 G)  [analytic]
-
-Published (printed precision; a deviation is explained in the spec):
-  @448 params 1.2G [apple/ml-aim README.md, table 'AIMv2 with 448px', #params of
-    aimv2-1B-patch14-448 (printed 1.2B)]: ok (-3.0%)
 """
 
 import contextlib

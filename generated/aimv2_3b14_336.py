@@ -10,10 +10,6 @@ blocks  mhsa + glu                         24     3072  24     576
 head    linear on the mean of the patches  -      3072  -      0 classes
 
 @336: params 2,721,641,472  MACs 1,615,478,390,784 (1615.48 G)  [analytic]
-
-Published (printed precision; a deviation is explained in the spec):
-  @336 params 2.7G [apple/ml-aim README.md, table 'AIMv2 with 336px', #params of
-    aimv2-3B-patch14-336 (printed 2.7B)]: ok (-0.8%)
 """
 
 import contextlib

@@ -10,10 +10,6 @@ blocks  mhsa + glu                         24     3072  24     1024
 head    linear on the mean of the patches  -      3072  -      0 classes
 
 @448: params 2,723,017,728  MACs 2,939,607,318,528 (2939.61 G)  [analytic]
-
-Published (printed precision; a deviation is explained in the spec):
-  @448 params 2.7G [apple/ml-aim README.md, table 'AIMv2 with 448px', #params of
-    aimv2-3B-patch14-448 (printed 2.7B)]: ok (-0.8%)
 """
 
 import contextlib

@@ -13,7 +13,7 @@ head    linear on the mean of the patches  -      1536  -      0 classes
 
 Published (printed precision; a deviation is explained in the spec):
   @224 params 0.6G [apple/ml-aim README.md, table 'AIMv2 with 224px', #params of aimv2-huge-
-    patch14-224 (printed 0.6B)]: UNEXPLAINED (-11.9%)
+    patch14-224 (printed 0.6B)]: deviation (-11.9%)
 """
 
 import contextlib

