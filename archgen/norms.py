@@ -109,3 +109,15 @@ def act_field(default: str = "gelu", what: str = "Activation") -> Any:
 def act_parts(*acts: str) -> tuple[Part, ...]:
     """The classes the activations need in the generated file (QuickGELU's)."""
     return (QuickGELU(),) if "quick_gelu" in acts else ()
+
+
+class Activated:
+    """What a part with an ``act`` field writes for it: the module expression, and the class it needs. (No
+    annotation here: pydantic would take it as a field and move it ahead of the part's own.)"""
+
+    @property
+    def act_code(self) -> str:
+        return ACT_CODE[self.act]  # type: ignore[attr-defined]
+
+    def helpers(self) -> tuple[Part, ...]:
+        return act_parts(self.act)  # type: ignore[attr-defined]

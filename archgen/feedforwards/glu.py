@@ -12,16 +12,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from archgen.base import Op, OpCtx, Part
+from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear
 from archgen.memory import T, Tape
-from archgen.norms import ACT_CODE, Act, NormValue, act_field, act_parts
+from archgen.norms import Act, Activated, NormValue, act_field
 
 # The usual names of the variants (Shazeer, GLU Variants Improve Transformer, arXiv:2002.05202)
 _NAMES = {"silu": "SwiGLU", "gelu": "GeGLU", "gelu_tanh": "GeGLU", "relu": "ReGLU"}
 
 
-class Glu(Op):
+class Glu(Activated, Op):
     """``fc1_g`` and ``fc1_x`` (or one packed ``fc1``) dim -> hidden, ``act(gate) * value``, an optional norm
     over the hidden width (EVA-02's sub-LN, timm's ``scale_mlp``), ``fc2`` hidden -> dim."""
 
@@ -64,13 +64,6 @@ class Glu(Op):
     @property
     def own_init(self) -> bool:  # type: ignore[override]
         return self.gate_init
-
-    @property
-    def act_code(self) -> str:
-        return ACT_CODE[self.act]
-
-    def helpers(self) -> tuple[Part, ...]:
-        return act_parts(self.act)
 
     def count(self, c: OpCtx) -> Count:
         n, h = c.s.n, c.hidden

@@ -6,13 +6,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from archgen.base import Op, OpCtx, Part
+from archgen.base import Op, OpCtx
 from archgen.counting import Count, conv2d, norm
 from archgen.memory import T, Tape
-from archgen.norms import ACT_CODE, Act, act_field, act_parts
+from archgen.norms import Act, Activated, act_field
 
 
-class LeFF(Op):
+class LeFF(Activated, Op):
     """1x1 expand + BN + act, depthwise k x k + BN + act, 1x1 reduce + BN (no activation after it); the
     activation is GELU in CeiT.
 
@@ -37,13 +37,6 @@ class LeFF(Op):
         if value % 2 == 0:
             raise ValueError("the depthwise kernel must be odd to keep the grid size")
         return value
-
-    @property
-    def act_code(self) -> str:
-        return ACT_CODE[self.act]
-
-    def helpers(self) -> tuple[Part, ...]:
-        return act_parts(self.act)
 
     def count(self, c: OpCtx) -> Count:
         at = (c.s.h, c.s.w)

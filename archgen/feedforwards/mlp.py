@@ -6,13 +6,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from archgen.base import Op, OpCtx, Part
+from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear
 from archgen.memory import T, Tape
-from archgen.norms import ACT_CODE, Act, NormValue, act_field, act_parts
+from archgen.norms import Act, Activated, NormValue, act_field
 
 
-class Mlp(Op):
+class Mlp(Activated, Op):
     """``fc1`` (dim -> hidden), activation, optional ``norm`` of the hidden width, ``fc2`` (hidden -> dim),
     applied to every token (timm ``Mlp``)."""
 
@@ -27,13 +27,6 @@ class Mlp(Op):
     norm: NormValue = Field(
         default=None, description="Norm of the hidden activations before `fc2` (timm Mlp's `norm_layer`: `mlp.norm`)."
     )
-
-    @property
-    def act_code(self) -> str:
-        return ACT_CODE[self.act]
-
-    def helpers(self) -> tuple[Part, ...]:
-        return act_parts(self.act)
 
     def count(self, c: OpCtx) -> Count:
         n = c.s.n

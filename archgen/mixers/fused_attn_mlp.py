@@ -12,13 +12,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from archgen.base import Op, OpCtx, Part
+from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear, matmul, parameter
 from archgen.memory import T, Tape
-from archgen.norms import ACT_CODE, Act, NormValue, act_field, act_parts
+from archgen.norms import Act, Activated, NormValue, act_field
 
 
-class FusedAttentionMlp(Op):
+class FusedAttentionMlp(Activated, Op):
     """``in_proj`` (dim -> hidden + 3 dim), then attention over q, k, v and ``act`` on the MLP part, each
     projected back to dim (``attn_out_proj``, ``mlp_out_proj``; one ``out_proj`` when fused), summed."""
 
@@ -53,13 +53,6 @@ class FusedAttentionMlp(Op):
         norms = () if self.qk_norm is None else ("q_norm", "k_norm")
         out = ("out_proj",) if self.fuse_out_proj else ("attn_out_proj", "mlp_out_proj")
         return ("in_proj", *bias, *norms, "mlp_act", "mlp_drop", *out)
-
-    @property
-    def act_code(self) -> str:
-        return ACT_CODE[self.act]
-
-    def helpers(self) -> tuple[Part, ...]:
-        return act_parts(self.act)
 
     def count(self, c: OpCtx) -> Count:
         n, d, h = c.s.n, c.dim, c.hidden
