@@ -23,9 +23,11 @@ from archgen.reserved import check_op_key, check_stage_key
 StageKey = Annotated[
     str,
     Field(
-        pattern=r"^[a-z_][a-z0-9_]*(\.[0-9]+)?$",
-        max_length=40,
-        description="Attribute path and state_dict prefix: `blocks`, or `network.2` (a ModuleList entry).",
+        pattern=r"^[a-z_][a-z0-9_]*(\.[0-9]+(\.[a-z_][a-z0-9_]*)?)?$",
+        max_length=60,
+        description="Attribute path and state_dict prefix: `blocks`, `network.2` (a ModuleList entry), or "
+        "`layers.1.blocks` (a named member of a ModuleList entry: a hierarchical model's stage holding its "
+        "downsample and its blocks, as timm's Swin and PVT-v2 do).",
     ),
     AfterValidator(check_stage_key),
 ]

@@ -266,7 +266,7 @@ def resolve(loaded: LoadedSpec) -> IR:
 def _stages(loaded: LoadedSpec) -> list[Placed]:
     """Stages in order, with the container of each stage that ``continues`` another. Stage keys are unique;
     ``name.i`` keys fill a ModuleList in order 0, 1, 2, …"""
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, bool]] = {}  # ModuleList -> its last entry, and whether that holds named members
     placed: list[Placed] = []
     for i, stage in enumerate(loaded.spec.stages):
         key = stage.key
@@ -276,11 +276,16 @@ def _stages(loaded: LoadedSpec) -> list[Placed]:
         if target is not None:
             placed.append(_continuing(loaded, i, stage, target, placed))
             continue
-        name, _, index = key.partition(".")
-        if (not index and name in seen) or (index and seen.get(name, -1) != int(index) - 1):
-            expected = f"{name}.{seen.get(name, -1) + 1}" if index else "a key used once"
+        name, _, rest = key.partition(".")
+        index, _, member = rest.partition(".")
+        last, named = seen.get(name, (-1, False))
+        # an entry's next member may follow it (layers.1.downsample, layers.1.blocks); else the next entry
+        fits = not index and name not in seen
+        fits |= bool(index) and (int(index) == last + 1 or (int(index) == last and named and bool(member)))
+        if not fits:
+            expected = f"{name}.{last + 1}" if index else "a key used once"
             raise loaded.error(("stages", i, "key"), f"'{key}' out of order or repeated; expected {expected}")
-        seen[name] = int(index) if index else 0
+        seen[name] = (int(index) if index else 0, bool(member))
         placed.append(Placed(stage, ("stages", i)))
     return placed
 

@@ -102,8 +102,10 @@ class _Ctx:
 
     def __post_init__(self) -> None:
         key = str(getattr(self.k, "key", ""))
-        self.list_name, _, index = key.partition(".")
-        self.attr = f"self.{self.list_name}[{index}]" if index else f"self.{key}"
+        self.list_name, _, rest = key.partition(".")
+        index, _, self.sub = rest.partition(".")
+        self.entry = f"self.{self.list_name}[{index}]" if index else ""
+        self.attr = f"{self.entry}.{self.sub}" if self.sub else self.entry or f"self.{key}"
         self.indexed = bool(index)
 
     @property
@@ -112,7 +114,8 @@ class _Ctx:
         return "i]" in self.rope_block
 
     def define(self, expr: str) -> str:
-        line = f"self.{self.list_name}.append({expr})" if self.indexed else f"{self.attr} = {expr}"
+        plain = self.indexed and not self.sub
+        line = f"self.{self.list_name}.append({expr})" if plain else f"{self.attr} = {expr}"
         return broken(line, BODY_INDENT)
 
     def define_call(self, func: str, args: list[str]) -> str:
@@ -234,6 +237,9 @@ def emit(ir: IR) -> dict[str, str]:
         if ctx.indexed and ctx.list_name not in lists:
             lists.add(ctx.list_name)
             inits.append(f"self.{ctx.list_name} = nn.ModuleList()")
+        if ctx.sub and ctx.entry not in lists:  # an entry holding named members: a stage's downsample, blocks
+            lists.add(ctx.entry)
+            inits.append(f"self.{ctx.list_name}.append(nn.ModuleDict())")
         inits.append(ctx)
         step_lines.append(str(_macros(w.kind).forward(ctx)).strip("\n"))
     # rendered after the walk: a container's entries are complete once every stage that continues it is seen

@@ -58,18 +58,24 @@ def taps(walked: list[Walked], img_size: int, final_norm_dim: int | None) -> Tap
         s = w.s_in
         return Tap(module, s.dim, img_size // s.h, s.prefix, i, s.dim == final_norm_dim)
 
-    containers = list(dict.fromkeys(w.container or w.kind.key for _, w in main))
+    containers = list(dict.fromkeys(_entry(w.container or w.kind.key) for _, w in main))
     if len(containers) == 1:
         i, first = main[0]
         total = sum(w.kind.depth for _, w in main)
         per_block = tuple(tap(f"{containers[0]}.{j}", i, first) for j in range(total))
         found = Taps(True, containers[0], per_block, main[-1][0])
     else:
-        last = {w.container or w.kind.key: (i, w) for i, w in main}  # a container's tap is after its last stage
+        last = {_entry(w.container or w.kind.key): (i, w) for i, w in main}  # after a container's last stage
         found = Taps(False, "", tuple(tap(name, *last[name]) for name in containers), main[-1][0])
     if any(t.prefix for t in found.taps):
         return found
     return replace(found, taps=tuple(replace(t, prefixed=False) for t in found.taps))
+
+
+def _entry(key: str) -> str:
+    """The module a stage's tap names: the ModuleList entry that holds it (``layers.1`` for ``layers.1.blocks``),
+    as timm's hierarchical models name their stages."""
+    return ".".join(key.split(".")[:2])
 
 
 def intermediates_body(t: Taps, step_lines: list[str], loop: str) -> list[str]:

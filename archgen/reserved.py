@@ -219,9 +219,21 @@ def check_module_name(name: str) -> str:
     return _refuse(module_name_problem(name), name)
 
 
+# Methods of nn.ModuleDict that a member's name would hide (an entry ``layers.1`` holding named members).
+MODULE_DICT = frozenset({"clear", "items", "keys", "pop", "update", "values"})
+
+
 def check_stage_key(key: str) -> str:
-    """A stage key ``blocks`` or ``network.2``: its attribute (before the dot) is the model's."""
-    return _refuse(attribute_problem(key.partition(".")[0], "model"), key)
+    """A stage key ``blocks``, ``network.2`` or ``layers.1.blocks``: its attribute (before the first dot) is the
+    model's, a member name (after the index) an entry's."""
+    name, _, rest = key.partition(".")
+    member = rest.partition(".")[2]
+    problem = attribute_problem(name, "model")
+    if problem is None and member:
+        problem = attribute_problem(member, "stage")
+        if problem is None and member in MODULE_DICT:
+            problem = f"'{member}' is a method of nn.ModuleDict, which holds a stage's members"
+    return _refuse(problem, key)
 
 
 def check_op_key(key: str) -> str:
