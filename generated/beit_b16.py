@@ -18,6 +18,7 @@ Published (printed precision; a deviation is explained in the spec):
 """
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,57 @@ def relative_position_index(h: int, w: int) -> torch.Tensor:
     return dy * (2 * w - 1) + dx
 
 
+def resize_relative_table(table: torch.Tensor, grid: tuple[int, int], extra: int) -> torch.Tensor:
+    """A table of offsets learned for another (square) grid, resampled to the (2h - 1) x (2w - 1) offsets of
+    `grid` as timm does on load: the old offsets are spread by a geometric progression until they span the new
+    range, then each head's table is interpolated bilinearly; the `extra` class-token rows are kept."""
+    rows, heads = table.shape[0] - extra, table.shape[1]
+    old = math.isqrt(rows)  # a checkpoint's window is square unless it is already this table's
+    new = (2 * grid[0] - 1, 2 * grid[1] - 1)
+    old_hw = (old, old) if old * old == rows else new
+    if old_hw[0] * old_hw[1] != rows:
+        raise ValueError(f"a relative position table of {rows} offsets fits no square window")
+    if old_hw == new:
+        return table
+
+    def spread(n_old: int, n_new: int) -> torch.Tensor:
+        lo, hi = 1.01, 1.5  # the ratio q whose n_old // 2 steps 1, q, q^2, ... reach n_new // 2
+        while hi - lo > 1e-6:
+            q = (lo + hi) / 2.0
+            if (1.0 - q ** (n_old // 2)) / (1.0 - q) > n_new // 2:
+                hi = q
+            else:
+                lo = q
+        steps, at = [], 1.0
+        for i in range(n_old // 2):
+            steps.append(at)
+            at += q ** (i + 1)
+        return torch.tensor([-s for s in reversed(steps)] + [0] + steps)
+
+    def weights(src: torch.Tensor, n_new: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The source neighbours of each new offset and their linear weights (distance to the other one)."""
+        at = torch.arange(-(n_new // 2.0), n_new // 2.0 + 0.1, 1.0)
+        right = torch.bucketize(at, src).clamp(max=len(src) - 1)
+        left = (right - 1).clamp(0, len(src) - 1)
+        to_left, to_right = (at - src[left]).clamp(min=0), (src[right] - at).clamp(min=0)
+        on_point = (to_left == 0) & (to_right == 0)
+        return left, right, torch.where(on_point, 1.0, to_left), torch.where(on_point, 1.0, to_right)
+
+    y0, y1, dy0, dy1 = weights(spread(old_hw[0], new[0]), new[0])
+    x0, x1, dx0, dx1 = weights(spread(old_hw[1], new[1]), new[1])
+    grid_table = table[:rows].float().cpu().reshape(*old_hw, heads)  # (2h - 1, 2w - 1, heads)
+    y0, y1, dy0, dy1 = (t[:, None] for t in (y0, y1, dy0, dy1))
+    corners = (
+        (grid_table[y0, x0], dy1 * dx1),
+        (grid_table[y0, x1], dy1 * dx0),
+        (grid_table[y1, x0], dy0 * dx1),
+        (grid_table[y1, x1], dy0 * dx0),
+    )
+    resized = sum(v * w[..., None] for v, w in corners) / ((dy0 + dy1) * (dx0 + dx1))[..., None]
+    resized = resized.reshape(-1, heads).to(table)
+    return torch.cat((resized, table[rows:])) if extra else resized
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float, grid: tuple[int, int]) -> None:
         super().__init__()
@@ -94,6 +146,7 @@ class Attention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros(offsets + 3, num_heads))
         self.register_buffer("relative_position_index", torch.empty(0, dtype=torch.long), persistent=False)
         self.init_non_persistent_buffers()
+        self.register_load_state_dict_pre_hook(self._resize_table)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -104,6 +157,19 @@ class Attention(nn.Module):
         index[1:, 0] = offsets + 1  # 3 more rows: the class token attending to a patch, a patch to it, it to itself
         index[0, 0] = offsets + 2
         self.relative_position_index = index.to(self.relative_position_bias_table.device)
+
+    def set_grid(self, grid: tuple[int, int]) -> None:
+        """Attend over another patch grid: the table is resampled as on load."""
+        self.grid = grid
+        table = resize_relative_table(self.relative_position_bias_table.detach(), grid, 3)
+        self.relative_position_bias_table = nn.Parameter(table)
+        self.init_non_persistent_buffers()
+
+    def _resize_table(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+        """A checkpoint's table for another grid is resampled to this one's offsets, as timm does on load."""
+        key = prefix + "relative_position_bias_table"
+        if key in state_dict and state_dict[key].shape != self.relative_position_bias_table.shape:
+            state_dict[key] = resize_relative_table(state_dict[key], self.grid, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
