@@ -284,6 +284,7 @@ META_TESTS = frozenset(
         "test_every_spec_points_editors_at_the_schema_and_validates",
         "test_reserved_names_cover_what_every_generated_file_binds",
         "test_child_spec_restates_only_what_differs",
+        "test_generated_file_imports_torch_and_the_standard_library_only",
     }
 )
 SLOW_TESTS = frozenset(
