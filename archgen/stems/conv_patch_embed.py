@@ -17,6 +17,7 @@ def _half(s: Tokens) -> tuple[int, int]:
     """The (h, w) of the stride-2 conv's map (rounding up)."""
     return (s.h - 1) // 2 + 1, (s.w - 1) // 2 + 1
 
+
 class ConvPatchEmbed(Stem):
     """``patch_embed.conv1`` 7x7/2 + ``bn1`` + ReLU, ``conv2`` 3x3 + ``bn2`` + ReLU (convs without bias),
     then ``proj``: a ``patch_size`` x ``patch_size`` conv with stride ``patch_size`` and a bias."""
