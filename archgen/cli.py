@@ -564,6 +564,8 @@ def _emit_row(loaded: Any, result: Any, index: int, out: Path) -> None:
 def _print_sweep(result: Any, top: int) -> None:
     from rich.table import Table
 
+    from archgen.sweep import value_text
+
     console = _console()
     ranked = result.ranked()
     shown = ranked if top == 0 else ranked[:top]
@@ -575,7 +577,7 @@ def _print_sweep(result: Any, top: int) -> None:
         else ""
     )
     varied = [i for i, a in enumerate(result.axes) if len(a.values) > 1]
-    fixed = ", ".join(f"{a.name}={a.values[0]}" for a in result.axes if len(a.values) == 1)
+    fixed = ", ".join(f"{a.name}={value_text(a.values[0])}" for a in result.axes if len(a.values) == 1)
     limits = [
         f"{what} <= {value:,}"
         for what, value in (("params", result.budget.params), ("MACs", result.budget.macs))
@@ -591,7 +593,7 @@ def _print_sweep(result: Any, top: int) -> None:
     for col in ("row", *names, "params", "MACs (G)", *(["memory (MiB)"] if mem else []), ""):
         table.add_column(col, justify="right" if col != "" else "left", min_width=len(col), no_wrap=True)
     for r in shown:
-        cells = [str(r.index), *(str(r.values[i]) for i in varied), f"{r.params:,}", f"{r.macs / 1e9:.3f}"]
+        cells = [str(r.index), *(value_text(r.values[i]) for i in varied), f"{r.params:,}", f"{r.macs / 1e9:.3f}"]
         cells += [_mib(r.memory_bytes)] if mem else []
         table.add_row(*cells, "frontier" if r.frontier else "")
     console.print(table)
@@ -604,7 +606,7 @@ def _print_sweep(result: Any, top: int) -> None:
     )
     bad = result.invalid if top == 0 else result.invalid[:top]
     for r in bad:
-        values = ", ".join(f"{result.axes[i].name}={r.values[i]}" for i in varied)
+        values = ", ".join(f"{result.axes[i].name}={value_text(r.values[i])}" for i in varied)
         console.print(f"invalid row {r.index} ({values}): {r.reason}")
     if len(bad) < len(result.invalid):
         console.print(f"... and {len(result.invalid) - len(bad):,} more invalid (--top 0 or --json lists all)")

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from archgen.catalogue import INTERNAL, KINDS
 from archgen.compiler import resolve
 from archgen.errors import Pos, SpecError
-from archgen.geometry import Size, parse_size, size_value
+from archgen.geometry import Size, parse_size, size_text, size_value
 from archgen.loader import Located, Path_
 from archgen.memory import precision
 from archgen.schema import Spec
@@ -173,6 +173,11 @@ def _scalar(text: str) -> Any:
         # YAML reads `inf` and `nan` as text (its own are `.inf`, `.nan`), and no shape is infinite
         return value if math.isfinite(value) else text.strip()
     return text.strip()
+
+
+def value_text(value: Any) -> str:
+    """A swept value as the user writes it: a size (H, W) as ``224x320``."""
+    return size_text(value) if isinstance(value, tuple) else str(value)
 
 
 def _values(text: str, arg: str) -> tuple[Any, ...]:

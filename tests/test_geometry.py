@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from catalogue_cases import WITH_CLS, refusal, spec
 from test_cli import archgen
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -29,26 +30,9 @@ def test_a_size_is_a_height_and_a_width() -> None:
 
 def _small(img_size: object, **extra: object) -> dict:
     """A tiny ViT with a class token and a learned table: /8 patches, two blocks."""
-    return {
-        "name": "tiny_geom",
-        "family": "geometry",
-        "title": "Tiny (geometry test)",
-        "paper": "geometry test",
-        "class_name": "Tiny",
-        "img_size": img_size,
-        "in_chans": 3,
-        "num_classes": 5,
-        "norm_eps": 1.0e-6,
-        "stem": {"kind": "patch_embed", "patch_size": 8, "dim": 32},
-        "prefix_tokens": {"cls": True},
-        "pos_embed": {"kind": "learned"},
-        "stages": [
-            {"key": "blocks", "depth": 2, "heads": 2, "mlp_ratio": 2.0, "block": [{"op": "mhsa"}, {"op": "mlp"}]}
-        ],
-        "norm": "layernorm",
-        "head": {"kind": "token"},
-        **extra,
-    }
+    stage = {"key": "blocks", "depth": 2, "heads": 2, "mlp_ratio": 2.0, "block": [{"op": "mhsa"}, {"op": "mlp"}]}
+    stem = {"kind": "patch_embed", "patch_size": 8, "dim": 32}
+    return spec("tiny_geom", stem, [stage], img_size=img_size, **WITH_CLS, **extra)
 
 
 def test_a_non_square_spec_builds_a_non_square_model(tmp_path: Path) -> None:
@@ -81,8 +65,6 @@ def test_a_non_square_spec_builds_a_non_square_model(tmp_path: Path) -> None:
     ids=["three", "one", "zero", "bool", "undivided"],
 )
 def test_a_bad_size_is_one_line_at_the_field(img_size: list, message: str, tmp_path: Path) -> None:
-    from catalogue_cases import refusal
-
     published = [{"img_size": img_size, "params": "1M", "source": "test"}]
     found = refusal(_small(32, published=published), tmp_path)
     assert found is not None and "\n" not in found and found.startswith(str(tmp_path)), found
