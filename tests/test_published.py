@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from archgen.fidelity import checks
+from archgen.geometry import size_value
 from conftest import ROOT, SPECS, factory, ids, ir_of
 
 # The user's survey (shared/survey/sota-in-computer-vision-part3.txt, outside this repository) reproduces the
@@ -96,7 +97,7 @@ def test_every_outside_number_is_explained_and_listed() -> None:
     found = set()
     for name, chk in _all_checks():
         e = chk.entry
-        row = (name, e.img_size, e.quantity, e.printed, e.source)
+        row = (name, size_value(e.img_size), e.quantity, e.printed, e.source)
         if chk.within:
             assert e.deviation is None, f"{row}: within precision ({chk.computed:,}) but the spec claims a deviation"
         else:
