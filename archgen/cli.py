@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from archgen import __version__
+from archgen.geometry import Size, parse_size, size_text, size_value
 
 app = typer.Typer(
     add_completion=True,
@@ -287,7 +288,8 @@ def _write_picture(path: Path, svg: str, quiet: bool = False) -> None:
 def count(
     spec: Annotated[str, typer.Argument(help="Spec name or file.")],
     img_size: Annotated[
-        list[int] | None, typer.Option("--img-size", help="Resolution(s) to count (repeatable).")
+        list[str] | None,
+        typer.Option("--img-size", help="Resolution(s) to count (repeatable): 224 (a square) or HxW, e.g. 224x320."),
     ] = None,
     as_json: Annotated[
         bool,
@@ -346,8 +348,7 @@ def count(
         _fail(f"error: {', '.join(given)}: only with --memory (they describe the training step it counts)")
     batch, dtype, optimizer = batch or 1, dtype or "float32", optimizer or "adamw"
     _check_memory_options(batch, dtype, optimizer, amp)
-    for size in img_size or []:
-        _check_img_size(size)
+    given_sizes = [_img_size(text) for text in img_size or []]
     if by not in ("stage", "module", "op"):
         _fail(f"error: --by {by}: choose stage, module or op")
     if convention not in ("macs", "flops", "fvcore"):
@@ -357,8 +358,8 @@ def count(
     from archgen.fidelity import checks, resolutions
 
     ir = compile_path(specs.find(spec))
-    sizes = sorted(set(img_size)) if img_size else resolutions(ir)
-    for size in img_size or ():
+    sizes = sorted(set(given_sizes)) if given_sizes else resolutions(ir)
+    for size in given_sizes:
         ir.check_img_size(size)  # a size the spec cannot take is the option's error
     rows = []
     problems = 0
@@ -375,7 +376,7 @@ def count(
             "name": ir.spec.name,
             "counts": [
                 {
-                    "img_size": size,
+                    "img_size": size_value(size),
                     "params": total.params,
                     "macs": total.macs,
                     "published": _published(found),
@@ -433,7 +434,9 @@ def sweep(
     amp: Annotated[
         str | None, typer.Option("--amp", help="Memory (with --batch) under torch.autocast: bf16 or fp16.")
     ] = None,
-    img_size: Annotated[int | None, typer.Option("--img-size", help="Resolution (default: the spec's).")] = None,
+    img_size: Annotated[
+        str | None, typer.Option("--img-size", help="Resolution: 224 or HxW, e.g. 224x320 (default: the spec's).")
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Rows (and invalid combinations) shown; 0 shows all.")] = 25,
     as_json: Annotated[bool, typer.Option("--json", help="Every row, ranked, and every invalid combination.")] = False,
     plot: Annotated[
@@ -469,8 +472,7 @@ def sweep(
     dtype, optimizer = dtype or "float32", optimizer or "adamw"
     if batch is not None:
         _check_memory_options(batch, dtype, optimizer, amp)
-    if img_size is not None:
-        _check_img_size(img_size)
+    size = _img_size(img_size) if img_size is not None else None
     _in_range("--top", top, 0, 10**9)
     _in_range("--max-combinations", max_combinations, 1, HARD_MAX_COMBINATIONS)
     if emit is not None:
@@ -487,7 +489,7 @@ def sweep(
         memory = MemorySetting(batch, dtype, checkpointing, optimizer, amp) if batch is not None else None
         loaded = specs.load(specs.find(spec))
         with _progress() as tick:
-            result = run_sweep(loaded, settings or [], img_size, budget, memory, max_combinations, tick)
+            result = run_sweep(loaded, settings or [], size, budget, memory, max_combinations, tick)
     except SweepError as exc:
         _fail(f"error: {exc}")
     if emit is not None:
@@ -562,6 +564,8 @@ def _emit_row(loaded: Any, result: Any, index: int, out: Path) -> None:
 def _print_sweep(result: Any, top: int) -> None:
     from rich.table import Table
 
+    from archgen.sweep import value_text
+
     console = _console()
     ranked = result.ranked()
     shown = ranked if top == 0 else ranked[:top]
@@ -573,7 +577,7 @@ def _print_sweep(result: Any, top: int) -> None:
         else ""
     )
     varied = [i for i, a in enumerate(result.axes) if len(a.values) > 1]
-    fixed = ", ".join(f"{a.name}={a.values[0]}" for a in result.axes if len(a.values) == 1)
+    fixed = ", ".join(f"{a.name}={value_text(a.values[0])}" for a in result.axes if len(a.values) == 1)
     limits = [
         f"{what} <= {value:,}"
         for what, value in (("params", result.budget.params), ("MACs", result.budget.macs))
@@ -581,7 +585,7 @@ def _print_sweep(result: Any, top: int) -> None:
     ]
     if result.budget.memory is not None:
         limits.append(f"memory <= {_mib(result.budget.memory)} MiB")
-    title = f"sweep of {result.spec} @{result.img_size or 'img_size'}{how}"
+    title = f"sweep of {result.spec} @{size_text(result.img_size) if result.img_size else 'img_size'}{how}"
     title += f"; fixed: {fixed}" if fixed else ""
     title += f"; budget: {', '.join(limits)}" if limits else ""
     table = Table(title=title, title_justify="left")
@@ -589,7 +593,7 @@ def _print_sweep(result: Any, top: int) -> None:
     for col in ("row", *names, "params", "MACs (G)", *(["memory (MiB)"] if mem else []), ""):
         table.add_column(col, justify="right" if col != "" else "left", min_width=len(col), no_wrap=True)
     for r in shown:
-        cells = [str(r.index), *(str(r.values[i]) for i in varied), f"{r.params:,}", f"{r.macs / 1e9:.3f}"]
+        cells = [str(r.index), *(value_text(r.values[i]) for i in varied), f"{r.params:,}", f"{r.macs / 1e9:.3f}"]
         cells += [_mib(r.memory_bytes)] if mem else []
         table.add_row(*cells, "frontier" if r.frontier else "")
     console.print(table)
@@ -602,7 +606,7 @@ def _print_sweep(result: Any, top: int) -> None:
     )
     bad = result.invalid if top == 0 else result.invalid[:top]
     for r in bad:
-        values = ", ".join(f"{result.axes[i].name}={r.values[i]}" for i in varied)
+        values = ", ".join(f"{result.axes[i].name}={value_text(r.values[i])}" for i in varied)
         console.print(f"invalid row {r.index} ({values}): {r.reason}")
     if len(bad) < len(result.invalid):
         console.print(f"... and {len(result.invalid) - len(bad):,} more invalid (--top 0 or --json lists all)")
@@ -618,10 +622,16 @@ def _in_range(option: str, value: int, low: int, high: int) -> None:
         _fail(f"error: {option} {value}: must be between {low:,} and {high:,}")
 
 
-def _check_img_size(size: int) -> None:
+def _img_size(text: str) -> Size:
+    """``--img-size 224`` (a square) or ``224x320`` (H x W)."""
     from archgen.schema import MAX_IMG_SIZE  # the largest a spec may name too
 
-    _in_range("--img-size", size, 1, MAX_IMG_SIZE)
+    size = parse_size(text)
+    if size is None:
+        _fail(f"error: --img-size {text}: write one side (224, a square) or HxW (224x320)")
+    for side in size:
+        _in_range("--img-size", side, 1, MAX_IMG_SIZE)
+    return size
 
 
 def _json(data: Any) -> str:
@@ -658,12 +668,12 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f}"
 
 
-def _print_memory(size: int, fp: Any) -> None:
+def _print_memory(size: Size, fp: Any) -> None:
     from rich.table import Table
 
     console = _console()
     ckpt = "grad checkpointing" if fp.checkpointing else "no checkpointing"
-    title = f"memory of one training step @{size}, batch {fp.batch}, {fp.precision}, {fp.optimizer}, {ckpt}"
+    title = f"memory of one training step @{size_text(size)}, batch {fp.batch}, {fp.precision}, {fp.optimizer}, {ckpt}"
     table = Table(title=title, title_justify="left")
     for col in ("", "bytes", "MiB", "share"):
         table.add_column(col, justify="left" if not col else "right")
@@ -677,7 +687,7 @@ def _print_memory(size: int, fp: Any) -> None:
     for name, n in [*parts, ("total", fp.total_bytes)]:
         table.add_row(name, f"{n:,}", _mib(n), f"{n / whole:.1%}")
     console.print(table)
-    steps = Table(title=f"activations by stage @{size}", title_justify="left")
+    steps = Table(title=f"activations by stage @{size_text(size)}", title_justify="left")
     for col in ("module", "kind", "blocks", "bytes per block", "bytes", "MiB", "share"):
         steps.add_column(col, justify="left" if col in ("module", "kind") else "right")
     acts = max(fp.activation_bytes, 1)
@@ -686,7 +696,7 @@ def _print_memory(size: int, fp: Any) -> None:
         n = s.activation_bytes
         steps.add_row(s.name, s.kind, blocks, each, f"{n:,}", _mib(n), f"{n / acts:.1%}")
     console.print(steps)
-    kinds = Table(title=f"activations by block kind @{size}", title_justify="left")
+    kinds = Table(title=f"activations by block kind @{size_text(size)}", title_justify="left")
     for col in ("block kind", "blocks", "bytes", "MiB", "share"):
         kinds.add_column(col, justify="left" if col == "block kind" else "right")
     for kind, blocks, n in fp.by_kind():
@@ -768,7 +778,7 @@ def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str =
     for size, total, found in rows:
         first = True
         for c in found or [None]:
-            cells = [str(size), f"{total.params:,}", f"{total.macs / 1e9:.3f}", f"{2 * total.macs / 1e9:.3f}"]
+            cells = [size_text(size), f"{total.params:,}", f"{total.macs / 1e9:.3f}", f"{2 * total.macs / 1e9:.3f}"]
             if not first:
                 cells = ["", "", "", ""]
             if c is None:
@@ -788,12 +798,14 @@ def _print_counts(ir: Any, rows: list[Any], by: str = "stage", convention: str =
                 console.print(
                     Text.assemble(
                         ("deviation", "bold"),
-                        _safe(f" @{c.entry.img_size} {c.entry.quantity} {c.entry.printed}: {c.entry.deviation}"),
+                        _safe(
+                            f" @{size_text(c.entry.img_size)} {c.entry.quantity} {c.entry.printed}: {c.entry.deviation}"
+                        ),
                     )
                 )
     size, total, _ = rows[0]
     label = {"macs": "MACs", "flops": "FLOPs (2 x MACs)", "fvcore": "fvcore (MACs + norm terms)"}[convention]
-    parts = Table(title=f"breakdown by {by} @{size}", title_justify="left")
+    parts = Table(title=f"breakdown by {by} @{size_text(size)}", title_justify="left")
     first_col = {"op": "op", "module": "path", "stage": "module"}[by]
     for col in (first_col, "params", label, "share"):
         parts.add_column(col, justify="left" if col == first_col else "right")
@@ -857,7 +869,7 @@ def diff(
     typer.echo(_safe(f"=== counts ({left.spec.name} -> {right.spec.name})"))
     for size in sorted({left.spec.img_size, right.spec.img_size}):
         ca, cb = ir_a.count(size), ir_b.count(size)
-        typer.echo(f"@{size}: params {_delta(ca.params, cb.params)}; MACs {_delta(ca.macs, cb.macs)}")
+        typer.echo(f"@{size_text(size)}: params {_delta(ca.params, cb.params)}; MACs {_delta(ca.macs, cb.macs)}")
     for title, x, y in (
         ("spec (resolved)", _resolved_text(left), _resolved_text(right)),
         ("generated code", *[next(iter(emit(ir).values())) for ir in (ir_a, ir_b)]),
@@ -960,7 +972,7 @@ def list_(
             {
                 "name": ir.spec.name,
                 "family": ir.spec.family,
-                "img_size": ir.spec.img_size,
+                "img_size": size_value(ir.spec.img_size),
                 "params": total.params,
                 "macs": total.macs,
                 "published": _published(found),
@@ -991,7 +1003,7 @@ def _print_list(items: list[dict[str, Any]], mine: bool) -> None:
             it["name"],
             *([it["from"]] if mine else []),
             it["family"],
-            str(it["img_size"]),
+            size_text(it["img_size"]),
             f"{it['params'] / 1e6:.2f}",
             f"{it['macs'] / 1e9:.2f}",
             text or "-",

@@ -13,6 +13,7 @@ from typing import Any
 from archgen.base import Model, Step, Tokens
 from archgen.counting import Count
 from archgen.errors import KindError, Pos, SpecError
+from archgen.geometry import Size, size_of, size_text
 from archgen.heads.head import Head
 from archgen.loader import Path_, dotted
 from archgen.memory import AMP, ITEMSIZE, Footprint, StepMemory, Tape, optimizer_bytes
@@ -62,11 +63,13 @@ class IR:
     def spec(self) -> Any:
         return self.loaded.spec
 
-    def walk(self, img_size: int, size_from: tuple[Pos | str, str] | None = None) -> list[Walked]:
+    def walk(self, img_size: int | Size, size_from: tuple[Pos | str, str] | None = None) -> list[Walked]:
         """Thread the token state through every step, converting layouts where a step needs it; bad
         hyper-parameters raise ``SpecError`` at the field that causes them, or, when the resolution came
-        from elsewhere (an option, a published entry), at ``size_from``: (position, field) of the size."""
-        s = Tokens(self.model.in_chans, img_size, img_size, "image")
+        from elsewhere (an option, a published entry), at ``size_from``: (position, field) of the size.
+        ``img_size``: (H, W), or one side of a square."""
+        img_size = size_of(img_size)
+        s = Tokens(self.model.in_chans, *img_size, "image")
         out: list[Walked] = []
         offset = 0
         for index, placed in enumerate([*self.steps, None]):
@@ -98,7 +101,7 @@ class IR:
             s = nxt
         return out
 
-    def _inputs(self, index: int, img_size: int) -> list[Path_]:
+    def _inputs(self, index: int, img_size: Size) -> list[Path_]:
         """What step ``index`` (the head after the last) depends on, nearest first: its own fields, the steps
         before it, then the model-wide fields. An inherited value that fails is blamed on the first of these
         the user's own file changed."""
@@ -108,25 +111,26 @@ class IR:
         return [*own, *before, *size, *MODEL_INPUTS]
 
     def _walk_error(
-        self, index: int, path: Path_, message: str, img_size: int, size_from: tuple[Pos | str, str] | None
+        self, index: int, path: Path_, message: str, img_size: Size, size_from: tuple[Pos | str, str] | None
     ) -> SpecError:
         if size_from is not None:
             pos, field = size_from
             where = self.loaded.located.where(path)
-            return SpecError(pos, field, f"{img_size}: {dotted(path)}: {message} ({where})")
+            return SpecError(pos, field, f"{size_text(img_size)}: {dotted(path)}: {message} ({where})")
         return self.loaded.error(path, _at(message, img_size, self), inputs=self._inputs(index, img_size))
 
-    def check_img_size(self, img_size: int, option: str = "--img-size") -> None:
+    def check_img_size(self, img_size: int | Size, option: str = "--img-size") -> None:
         """A resolution given as an option: any error names the option, not the spec's file (which the
         option, not the file, makes fail)."""
-        if not 1 <= img_size <= MAX_IMG_SIZE:
-            raise SpecError(option, "", f"{img_size}: choose a resolution from 1 to {MAX_IMG_SIZE}")
+        if not all(1 <= side <= MAX_IMG_SIZE for side in size_of(img_size)):
+            text = size_text(img_size)
+            raise SpecError(option, "", f"{text}: choose each side of the resolution from 1 to {MAX_IMG_SIZE}")
         self.walk(img_size, (option, ""))
 
-    def final(self, img_size: int) -> Tokens:
+    def final(self, img_size: int | Size) -> Tokens:
         return self.walk(img_size)[-1].s_out
 
-    def count(self, img_size: int) -> Count:
+    def count(self, img_size: int | Size) -> Count:
         walked = self.walk(img_size)
         return self._total([_placed_count(w, self.model) for w in walked], walked)
 
@@ -136,7 +140,7 @@ class IR:
 
     def memory(
         self,
-        img_size: int,
+        img_size: int | Size,
         batch: int,
         dtype: str = "float32",
         checkpointing: bool = False,
@@ -151,7 +155,7 @@ class IR:
             raise ValueError(f"amp {amp} runs a float32 module under autocast, not a {dtype} one")
         itemsize = ITEMSIZE[dtype]
         tape = Tape(itemsize, checkpointing, ITEMSIZE[AMP[amp]] if amp is not None else None)
-        x = tape.input((batch, self.model.in_chans, img_size, img_size))
+        x = tape.input((batch, self.model.in_chans, *size_of(img_size)))
         walked = self.walk(img_size)
         steps: list[StepMemory] = []
         placed = [_placed_count(w, self.model) for w in walked]
@@ -200,8 +204,8 @@ def field_path(field: str) -> Path_:
     return tuple(out)
 
 
-def _at(message: str, img_size: int, ir: IR) -> str:
-    return message if img_size == ir.spec.img_size else f"at img_size {img_size}: {message}"
+def _at(message: str, img_size: Size, ir: IR) -> str:
+    return message if img_size == ir.spec.img_size else f"at img_size {size_text(img_size)}: {message}"
 
 
 def _flatten(parts: list[Count]) -> list[Count]:

@@ -16,6 +16,7 @@ from archgen import features
 from archgen.base import Model, Op, Part, Tokens
 from archgen.compiler import IR, Walked
 from archgen.fidelity import checks
+from archgen.geometry import Size, size_code, size_text
 from archgen.naming import block_names, op_names
 from archgen.norms import Norm
 from archgen.pyformat import broken, def_line
@@ -96,7 +97,7 @@ class _Ctx:
     members: list[str] = field(default_factory=list)
     fc_norm: Norm | None = None
     grid: Grid | None = None
-    img_size: int = 0
+    img_size: str = ""  # the spec's resolution as printed: 224, or 224x320 (H x W)
     rope_run: str = ""  # the rotary-table argument of the stage's ``_run`` call: ", rope" or ", rope[12:24]"
     rope_block: str = ""  # ... of one block in a loop over the stage's container: ", rope" or ", rope[i]"
 
@@ -222,12 +223,12 @@ def emit(ir: IR) -> dict[str, str]:
     containers: dict[str, _Ctx] = {}
     ropes = _rope_args(walked)
     for w, grid in zip(walked, _grids(walked), strict=True):
-        ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset, grid=grid, img_size=spec.img_size)
+        ctx = _Ctx(w.kind, model, w.s_in, w.s_out, w.offset, grid=grid, img_size=size_text(spec.img_size))
         ctx.rope_run, ctx.rope_block = ropes.get(id(w), ("", ""))
         ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
-            side = grid.code("img_size") if grid is not None else ""
-            entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset, side)
+            pair = grid.pair() if grid is not None else ""
+            entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset, pair)
             if w.container is not None:  # continues a container: its blocks join that stage's entries
                 containers[w.container].members.append(entry)
                 step_lines.append("")
@@ -262,7 +263,7 @@ def emit(ir: IR) -> dict[str, str]:
             classes=list(classes.text.values()),
             class_name=spec.class_name,
             name=spec.name,
-            img_size=spec.img_size,
+            img_size=size_code(spec.img_size),
             num_classes=spec.num_classes,
             in_chans=spec.in_chans,
             num_features=final.dim,
@@ -315,7 +316,7 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("tag", ref.tag if timm else None),
         ("hf_hub_id", ref.hf_hub_id if timm else None),
         ("num_classes", ref.num_classes if timm and ref.num_classes is not None else spec.num_classes),
-        ("input_size", (spec.in_chans, *([ref.img_size] * 2 if timm and ref.img_size else [spec.img_size] * 2))),
+        ("input_size", (spec.in_chans, *(ref.img_size if timm and ref.img_size else spec.img_size))),
         ("pool_size", None),  # forward_features returns tokens, not a feature map
         ("fixed_input_size", True),  # without dynamic_img_size=True, the model takes its img_size only
         ("mean", pre.mean),
@@ -343,7 +344,8 @@ def _factory_doc(spec: Any) -> str:
         )
     else:
         weights = "no weights on the Hugging Face hub"
-    return comment_text(f"{spec.title}; {spec.img_size}x{spec.img_size} by default; {weights}; checkpoint_path= "
+    h, w = spec.img_size
+    return comment_text(f"{spec.title}; {h}x{w} by default; {weights}; checkpoint_path= "
                         "loads a local file (safetensors or torch).")  # fmt: skip
 
 
@@ -481,13 +483,13 @@ def describe(ir: IR) -> str:
     lines += ["", table(ir, res), ""]
     for size in sorted({res} | {p.img_size for p in spec.published}):
         c = ir.count(size)
-        lines.append(f"@{size}: params {c.params:,}  MACs {c.macs:,} ({c.macs / 1e9:.2f} G)  [analytic]")
+        lines.append(f"@{size_text(size)}: params {c.params:,}  MACs {c.macs:,} ({c.macs / 1e9:.2f} G)  [analytic]")
     pub = checks(ir)
     if pub:
         lines += ["", "Published (printed precision; a deviation is explained in the spec):"]
         for chk in pub:
             e = chk.entry
-            text = f"@{e.img_size} {e.quantity} {e.printed} [{e.source}]: {chk.status} ({chk.rel_err:+.1%})"
+            text = f"@{size_text(e.img_size)} {e.quantity} {e.printed} [{e.source}]: {chk.status} ({chk.rel_err:+.1%})"
             lines.append(_fill(text, indent="  "))
     return "\n".join(_CONTROL.sub(" ", line).rstrip() for line in "\n".join(lines).split("\n"))
 
@@ -496,8 +498,8 @@ def _fill(text: str, indent: str = "", width: int = 100) -> str:
     return textwrap.fill(comment_text(text), width=width, initial_indent=indent, subsequent_indent=indent + "  ")
 
 
-def table(ir: IR, img_size: int) -> str:
-    rows = [("step", "kind", "depth", "dim", "heads", f"tokens @{img_size}")]
+def table(ir: IR, img_size: int | Size) -> str:
+    rows = [("step", "kind", "depth", "dim", "heads", f"tokens @{size_text(img_size)}")]
     for w in ir.walk(img_size):
         row = w.kind.row(w.s_in, ir.model)
         if row is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from archgen.compiler import Walked
+from archgen.geometry import Size, size_of
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Taps:
         return next(iter(lists)) if len(lists) == 1 and all("." in t.module for t in self.taps) else None
 
 
-def taps(walked: list[Walked], img_size: int, final_norm_dim: int | None) -> Taps | None:
+def taps(walked: list[Walked], img_size: int | Size, final_norm_dim: int | None) -> Taps | None:
     """The taps of a model; ``final_norm_dim`` is the width of its final norm on every token (none: no norm)."""
     main = [(i, w) for i, w in enumerate(walked) if w.kind.kind == "blocks" and w.kind.updates == "all"]
     if not main:
@@ -56,7 +57,7 @@ def taps(walked: list[Walked], img_size: int, final_norm_dim: int | None) -> Tap
 
     def tap(module: str, i: int, w: Walked) -> Tap:
         s = w.s_in
-        return Tap(module, s.dim, img_size // s.h, s.prefix, i, s.dim == final_norm_dim)
+        return Tap(module, s.dim, size_of(img_size)[0] // s.h, s.prefix, i, s.dim == final_norm_dim)
 
     containers = list(dict.fromkeys(_entry(w.container or w.kind.key) for _, w in main))
     if len(containers) == 1:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from archgen.compiler import IR
+from archgen.geometry import Size, size_of, size_text
 from archgen.schema import Published
 
 
@@ -38,10 +39,10 @@ class Check:
         return self.status in ("ok", "deviation")
 
 
-def checks(ir: IR, img_size: int | None = None) -> list[Check]:
+def checks(ir: IR, img_size: int | Size | None = None) -> list[Check]:
     out = []
     for entry in ir.spec.published:
-        if img_size is not None and entry.img_size != img_size:
+        if img_size is not None and entry.img_size != size_of(img_size):
             continue
         count = ir.count(entry.img_size)
         value = count.params if entry.quantity == "params" else count.in_convention(entry.convention)
@@ -49,7 +50,7 @@ def checks(ir: IR, img_size: int | None = None) -> list[Check]:
     return out
 
 
-def resolutions(ir: IR) -> list[int]:
+def resolutions(ir: IR) -> list[Size]:
     """The spec's default resolution and every resolution with a published number."""
     return sorted({ir.spec.img_size} | {p.img_size for p in ir.spec.published})
 
@@ -70,7 +71,7 @@ def markdown_table(irs: list[IR]) -> str:
             if e.deviation:
                 text = " ".join(e.deviation.split())
                 why = ": " + (text if len(text) <= 190 else text[:187].rsplit(" ", 1)[0] + " …")
-            cells = [ir.spec.name, str(e.img_size), e.quantity, f"{e.printed} ({e.source}{conv})", val]
+            cells = [ir.spec.name, size_text(e.img_size), e.quantity, f"{e.printed} ({e.source}{conv})", val]
             cells += [f"{c.rel_err:+.1%}", f"{c.status}{why}"]
             rows.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(rows) + "\n"

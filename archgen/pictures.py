@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from archgen.compiler import IR, Walked
 from archgen.counting import Count
 from archgen.fidelity import checks
+from archgen.geometry import size_text
 from archgen.printable import xml_text as escape
 from archgen.sweep import Sweep
 
@@ -421,7 +422,7 @@ def sweep_svg(result: Sweep) -> str:
                           'stroke-width="0.7"/>')  # fmt: skip
         labels += _halo_text(label.x, label.y, label.anchor, label.lines[0], _dark(FRONTIER))
     axes = ", ".join(a.name for a in result.axes if len(a.values) > 1)
-    title = f"sweep of {result.spec} @{result.img_size or 'img_size'} over {axes}"
+    title = f"sweep of {result.spec} @{size_text(result.img_size) if result.img_size else 'img_size'} over {axes}"
     lx, ly = area.x1 + 20, area.y0 + 10
     legend = [
         f'<circle cx="{lx}" cy="{ly}" r="4" fill="{FRONTIER}"/>',
@@ -510,7 +511,9 @@ def diagram_svg(ir: IR) -> str:
     changes and the final norm, each with its own count."""
     size = ir.spec.img_size
     total = ir.count(size)
-    boxes: list[tuple[list[str], list[_Entry], str]] = [([f"input: image {ir.model.in_chans}x{size}x{size}"], [], "")]
+    boxes: list[tuple[list[str], list[_Entry], str]] = [
+        ([f"input: image {ir.model.in_chans}x{size[0]}x{size[1]}"], [], "")
+    ]
     pending: list[_Entry] = []
     for w in ir.walk(size):
         count = w.kind.count(w.s_in, ir.model)

@@ -166,6 +166,7 @@ MODEL_ATTRS = frozenset(
         "patch_embed",
         "patch_grid",
         "pos_embed",
+        "pos_grid",
         "pos_layer_embed",
         "pretrained_cfg",
         "prune_intermediate_layers",

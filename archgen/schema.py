@@ -5,10 +5,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from archgen.base import TOKEN_ORDER, Strict
 from archgen.catalogue import SLOT_TYPES
+from archgen.geometry import Size, size_of, size_value
 from archgen.norms import NormValue
 from archgen.reserved import check_module_name
 
@@ -18,7 +27,29 @@ RopeSlot = SLOT_TYPES["RopeSlot"]
 StageSlot = SLOT_TYPES["StageSlot"]
 HeadSlot = SLOT_TYPES["HeadSlot"]
 
-MAX_IMG_SIZE = 4096  # the largest resolution a spec or an option may name
+MAX_IMG_SIZE = 4096  # the largest image side a spec or an option may name
+
+
+def _img_size(value: object) -> Size:
+    """``224`` (a square) or ``[H, W]``, each side from 1 to MAX_IMG_SIZE."""
+    sides = list(value) if isinstance(value, list | tuple) else [value]
+    if len(sides) != (2 if isinstance(value, list | tuple) else 1) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in sides
+    ):
+        raise ValueError("write one side (224, a square) or [H, W] (e.g. [224, 320])")
+    if not all(1 <= v <= MAX_IMG_SIZE for v in sides):
+        raise ValueError(f"each side from 1 to {MAX_IMG_SIZE}")
+    return size_of(sides[0] if len(sides) == 1 else sides)
+
+
+_SIDE = {"type": "integer", "minimum": 1, "maximum": MAX_IMG_SIZE}
+# read as a Size (H, W); written back as the spec would say it: `224` for a square
+ImgSize = Annotated[
+    Size,
+    PlainValidator(_img_size),
+    PlainSerializer(size_value),
+    WithJsonSchema({"anyOf": [_SIDE, {"type": "array", "items": _SIDE, "minItems": 2, "maxItems": 2}]}),
+]
 
 
 Text = Annotated[str, Field(min_length=1, max_length=300)]
@@ -29,7 +60,7 @@ PRINTED = re.compile(r"^(?P<num>[0-9]+(?:\.(?P<frac>[0-9]+))?)(?P<unit>[MG])$")
 class Published(Strict):
     """One number as a source printed it. Exactly one of ``params`` and ``macs``."""
 
-    img_size: int = Field(ge=1, le=MAX_IMG_SIZE, description="Resolution the number was measured at.")
+    img_size: ImgSize = Field(description="Resolution the number was measured at: `224` or `[H, W]`.")
     params: Annotated[str, Field(max_length=20)] | None = Field(
         default=None, description="Parameters as printed, e.g. `86M` or `22.1M`."
     )
@@ -103,11 +134,9 @@ class Reference(Strict):
     num_classes: int | None = Field(
         default=None, ge=0, le=100000, description="Classes of the tagged weights, where not the spec's (0: no head)."
     )
-    img_size: int | None = Field(
+    img_size: ImgSize | None = Field(
         default=None,
-        ge=1,
-        le=MAX_IMG_SIZE,
-        description="Resolution the tagged weights were trained at, where not the spec's.",
+        description="Resolution the tagged weights were trained at, where not the spec's: `224` or `[H, W]`.",
     )
     hub: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=140)] | None = Field(
         default=None,
@@ -172,7 +201,7 @@ class Spec(Strict):
     preprocessing: Preprocessing = Field(
         default=Preprocessing(), description="Input pipeline of the reference weights (timm's pretrained_cfg)."
     )
-    img_size: int = Field(ge=1, le=MAX_IMG_SIZE, description="Default input resolution (square).")
+    img_size: ImgSize = Field(description="Default input resolution: `224` (a square) or `[H, W]`.")
     in_chans: int = Field(ge=1, le=64, description="Input channels.")
     num_classes: int = Field(ge=0, le=100000, description="Default classifier width (0: no classifier).")
     norm_eps: float = Field(gt=0, lt=1, description="Epsilon of every norm that sets none of its own (write 1.0e-6).")

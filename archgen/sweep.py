@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from archgen.catalogue import INTERNAL, KINDS
 from archgen.compiler import resolve
 from archgen.errors import Pos, SpecError
+from archgen.geometry import Size, parse_size, size_text, size_value
 from archgen.loader import Located, Path_
 from archgen.memory import precision
 from archgen.schema import Spec
@@ -91,7 +92,7 @@ class Row:
 @dataclass(frozen=True)
 class Sweep:
     spec: str
-    img_size: int | None  # None: each row at its own `img_size` (the sweep varies it)
+    img_size: Size | None  # None: each row at its own `img_size` (the sweep varies it)
     axes: tuple[Axis, ...]
     budget: Budget
     memory: MemorySetting | None
@@ -122,7 +123,7 @@ class Sweep:
 
         return {
             "spec": self.spec,
-            "img_size": self.img_size,
+            "img_size": None if self.img_size is None else size_value(self.img_size),
             "axes": [{"path": a.name, "values": list(a.values)} for a in self.axes],
             "budget": {"params": self.budget.params, "macs": self.budget.macs, "memory_bytes": self.budget.memory},
             "memory": None if self.memory is None else vars(self.memory),
@@ -156,8 +157,10 @@ def parse_number(text: str, what: str) -> int:
 
 
 def _scalar(text: str) -> Any:
-    """A value as YAML would read it, except that ``1e-6`` is a number."""
+    """A value as YAML would read it, except that ``1e-6`` is a number and ``224x320`` a size [H, W]."""
     low = text.strip().lower()
+    if "x" in low and parse_size(low) is not None:
+        return parse_size(low)
     if low in ("true", "false"):
         return low == "true"
     if low in ("null", "none", "~"):
@@ -170,6 +173,11 @@ def _scalar(text: str) -> Any:
         # YAML reads `inf` and `nan` as text (its own are `.inf`, `.nan`), and no shape is infinite
         return value if math.isfinite(value) else text.strip()
     return text.strip()
+
+
+def value_text(value: Any) -> str:
+    """A swept value as the user writes it: a size (H, W) as ``224x320``."""
+    return size_text(value) if isinstance(value, tuple) else str(value)
 
 
 def _values(text: str, arg: str) -> tuple[Any, ...]:
@@ -263,7 +271,7 @@ def materialise(data: dict[str, Any], axes: tuple[Axis, ...], values: tuple[Any,
             for part in axis.path[:-2]:
                 parent = parent[part]
             parent[axis.path[-2]] = node
-        node[axis.path[-1]] = value
+        node[axis.path[-1]] = list(value) if isinstance(value, tuple) else value  # a size [H, W], as YAML says it
     return out
 
 
@@ -283,7 +291,7 @@ def _defaults_dropped(node: dict[str, Any]) -> dict[str, Any]:
 def sweep(
     loaded: LoadedSpec,
     args: list[str],
-    img_size: int | None = None,
+    img_size: Size | None = None,
     budget: Budget = Budget(),
     memory: MemorySetting | None = None,
     max_combinations: int = MAX_COMBINATIONS,
@@ -317,7 +325,7 @@ def sweep(
     return Sweep(loaded.spec.name, size, axes, budget, memory, tuple(rows))
 
 
-def _count(row: Row, data: dict[str, Any], label: str, size: int | None, memory: MemorySetting | None) -> None:
+def _count(row: Row, data: dict[str, Any], label: str, size: Size | None, memory: MemorySetting | None) -> None:
     located = Located(data, {(): Pos(label, 1, 1)})
     try:
         try:

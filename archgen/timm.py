@@ -24,6 +24,7 @@ from archgen import features, specs
 from archgen.build import compile_path
 from archgen.compiler import IR
 from archgen.emit import emit, pretrained_cfg
+from archgen.geometry import size_of
 
 # timm's register_model reads the entrypoint's module for its pretrained cfgs
 default_cfgs: dict[str, Any] = {}
@@ -55,9 +56,8 @@ def default_out_indices(ir: IR) -> int:
 def instance_cfg(ir: IR, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The pretrained_cfg fields that depend on the constructor's arguments: the input size the model is
     built for and whether it takes others (dynamic_img_size), as the model itself reports them."""
-    size = kwargs.get("img_size", ir.spec.img_size)
-    side = size if isinstance(size, int) else size[0]
-    return {"input_size": (ir.spec.in_chans, side, side), "fixed_input_size": not kwargs.get("dynamic_img_size")}
+    size = size_of(kwargs.get("img_size", ir.spec.img_size))
+    return {"input_size": (ir.spec.in_chans, *size), "fixed_input_size": not kwargs.get("dynamic_img_size")}
 
 
 def register(path: Path) -> str:

@@ -251,29 +251,21 @@ class Beit(nn.Module):
         dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(img_size, int):  # (H, W), as timm passes it
-            if img_size[0] != img_size[1]:
-                raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
-            img_size = img_size[0]
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)  # (H, W)
+        H, W = self.img_size
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = 1024  # forward_features' and pre-logits' width
-        self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "avg"
         self.grad_checkpointing = False
         # the weights' data config, with this instance's input size and whether it takes others
-        self.pretrained_cfg = dict(
-            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
-        )
+        self.pretrained_cfg = dict(pretrained_cfg, input_size=(3, H, W), fixed_input_size=not dynamic_img_size)
         # stochastic depth grows linearly from 0 to drop_path_rate over the 24 blocks
         dpr = [drop_path_rate * i / 23 for i in range(24)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=1024)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 1024))
         self.blocks = nn.Sequential(
-            *[
-                Block(1024, 16, 4096, dpr[i], attn_drop_rate, proj_drop_rate, (img_size // 16, img_size // 16))
-                for i in range(24)
-            ]
+            *[Block(1024, 16, 4096, dpr[i], attn_drop_rate, proj_drop_rate, (H // 16, W // 16)) for i in range(24)]
         )
         self.fc_norm = nn.LayerNorm(1024, eps=1e-06)
         self.head_drop = nn.Dropout(drop_rate)
@@ -301,10 +293,11 @@ class Beit(nn.Module):
             torch._assert(self.img_size[1] == W, message)
         return H // 16, W // 16
 
-    def set_input_size(self, img_size: int) -> None:
-        """Make img_size the model's input size."""
-        self.img_size = (img_size, img_size)
-        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
+    def set_input_size(self, img_size: int | tuple[int, int]) -> None:
+        """Make img_size, a side or (H, W), the model's input size."""
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        H, W = self.img_size
+        self.pretrained_cfg["input_size"] = (3, H, W)
 
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():

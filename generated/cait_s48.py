@@ -59,13 +59,12 @@ class PatchEmbed(nn.Module):
 
 
 @torch.fx.wrap  # torch.fx records the call as one step: its size check is Python on shapes
-def resample_pos_embed(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """A (1, side * side, C) table for another patch grid, as timm's resample_abs_pos_embed: resampled
-    bicubically (antialiased) from its square grid."""
-    side = math.isqrt(table.shape[1])
-    if (side, side) == tuple(grid):
+def resample_pos_embed(table: torch.Tensor, grid: tuple[int, int], old: tuple[int, int]) -> torch.Tensor:
+    """The (1, h * w, C) table of patch grid `old` (h, w) for another `grid`, as timm's resample_abs_pos_embed:
+    resampled bicubically (antialiased)."""
+    if tuple(old) == tuple(grid):
         return table
-    patches = table.float().reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
+    patches = table.float().reshape(1, *old, -1).permute(0, 3, 1, 2)  # (1, C, h, w)
     patches = F.interpolate(patches, size=grid, mode="bicubic", antialias=True)
     return patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(table.dtype)
 
@@ -222,25 +221,20 @@ class Cait(nn.Module):
         dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(img_size, int):  # (H, W), as timm passes it
-            if img_size[0] != img_size[1]:
-                raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
-            img_size = img_size[0]
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)  # (H, W)
+        H, W = self.img_size
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = 384  # forward_features' and pre-logits' width
-        self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "token"
         self.grad_checkpointing = False
         # the weights' data config, with this instance's input size and whether it takes others
-        self.pretrained_cfg = dict(
-            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
-        )
+        self.pretrained_cfg = dict(pretrained_cfg, input_size=(3, H, W), fixed_input_size=not dynamic_img_size)
         # stochastic depth grows linearly from 0 to drop_path_rate over the 48 blocks
         dpr = [drop_path_rate * i / 47 for i in range(48)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=384)
-        grid = img_size // 16  # 14 at 224
-        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, 384))
+        self.pos_grid = (H // 16, W // 16)  # the table's patch grid: 14x14 at 224
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], 384))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.blocks = nn.Sequential(
             *[TalkingHeadsBlock(384, 8, 1536, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(48)]
@@ -276,19 +270,22 @@ class Cait(nn.Module):
             torch._assert(self.img_size[1] == W, message)
         return H // 16, W // 16
 
-    def set_input_size(self, img_size: int) -> None:
-        """Make img_size the model's input size: the position table is resampled as on load."""
-        self.img_size = (img_size, img_size)
-        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
-        grid = img_size // 16
-        self.pos_embed = nn.Parameter(resample_pos_embed(self.pos_embed.detach(), (grid, grid)))
+    def set_input_size(self, img_size: int | tuple[int, int]) -> None:
+        """Make img_size, a side or (H, W), the model's input size: the position table is resampled as on load."""
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        H, W = self.img_size
+        self.pretrained_cfg["input_size"] = (3, H, W)
+        grid = (H // 16, W // 16)
+        self.pos_embed = nn.Parameter(resample_pos_embed(self.pos_embed.detach(), grid, self.pos_grid))
+        self.pos_grid = grid
 
     def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
-        """Load a checkpoint trained at another resolution: its patch rows resampled to this model's grid."""
+        """Load a checkpoint trained at another resolution: its patch rows, a square grid as timm assumes of a
+        checkpoint, resampled to this model's grid."""
         key = prefix + "pos_embed"
-        if key in state_dict:
-            grid = self.img_size[0] // 16
-            state_dict[key] = resample_pos_embed(state_dict[key], (grid, grid))
+        if key in state_dict and state_dict[key].shape != self.pos_embed.shape:
+            side = math.isqrt(state_dict[key].shape[1])
+            state_dict[key] = resample_pos_embed(state_dict[key], self.pos_grid, (side, side))
 
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -303,7 +300,9 @@ class Cait(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.patch_grid(x)  # (14, 14) at 224x224
         x = self.patch_embed(x)  # (B, 196, 384)
-        pos_embed = resample_pos_embed(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        pos_embed = self.pos_embed
+        if self.dynamic_img_size:  # an input of another size: the table resampled to its grid
+            pos_embed = resample_pos_embed(pos_embed, (h, w), self.pos_grid)
         x = x + pos_embed  # (B, 196, 384)
         x = self._run(self.blocks, x)  # (B, 196, 384)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 384)
@@ -328,7 +327,9 @@ class Cait(nn.Module):
         intermediates = []
         h, w = self.patch_grid(x)  # (14, 14) at 224x224
         x = self.patch_embed(x)  # (B, 196, 384)
-        pos_embed = resample_pos_embed(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        pos_embed = self.pos_embed
+        if self.dynamic_img_size:  # an input of another size: the table resampled to its grid
+            pos_embed = resample_pos_embed(pos_embed, (h, w), self.pos_grid)
         x = x + pos_embed  # (B, 196, 384)
         for i, block in enumerate(self.blocks[: last + 1] if intermediates_only or stop_early else self.blocks):
             x = self._block(block, x)  # (B, 196, 384)

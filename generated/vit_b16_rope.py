@@ -57,10 +57,10 @@ class RotaryEmbedding(nn.Module):
     i < head_dim / 4 of every head turns by the patch's column times f_i, pair head_dim / 4 + i by its row
     times f_i; coordinates are patch indices."""
 
-    def __init__(self, head_dim: int, grid: int) -> None:
+    def __init__(self, head_dim: int, grid: tuple[int, int]) -> None:
         super().__init__()
         self.head_dim = head_dim
-        self.register_buffer("table", self.build(grid, grid), persistent=False)
+        self.register_buffer("table", self.build(*grid), persistent=False)
 
     def build(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
         """(h * w, 2 * head_dim): the sines, then the cosines, of each patch's angles, each angle written twice
@@ -187,25 +187,20 @@ class Eva(nn.Module):
         dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(img_size, int):  # (H, W), as timm passes it
-            if img_size[0] != img_size[1]:
-                raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
-            img_size = img_size[0]
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)  # (H, W)
+        H, W = self.img_size
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = 768  # forward_features' and pre-logits' width
-        self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "token"
         self.grad_checkpointing = False
         # the weights' data config, with this instance's input size and whether it takes others
-        self.pretrained_cfg = dict(
-            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
-        )
+        self.pretrained_cfg = dict(pretrained_cfg, input_size=(3, H, W), fixed_input_size=not dynamic_img_size)
         # stochastic depth grows linearly from 0 to drop_path_rate over the 12 blocks
         dpr = [drop_path_rate * i / 11 for i in range(12)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=768)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
-        self.rope = RotaryEmbedding(64, img_size // 16)  # rotary table of the 14x14 grid at 224
+        self.rope = RotaryEmbedding(64, (H // 16, W // 16))  # rotary table of the 14x14 grid at 224
         self.blocks = nn.Sequential(*[Block(768, 12, 3072, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(12)])
         self.norm = nn.LayerNorm(768, eps=1e-06)
         self.head_drop = nn.Dropout(drop_rate)
@@ -233,12 +228,12 @@ class Eva(nn.Module):
             torch._assert(self.img_size[1] == W, message)
         return H // 16, W // 16
 
-    def set_input_size(self, img_size: int) -> None:
-        """Make img_size the model's input size: the position table is resampled as on load."""
-        self.img_size = (img_size, img_size)
-        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
-        grid = img_size // 16
-        self.rope.table = self.rope(grid, grid)
+    def set_input_size(self, img_size: int | tuple[int, int]) -> None:
+        """Make img_size, a side or (H, W), the model's input size: the position table is resampled as on load."""
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        H, W = self.img_size
+        self.pretrained_cfg["input_size"] = (3, H, W)
+        self.rope.table = self.rope(H // 16, W // 16)
 
     def _block(self, block: nn.Module, x: torch.Tensor, *rope: torch.Tensor) -> torch.Tensor:
         """`rope`: the rotary table, for a block whose attention uses it."""

@@ -12,7 +12,6 @@ head    linear on cls  -      768  -      1000 classes
 """
 
 import contextlib
-import math
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +61,10 @@ def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
 
 
 @torch.fx.wrap  # torch.fx records the call as one step: its size check is Python on shapes
-def sincos_pos_embed(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """The fixed table for another patch grid: `table` itself if it was built for it, else a new one like it."""
-    side = math.isqrt(table.shape[1] - 1)
-    if (side, side) == tuple(grid):
+def sincos_pos_embed(table: torch.Tensor, grid: tuple[int, int], old: tuple[int, int]) -> torch.Tensor:
+    """The fixed table for patch grid `grid`: `table` itself if it was built for it (its grid `old`), else a new
+    one like it."""
+    if tuple(old) == tuple(grid):
         return table
     return F.pad(sincos_2d(*grid, table.shape[2]), (0, 0, 1, 0))[None].to(table)  # zero rows for the prefix tokens
 
@@ -166,27 +165,22 @@ class VisionTransformer(nn.Module):
         dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(img_size, int):  # (H, W), as timm passes it
-            if img_size[0] != img_size[1]:
-                raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
-            img_size = img_size[0]
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)  # (H, W)
+        H, W = self.img_size
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = 768  # forward_features' and pre-logits' width
-        self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "token"
         self.grad_checkpointing = False
         # the weights' data config, with this instance's input size and whether it takes others
-        self.pretrained_cfg = dict(
-            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
-        )
+        self.pretrained_cfg = dict(pretrained_cfg, input_size=(3, H, W), fixed_input_size=not dynamic_img_size)
         # stochastic depth grows linearly from 0 to drop_path_rate over the 12 blocks
         dpr = [drop_path_rate * i / 11 for i in range(12)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=768)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
-        grid = img_size // 16  # 14 at 224
+        self.pos_grid = (H // 16, W // 16)  # the table's patch grid: 14x14 at 224
         # fixed, but a (frozen) parameter as in MAE, so MAE checkpoints load; zero rows for the prefix tokens
-        self.pos_embed = nn.Parameter(F.pad(sincos_2d(grid, grid, 768), (0, 0, 1, 0))[None], requires_grad=False)
+        self.pos_embed = nn.Parameter(F.pad(sincos_2d(*self.pos_grid, 768), (0, 0, 1, 0))[None], requires_grad=False)
         self.register_load_state_dict_pre_hook(self._keep_fixed_pos_embed)
         self.blocks = nn.Sequential(*[Block(768, 12, 3072, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(12)])
         self.norm = nn.LayerNorm(768, eps=1e-06)
@@ -215,12 +209,13 @@ class VisionTransformer(nn.Module):
             torch._assert(self.img_size[1] == W, message)
         return H // 16, W // 16
 
-    def set_input_size(self, img_size: int) -> None:
-        """Make img_size the model's input size: the position table is resampled as on load."""
-        self.img_size = (img_size, img_size)
-        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
-        grid = img_size // 16
-        self.pos_embed = nn.Parameter(F.pad(sincos_2d(grid, grid, 768), (0, 0, 1, 0))[None], requires_grad=False)
+    def set_input_size(self, img_size: int | tuple[int, int]) -> None:
+        """Make img_size, a side or (H, W), the model's input size: the position table is resampled as on load."""
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        H, W = self.img_size
+        self.pretrained_cfg["input_size"] = (3, H, W)
+        self.pos_grid = (H // 16, W // 16)
+        self.pos_embed = nn.Parameter(F.pad(sincos_2d(*self.pos_grid, 768), (0, 0, 1, 0))[None], requires_grad=False)
 
     def _keep_fixed_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
         """The table is a function of the grid: a checkpoint from another resolution keeps this model's."""
@@ -242,7 +237,7 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # (B, 196, 768)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
-        pos_embed = sincos_pos_embed(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        pos_embed = sincos_pos_embed(self.pos_embed, (h, w), self.pos_grid) if self.dynamic_img_size else self.pos_embed
         x = x + pos_embed  # (B, 197, 768)
         x = self._run(self.blocks, x)  # (B, 197, 768)
         x = self.norm(x)  # (B, 197, 768)
@@ -266,7 +261,7 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # (B, 196, 768)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, 768)
         x = torch.cat((cls, x), dim=1)  # (B, 197, 768)
-        pos_embed = sincos_pos_embed(self.pos_embed, (h, w)) if self.dynamic_img_size else self.pos_embed
+        pos_embed = sincos_pos_embed(self.pos_embed, (h, w), self.pos_grid) if self.dynamic_img_size else self.pos_embed
         x = x + pos_embed  # (B, 197, 768)
         for i, block in enumerate(self.blocks[: last + 1] if intermediates_only or stop_early else self.blocks):
             x = self._block(block, x)  # (B, 197, 768)

@@ -295,20 +295,15 @@ class VOLO(nn.Module):
         dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(img_size, int):  # (H, W), as timm passes it
-            if img_size[0] != img_size[1]:
-                raise ValueError(f"img_size {tuple(img_size)}: the model is built for square inputs")
-            img_size = img_size[0]
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)  # (H, W)
+        H, W = self.img_size
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = 768  # forward_features' and pre-logits' width
-        self.img_size = (img_size, img_size)
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "token"
         self.grad_checkpointing = False
         # the weights' data config, with this instance's input size and whether it takes others
-        self.pretrained_cfg = dict(
-            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=not dynamic_img_size
-        )
+        self.pretrained_cfg = dict(pretrained_cfg, input_size=(3, H, W), fixed_input_size=not dynamic_img_size)
         # stochastic depth grows linearly from 0 to drop_path_rate over the 36 blocks
         dpr = [drop_path_rate * i / 35 for i in range(36)]
         self.patch_embed = ConvStem(in_chans=in_chans, hidden=64, dim=384, patch=4)
@@ -317,8 +312,8 @@ class VOLO(nn.Module):
             nn.Sequential(*[OutlookBlock(384, 12, 1152, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(8)])
         )
         self.network.append(Downsample(384, 768, stride=2))
-        grid = img_size // 16  # 14 at 224
-        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, 768))
+        grid = (H // 16, W // 16)  # 14x14 at 224
+        self.pos_embed = nn.Parameter(torch.zeros(1, *grid, 768))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
         self.network.append(
             nn.Sequential(*[Block(768, 16, 2304, dpr[8 + i], attn_drop_rate, proj_drop_rate) for i in range(8)])
@@ -366,12 +361,12 @@ class VOLO(nn.Module):
             torch._assert(self.img_size[1] == W, message)
         return H // 8, W // 8
 
-    def set_input_size(self, img_size: int) -> None:
-        """Make img_size the model's input size: the position table is resampled as on load."""
-        self.img_size = (img_size, img_size)
-        self.pretrained_cfg["input_size"] = (3, img_size, img_size)
-        grid = img_size // 16
-        self.pos_embed = nn.Parameter(resample_grid_table(self.pos_embed.detach(), (grid, grid)))
+    def set_input_size(self, img_size: int | tuple[int, int]) -> None:
+        """Make img_size, a side or (H, W), the model's input size: the position table is resampled as on load."""
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        H, W = self.img_size
+        self.pretrained_cfg["input_size"] = (3, H, W)
+        self.pos_embed = nn.Parameter(resample_grid_table(self.pos_embed.detach(), (H // 16, W // 16)))
 
     def _resample_pos_embed(self, module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
         """Load a checkpoint trained at another resolution: its (1, H, W, C) table resampled to this model's grid."""

@@ -16,6 +16,7 @@ from archgen import specs
 from archgen.compiler import IR, resolve
 from archgen.emit import emit
 from archgen.errors import SpecError
+from archgen.geometry import size_of, size_text
 from archgen.loader import dump_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ def factory(path: Path):
     return getattr(module_of(path), path.stem)
 
 
-def resolutions(path: Path) -> list[int]:
+def resolutions(path: Path) -> list[tuple[int, int]]:
     """Default, 384 (or the next size the strides divide, e.g. 392 for /14) and every published one."""
     ir = ir_of(path)
     high = 384
@@ -74,7 +75,36 @@ def resolutions(path: Path) -> list[int]:
             break
         except SpecError:
             high += 1
-    return sorted({ir.spec.img_size, high} | {p.img_size for p in ir.spec.published})
+    return sorted({ir.spec.img_size, (high, high)} | {p.img_size for p in ir.spec.published})
+
+
+def non_square(path: Path) -> tuple[int, int] | None:
+    """A resolution (H, W) with W about 1.5 H that the spec takes (H its default height); None where the spec
+    takes no W != H near it (a grid op that needs a square)."""
+    ir = ir_of(path)
+    h = ir.spec.img_size[0]
+    for w in range(h * 3 // 2, h * 3 // 2 + 64):
+        try:
+            ir.walk((h, w))
+        except SpecError:
+            continue
+        return (h, w)
+    return None
+
+
+@cache
+def family_smallest() -> list[Path]:
+    """The spec with the fewest parameters of each family (hybrids: each its own; size variants, which take
+    the meta-device checks only, left out), for per-family checks."""
+    best: dict[str, tuple[int, Path]] = {}
+    for path in ALL:
+        if size_variant(path.stem):
+            continue
+        ir = ir_of(path)
+        family = path.stem if path in HYBRIDS else ir.spec.family
+        best[family] = min(best.get(family, (ir.count(ir.spec.img_size).params, path)),
+                           (ir.count(ir.spec.img_size).params, path))  # fmt: skip
+    return sorted(path for _, path in best.values())
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +152,7 @@ def compile_data(data: dict, folder: Path) -> tuple[IR, str, types.ModuleType]:
     return ir, text, module
 
 
-def assert_counts_exact(label: str, ir: IR, build, img_size: int) -> None:
+def assert_counts_exact(label: str, ir: IR, build, img_size: int | tuple[int, int]) -> None:
     """Analytic params == sum(numel) and analytic MACs == FlopCounterMode / 2, on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -130,11 +160,12 @@ def assert_counts_exact(label: str, ir: IR, build, img_size: int) -> None:
     with torch.device("meta"):
         meta = build(img_size=img_size).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(torch.empty(1, ir.spec.in_chans, img_size, img_size, device="meta"))
+        meta(torch.empty(1, ir.spec.in_chans, *size_of(img_size), device="meta"))
     actual = sum(p.numel() for p in meta.parameters())
-    assert counted.params == actual, f"{label}@{img_size}: analytic params {counted.params:,} != module {actual:,}"
+    at = size_text(img_size)
+    assert counted.params == actual, f"{label}@{at}: analytic params {counted.params:,} != module {actual:,}"
     measured = counter.get_total_flops() // 2
-    assert counted.macs == measured, f"{label}@{img_size}: analytic MACs {counted.macs:,} != counted {measured:,}"
+    assert counted.macs == measured, f"{label}@{at}: analytic MACs {counted.macs:,} != counted {measured:,}"
 
 
 def saved_activation_bytes(
@@ -142,7 +173,7 @@ def saved_activation_bytes(
     dtype: torch.dtype,
     checkpointing: bool,
     batch: int,
-    img: int,
+    img: int | tuple[int, int],
     autocast: torch.dtype | None = None,
 ) -> int:
     """Bytes of the distinct storages autograd saves for backward during ``model(x)`` in training mode
@@ -160,7 +191,7 @@ def saved_activation_bytes(
         # saved its own output would otherwise hold itself, a cycle Python's collector cannot free.
         return t.detach()
 
-    x = torch.randn(batch, 3, img, img, dtype=dtype)
+    x = torch.randn(batch, 3, *size_of(img), dtype=dtype)
     amp = torch.autocast("cpu", dtype=autocast, enabled=autocast is not None)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp:
         model(x)
@@ -194,6 +225,7 @@ PER_SPEC_TESTS = frozenset(
         "test_pos_embed_resampled_like_timm",
         "test_macs_equal_flop_counter",
         "test_activation_bytes_equal_what_autograd_saves",
+        "test_activation_bytes_at_a_non_square_size",
     }
 )
 # Which specs every per-spec test runs on CPU: the six papers' families (and their timm relatives), the models

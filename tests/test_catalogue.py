@@ -146,6 +146,34 @@ def test_every_option_of_every_part(case: Case, tmp_path: Path) -> None:
         assert analytic == saved, f"{where} --amp {amp} checkpointing={ckpt}: {analytic:,} != saved {saved:,}"
 
 
+# Each part's defaults (and the options that depend on the grid, like a relative position bias) at a
+# non-square size: counted exactly, run, and the bytes autograd saves traced exactly.
+NON_SQUARE = (32, 48)
+GRID_CASES = [c for c in CASES if c.option == "default" or "rel_pos" in c.option]
+
+
+@pytest.mark.parametrize("case", GRID_CASES, ids=[c.id for c in GRID_CASES])
+def test_every_part_at_a_non_square_size(case: Case, tmp_path: Path) -> None:
+    where = f"{case.part} in {case.where} with {case.option} at {NON_SQUARE[0]}x{NON_SQUARE[1]}"
+    data = {**case.data, "img_size": list(NON_SQUARE)}
+    try:
+        ir, _, module = compile_data(data, tmp_path)
+        ir.count(NON_SQUARE)
+    except SpecError as e:
+        assert ONE_LINE.fullmatch(str(e)), f"{where}: refused, but not with one line: {e!s}"
+        return
+    build = getattr(module, data["name"])
+    assert_counts_exact(where, ir, build, NON_SQUARE)
+    model = build()
+    assert model.img_size == NON_SQUARE, where
+    with torch.no_grad():
+        out = model.eval()(torch.randn(2, 3, *NON_SQUARE))
+    assert out.shape == (2, 5) and torch.isfinite(out).all(), where
+    saved = saved_activation_bytes(model, torch.float32, False, 2, NON_SQUARE)
+    analytic = ir.memory(NON_SQUARE, 2, "float32").activation_bytes
+    assert analytic == saved, f"{where}: {analytic:,} != saved {saved:,}"
+
+
 # --- error texts list what the catalogue holds ---------------------------------------------------------------
 
 

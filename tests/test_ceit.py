@@ -272,7 +272,7 @@ def test_paper_convention_is_macs_without_attention_matmuls(name: str, img_size:
     dim, _ = CEIT[name]
     tokens = (img_size // 16) ** 2 + 1
     assert matmuls == 12 * 2 * tokens**2 * dim + 2 * 12 * dim  # blocks, then the LCA's single query
-    entry = next(p for p in ir_of(name).spec.published if p.quantity == "macs" and p.img_size == img_size)
+    entry = next(p for p in ir_of(name).spec.published if p.quantity == "macs" and p.img_size == (img_size, img_size))
     text = entry.deviation or ""
     numbers = {int(n.replace(",", "")) for n in re.findall(r"\d{1,3}(?:,\d{3})+", text)}
     assert {layers + matmuls, matmuls, layers} <= numbers, f"{name}@{img_size}: deviation text arithmetic is stale"

@@ -101,8 +101,8 @@ def test_an_empty_or_missing_spec_folder(tmp_path: Path) -> None:
 
 # Every command's options: a bad value is one line, exit 2, nothing on stdout, no usage box.
 BAD_OPTIONS = [
-    (["count", "deit_s", "--img-size", "22x"], "error: --img-size 22x: not an integer"),
-    (["count", "deit_s", "--img-size=224", "--img-size=x"], "error: --img-size x: not an integer"),
+    (["count", "deit_s", "--img-size", "22x"], "error: --img-size 22x: write one side (224, a square) or HxW"),
+    (["count", "deit_s", "--img-size=224", "--img-size=x"], "error: --img-size x: write one side (224, a square)"),
     (["count", "deit_s", "--img-size", "0"], "error: --img-size 0: must be between 1 and 4,096"),
     (["count", "deit_s", "--memory", "--batch", "abc"], "error: --batch abc: not an integer"),
     (
@@ -217,7 +217,7 @@ def test_echoed_errors_neutralise_escape_sequences(tmp_path: Path) -> None:
     proc = archgen("count", "deit_s\x1b[2J", "--img-size", "1\x1b]0;x\x07", cwd=tmp_path)
     assert proc.returncode == 2
     _no_escapes(proc.stderr)
-    assert proc.stderr == "error: --img-size 1\\x1b]0;x\\x07: not an integer\n"
+    assert proc.stderr == "error: --img-size 1\\x1b]0;x\\x07: write one side (224, a square) or HxW (224x320)\n"
 
 
 def test_a_relative_error_that_is_not_finite_is_null_in_json() -> None:

@@ -14,7 +14,7 @@ SMALL = [p for p in ALL if ir_of(p).count(ir_of(p).spec.img_size).params <= LARG
 
 def _input(path: Path, batch: int = 2) -> torch.Tensor:
     spec = ir_of(path).spec
-    return torch.randn(batch, spec.in_chans, spec.img_size, spec.img_size)
+    return torch.randn(batch, spec.in_chans, *spec.img_size)
 
 
 @pytest.mark.parametrize("path", SMALL, ids=[p.stem for p in SMALL])
@@ -24,7 +24,7 @@ def test_model_contract(path: Path) -> None:
     final = ir.final(ir.spec.img_size)
     assert model.num_features == model.head_hidden_size == final.dim
     size = ir.spec.img_size
-    assert model.pretrained_cfg["input_size"] == (ir.spec.in_chans, size, size), f"{path.stem}: cfg input_size"
+    assert model.pretrained_cfg["input_size"] == (ir.spec.in_chans, *size), f"{path.stem}: cfg input_size"
     assert model.pretrained_cfg["fixed_input_size"] is True, f"{path.stem}: takes only its img_size"
     x = _input(path)
     with torch.no_grad():

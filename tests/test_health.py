@@ -27,7 +27,7 @@ SMALLEST = _smallest_per_family()
 
 def _input(path: Path) -> torch.Tensor:
     spec = ir_of(path).spec
-    return torch.randn(2, spec.in_chans, spec.img_size, spec.img_size)
+    return torch.randn(2, spec.in_chans, *spec.img_size)
 
 
 @pytest.mark.parametrize("path", SMALLEST, ids=[p.stem for p in SMALLEST])

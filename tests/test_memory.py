@@ -20,28 +20,33 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from archgen.compiler import IR
+from archgen.geometry import Size, size_text
 from archgen.memory import Storage, T, Tape, view_strides
-from conftest import ALL, HYBRIDS, SPECS, factory, ids, ir_of, saved_activation_bytes
+from conftest import ALL, HYBRIDS, SPECS, factory, family_smallest, ids, ir_of, non_square, saved_activation_bytes
 
 BATCH, IMG = 2, 224
 REAL_LIMIT = 30_000_000  # parameters; larger models are measured on fake tensors
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def saved_bytes(model: torch.nn.Module, dtype: torch.dtype, checkpointing: bool) -> int:
-    return saved_activation_bytes(model, dtype, checkpointing, BATCH, IMG)
+def saved_bytes(
+    model: torch.nn.Module, dtype: torch.dtype, checkpointing: bool, size: Size = (IMG, IMG), batch: int = BATCH
+) -> int:
+    return saved_activation_bytes(model, dtype, checkpointing, batch, size)
 
 
-def measured(build: Callable[..., torch.nn.Module], dtype: torch.dtype, fake: bool) -> dict[bool, int]:
+def measured(
+    build: Callable[..., torch.nn.Module], dtype: torch.dtype, fake: bool, size: Size = (IMG, IMG), batch: int = BATCH
+) -> dict[bool, int]:
     """Saved bytes without and with grad checkpointing."""
     if not fake:
-        model = build(img_size=IMG).to(dtype)
-        return {ckpt: saved_bytes(model, dtype, ckpt) for ckpt in (False, True)}
+        model = build(img_size=size).to(dtype)
+        return {ckpt: saved_bytes(model, dtype, ckpt, size, batch) for ckpt in (False, True)}
     with torch.device("meta"):
-        meta = build(img_size=IMG).to(dtype)
+        meta = build(img_size=size).to(dtype)
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = meta.to_empty(device="cpu")
-        return {ckpt: saved_bytes(model, dtype, ckpt) for ckpt in (False, True)}
+        return {ckpt: saved_bytes(model, dtype, ckpt, size, batch) for ckpt in (False, True)}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -59,6 +64,21 @@ def test_activation_bytes_equal_what_autograd_saves(path: Path, dtype: str) -> N
             f"{where}: analytic activation bytes {fp.activation_bytes:,} != saved by autograd {actual:,} "
             f"(analytic per step: {steps})"
         )
+
+
+# the smallest spec of each family at a non-square size (H, about 1.5 H), batch 1, float32
+NON_SQUARE = [(p, size) for p in family_smallest() if (size := non_square(p)) is not None]
+
+
+@pytest.mark.parametrize(("path", "size"), NON_SQUARE, ids=[f"{p.stem}@{size_text(s)}" for p, s in NON_SQUARE])
+def test_activation_bytes_at_a_non_square_size(path: Path, size: Size) -> None:
+    ir = ir_of(path)
+    got = measured(factory(path), torch.float32, True, size, batch=1)  # fake tensors: as real ones, see below
+    gc.collect()
+    for ckpt, actual in got.items():
+        analytic = ir.memory(size, 1, "float32", ckpt).activation_bytes
+        where = f"{path.stem} @{size_text(size)} batch 1 float32 checkpointing={ckpt}"
+        assert analytic == actual, f"{where}: analytic activation bytes {analytic:,} != saved by autograd {actual:,}"
 
 
 FAMILIES = ["deit_ti", "deit3_s", "cait_xxs24", "ceit_t", "deepvit_s", "volo_d1"]

@@ -40,7 +40,7 @@ def test_onnx_export_matches_eager(path: Path) -> None:
     spec = ir_of(path).spec
     # default resolution: export time is tracing, not arithmetic (64x64 took as long as 224x224)
     model = randomised(factory(path)(num_classes=10)).eval()  # LayerNorm/BatchNorm no longer identity
-    x = torch.randn(2, spec.in_chans, spec.img_size, spec.img_size)
+    x = torch.randn(2, spec.in_chans, *spec.img_size)
     with torch.no_grad():
         expected = model(x)
     program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)

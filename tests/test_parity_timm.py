@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from archgen.errors import SpecError
+from archgen.geometry import size_text
 from conftest import LARGE, SIZE_VARIANTS, SPECS, assert_close_to_scale, factory, ir_of
 
 timm = pytest.importorskip("timm")
@@ -19,7 +20,7 @@ timm = pytest.importorskip("timm")
 TIMM_SPECS = [p for p in SPECS if (r := ir_of(p).spec.reference) is not None and r.package == "timm"]
 
 
-def _pair(path: Path, img_size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _pair(path: Path, img_size: int | tuple[int, int]) -> tuple[torch.nn.Module, torch.nn.Module]:
     spec = ir_of(path).spec
     # img_size always: a reference may be registered at another resolution than the spec's default
     # (CaiT's xs24/s36/m36 exist only at 384, m48 at 448; the specs default to 224 as the paper does).
@@ -51,7 +52,7 @@ def _same_layout_on_meta(path: Path, img_size: int) -> None:
     assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == theirs, f"{path.stem}@{img_size}"
 
 
-def _parity_size(path: Path) -> int:
+def _parity_size(path: Path) -> tuple[int, int]:
     """The default resolution, or for a costly spec 224 or the next size its strides divide."""
     ir = ir_of(path)
     size = ir.spec.img_size
@@ -61,7 +62,7 @@ def _parity_size(path: Path) -> int:
     while True:
         try:
             ir.walk(low)
-            return min(low, size)
+            return min((low, low), size)
         except SpecError:
             low += 1
 
@@ -77,9 +78,9 @@ def test_eval_outputs_equal_timm(path: Path) -> None:
         _same_layout_on_meta(path, spec.img_size)
     ref, ours = _pair(path, size)
     batch = 1 if ir_of(path).count(size).params > LARGE else 2
-    x = torch.randn(batch, spec.in_chans, size, size)
+    x = torch.randn(batch, spec.in_chans, *size)
     with torch.no_grad():
-        assert_close_to_scale(f"{path.stem}@{size}", ref(x), ours(x))
+        assert_close_to_scale(f"{path.stem}@{size_text(size)}", ref(x), ours(x))
         assert_close_to_scale(f"{path.stem} features", ref.forward_features(x), ours.forward_features(x))
         assert_close_to_scale(
             f"{path.stem} pre_logits",
@@ -120,6 +121,6 @@ def test_size_variant_matches_timm_on_meta(path: Path) -> None:
     for label, model in (("timm", ref), ("ours", ours)):
         # grad mode: under no_grad the counter fails on timm's attention pool (a projected, expanded latent)
         with FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, spec.in_chans, spec.img_size, spec.img_size, device="meta"))
+            model(torch.empty(1, spec.in_chans, *spec.img_size, device="meta"))
         macs[label] = counter.get_total_flops() // 2
     assert counted.macs == macs["timm"] == macs["ours"], f"{path.stem}: MACs analytic {counted.macs:,}, {macs}"

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from archgen.fidelity import checks
+from archgen.geometry import size_value
 from conftest import ROOT, SPECS, factory, ids, ir_of
 
 # The user's survey (shared/survey/sota-in-computer-vision-part3.txt, outside this repository) reproduces the
@@ -96,7 +97,7 @@ def test_every_outside_number_is_explained_and_listed() -> None:
     found = set()
     for name, chk in _all_checks():
         e = chk.entry
-        row = (name, e.img_size, e.quantity, e.printed, e.source)
+        row = (name, size_value(e.img_size), e.quantity, e.printed, e.source)
         if chk.within:
             assert e.deviation is None, f"{row}: within precision ({chk.computed:,}) but the spec claims a deviation"
         else:
@@ -136,7 +137,7 @@ def test_numbers_cited_from_the_survey_are_the_surveys() -> None:
         if name.startswith("volo_d"):
             assert e.printed == volo[int(name[-1]) - 1], name
         else:
-            model = {"ceit_t": "CeiT-T", "ceit_s": "CeiT-S"}[name] + ("@384" if e.img_size == 384 else "")
+            model = {"ceit_t": "CeiT-T", "ceit_s": "CeiT-S"}[name] + ("@384" if e.img_size == (384, 384) else "")
             assert e.printed == ceit[model], (name, e.img_size)
 
 
@@ -162,5 +163,5 @@ def test_fvcore_norm_terms_equal_hooked_module(path: Path) -> None:
         if isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
             m.register_forward_hook(hook)
     with torch.no_grad():
-        model(torch.empty(1, ir.spec.in_chans, ir.spec.img_size, ir.spec.img_size, device="meta"))
+        model(torch.empty(1, ir.spec.in_chans, *ir.spec.img_size, device="meta"))
     assert ir.count(ir.spec.img_size).norm_extra == sum(seen), path.stem

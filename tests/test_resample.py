@@ -31,12 +31,12 @@ def test_pos_embed_resampled_like_timm(path: Path) -> None:
     target = factory(path)(img_size=high).eval()
     target.load_state_dict(state, strict=True)
     at_high = next(w for w in ir.walk(high) if w.kind is ir.spec.pos_embed)
-    prefix, side = at_high.s_in.prefix, at_high.s_in.h
-    expected = timm_layers.resample_abs_pos_embed(old, new_size=[side, side], num_prefix_tokens=prefix)
+    prefix, grid = at_high.s_in.prefix, [at_high.s_in.h, at_high.s_in.w]
+    expected = timm_layers.resample_abs_pos_embed(old, new_size=grid, num_prefix_tokens=prefix)
     assert target.pos_embed.shape == expected.shape
     torch.testing.assert_close(target.pos_embed.detach(), expected, rtol=0, atol=0)
     with torch.no_grad():
-        x = torch.randn(1, ir.spec.in_chans, high, high)
+        x = torch.randn(1, ir.spec.in_chans, *high)
         assert torch.isfinite(target(x)).all()
 
 

@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
         with torch.device(device):
             model = getattr(module, name)(num_classes=7).eval()
         with torch.no_grad():
-            out = model(torch.randn(1, chans, size, size, device=device))
+            out = model(torch.randn(1, chans, *size, device=device))
         results[name] = list(out.shape)
     print(json.dumps(results))
     """

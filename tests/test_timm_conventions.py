@@ -62,15 +62,15 @@ def test_registered_cfg_tells_the_truth(name: str) -> None:
     ir = _ir(name)
     spec, final = ir.spec, ir.final(ir.spec.img_size)
     cfg = get_pretrained_cfg(name).to_dict()
-    assert cfg["input_size"] == (spec.in_chans, spec.img_size, spec.img_size), f"{name}: input_size"
+    assert cfg["input_size"] == (spec.in_chans, *spec.img_size), f"{name}: input_size"
     assert cfg["fixed_input_size"] is True and cfg["pool_size"] is None, name
     with torch.device("meta"):
         model = timm.create_model(name)
         dynamic = timm.create_model(name, dynamic_img_size=True)
-        other = timm.create_model(name, img_size=spec.img_size + 32)
+        other = timm.create_model(name, img_size=spec.img_size[0] + 32)
     assert model.pretrained_cfg == cfg, f"{name}: the instance's cfg is not the registered one"
     assert dynamic.pretrained_cfg["fixed_input_size"] is False, f"{name}: dynamic_img_size=True takes any size"
-    size = spec.img_size + 32
+    size = spec.img_size[0] + 32
     assert other.pretrained_cfg["input_size"] == (spec.in_chans, size, size), f"{name}: cfg of img_size={size}"
     assert model.num_features == model.head_hidden_size == final.dim, f"{name}: widths, token width {final.dim}"
     keys = model.state_dict().keys()
@@ -281,8 +281,7 @@ def test_every_part_traces_with_torch_fx(path: Path) -> None:
     graph computes what the module does."""
     for dynamic in (False, True):
         model = randomised(factory(path)(dynamic_img_size=dynamic))
-        size = ir_of(path).spec.img_size
-        x = torch.randn(1, 3, size, size)
+        x = torch.randn(1, 3, *ir_of(path).spec.img_size)
         with torch.no_grad():
             got, expected = _fx(model)(x)["out"], model(x)
         assert torch.equal(got, expected), (

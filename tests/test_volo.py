@@ -146,7 +146,7 @@ def _paper_entry(name: str, img_size: int):
     return next(
         e
         for e in ir_of(_spec(name)).spec.published
-        if e.img_size == img_size and e.source.startswith("VOLO") and e.macs
+        if e.img_size == (img_size, img_size) and e.source.startswith("VOLO") and e.macs
     )
 
 

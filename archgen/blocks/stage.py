@@ -10,7 +10,6 @@ prefix tokens (CaiT), continue another stage's block container (DeepViT's last r
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -463,11 +462,11 @@ class Blocks(Step):
         used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.stochastic_depth else set())
         return tuple(a for a in ARGS if a in used)
 
-    def entry(self, s: Tokens, name: str, offset: int, side: str = "") -> str:
+    def entry(self, s: Tokens, name: str, offset: int, grid: str = "") -> str:
         """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``;
-        ``side``: the patch grid's side as code of the image side (``img_size // 16``)."""
+        ``grid``: the patch grid as code of the image size (``(H // 16, W // 16)``)."""
         values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
-        values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]", "grid": f"({side}, {side})"}
+        values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]", "grid": grid}
         args = ", ".join(values[a] for a in self.args(s))
         return f"*[{name}({args}) for {'i' if self.stochastic_depth else '_'} in range({self.depth})]"
 
@@ -667,11 +666,10 @@ class _Forward:
         c = self.stage.ctx(op, self.s)
         if not (op.reads == "grid" and self.wraps):
             return op.memory(tape, y, c)
-        p = self.s.prefix
-        side = math.isqrt(y.shape[1] - p)
+        p, hw = self.s.prefix, (self.s.h, self.s.w)
         if not p:
-            return op.memory(tape, y.unflatten(1, (side, side)), c).flatten(1, 2)
-        grid = op.memory(tape, y[:, p:].unflatten(1, (side, side)), c).flatten(1, 2)
+            return op.memory(tape, y.unflatten(1, hw), c).flatten(1, 2)
+        grid = op.memory(tape, y[:, p:].unflatten(1, hw), c).flatten(1, 2)
         return tape.cat([y[:, :p], grid], dim=1)
 
     def traced_branch(self, tape: Tape, b: Branch, x: T) -> T:

@@ -28,8 +28,6 @@ class Reshape(Step):
         if s.prefix:
             why = "cannot enter the token grid this step needs; let a later stage join them (`joins:`)"
             raise KindError("kind", f"prefix tokens ({', '.join(s.groups)}) {why}")
-        if s.h != s.w:
-            raise KindError("kind", f"the patch sequence is turned back into a square grid, not {s.h}x{s.w}")
         return s.with_(layout="grid")
 
     def count(self, s: Tokens, m: Model) -> Count:

@@ -13,6 +13,11 @@ from archgen.memory import T, Tape
 from archgen.stems.stem import Grid, Stem
 
 
+def _half(s: Tokens) -> tuple[int, int]:
+    """The (h, w) of the stride-2 conv's map (rounding up)."""
+    return (s.h - 1) // 2 + 1, (s.w - 1) // 2 + 1
+
+
 class ConvPatchEmbed(Stem):
     """``patch_embed.conv1`` 7x7/2 + ``bn1`` + ReLU, ``conv2`` 3x3 + ``bn2`` + ReLU (convs without bias),
     then ``proj``: a ``patch_size`` x ``patch_size`` conv with stride ``patch_size`` and a bias."""
@@ -32,24 +37,22 @@ class ConvPatchEmbed(Stem):
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout != "image":
             raise KindError("kind", "the conv patch stem takes the image")
-        half = (s.h - 1) // 2 + 1
-        if half % self.patch_size:
-            raise KindError("patch_size", f"{self.patch_size} does not divide the {half}x{half} feature map")
-        grid = half // self.patch_size
-        return Tokens(self.dim, grid, grid, "seq")
+        h, w = _half(s)
+        if h % self.patch_size or w % self.patch_size:
+            raise KindError("patch_size", f"{self.patch_size} does not divide the {h}x{w} feature map")
+        return Tokens(self.dim, h // self.patch_size, w // self.patch_size, "seq")
 
     def count(self, s: Tokens, m: Model) -> Count:
         o = self.out(s, m)
-        half = (s.h - 1) // 2 + 1
-        at = (half, half)
+        at = _half(s)
         c = self.channels
         return Count.group(
             "patch_embed",
             [
                 conv2d("conv1", s.dim, c, 7, at, bias=False),
-                norm("bn1", c, c * half * half, per_element=2),
+                norm("bn1", c, c * at[0] * at[1], per_element=2),
                 conv2d("conv2", c, c, 3, at, bias=False),
-                norm("bn2", c, c * half * half, per_element=2),
+                norm("bn2", c, c * at[0] * at[1], per_element=2),
                 conv2d("proj", c, self.dim, self.patch_size, (o.h, o.w)),
             ],
         )

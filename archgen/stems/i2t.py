@@ -28,9 +28,10 @@ class ImageToTokens(Stem):
     patch_size: int = Field(ge=1, le=64, description="Patch side on the backbone's stride-4 map.")
     dim: int = Field(ge=1, le=16384, description="Token width after the patch conv.")
 
-    def _maps(self, s: Tokens) -> tuple[int, int]:
-        conv = _down(s.h, 7, 2, 3)
-        return conv, _down(conv, 3, 2, 1)
+    def _maps(self, s: Tokens) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The (h, w) of the conv's map and of the pooled one."""
+        conv = (_down(s.h, 7, 2, 3), _down(s.w, 7, 2, 3))
+        return conv, (_down(conv[0], 3, 2, 1), _down(conv[1], 3, 2, 1))
 
     def grid(self) -> Grid:
         return Grid(3, 4 * self.patch_size)  # conv /2 and pool /2 (each rounding up), then the patches
@@ -38,11 +39,10 @@ class ImageToTokens(Stem):
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout != "image":
             raise KindError("kind", "the Image-to-Tokens stem takes the image")
-        _, pooled = self._maps(s)
-        if pooled % self.patch_size:
-            raise KindError("patch_size", f"{self.patch_size} does not divide the {pooled}x{pooled} map")
-        grid = pooled // self.patch_size
-        return Tokens(self.dim, grid, grid, "seq")
+        _, (h, w) = self._maps(s)
+        if h % self.patch_size or w % self.patch_size:
+            raise KindError("patch_size", f"{self.patch_size} does not divide the {h}x{w} map")
+        return Tokens(self.dim, h // self.patch_size, w // self.patch_size, "seq")
 
     def count(self, s: Tokens, m: Model) -> Count:
         o = self.out(s, m)
@@ -50,8 +50,8 @@ class ImageToTokens(Stem):
         backbone = Count.group(
             "backbone",
             [
-                conv2d("conv", s.dim, self.channels, 7, (conv, conv), bias=False),
-                norm("bn", self.channels, self.channels * conv * conv, per_element=2),
+                conv2d("conv", s.dim, self.channels, 7, conv, bias=False),
+                norm("bn", self.channels, self.channels * conv[0] * conv[1], per_element=2),
             ],
         )
         proj = conv2d("proj", self.channels, self.dim, self.patch_size, (o.h, o.w))

@@ -13,7 +13,7 @@ class Grid:
     """A patch-grid side as one expression of the image side: ``(size + offset) // stride``.
 
     Floor divisions compose (``a // b // c == a // (b * c)``), so a stem's strides and every later
-    downsample fold into one ``stride``: VOLO's grid at its position table is ``img_size // 16``.
+    downsample fold into one ``stride``: VOLO's grid at its position table is ``H // 16`` by ``W // 16``.
     """
 
     offset: int
@@ -23,6 +23,10 @@ class Grid:
         """The expression for an image side named ``size``: ``img_size // 16``, ``(H + 3) // 16``."""
         value = f"({size} + {self.offset})" if self.offset else size
         return f"{value} // {self.stride}" if self.stride != 1 else value
+
+    def pair(self) -> str:
+        """The grid (h, w) of the image (H, W) as code: ``(H // 16, W // 16)``."""
+        return f"({self.code('H')}, {self.code('W')})"
 
     def at(self, size: int) -> int:
         return (size + self.offset) // self.stride

@@ -9,6 +9,7 @@ from pydantic import Field
 from archgen.base import Model, Row, Tokens
 from archgen.counting import Count, conv2d, norm
 from archgen.errors import KindError
+from archgen.geometry import size_text
 from archgen.memory import T, Tape
 from archgen.stems.stem import Grid, Stem
 
@@ -36,7 +37,7 @@ class ConvStem(Stem):
         if self.patch_size % 2:
             raise KindError("patch_size", f"{self.patch_size} is odd; the first conv already strides by 2")
         if s.h % self.patch_size or s.w % self.patch_size:
-            raise KindError("patch_size", f"{self.patch_size} does not divide the image size {s.h}")
+            raise KindError("patch_size", f"{self.patch_size} does not divide the image size {size_text((s.h, s.w))}")
         return Tokens(self.dim, s.h // self.patch_size, s.w // self.patch_size, "grid")
 
     def count(self, s: Tokens, m: Model) -> Count:

@@ -29,8 +29,6 @@ class SinCos2dPosEmbed(SequenceTable):
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.dim % 4 or (self.convention == "big_vision" and s.dim < 8):
             raise KindError("kind", f"a 2-D sin-cos table needs a width divisible by 4 (at least 8), not {s.dim}")
-        if s.h != s.w:
-            raise KindError("kind", f"a 2-D sin-cos table is built for a square grid, not {s.h}x{s.w}")
         return super().out(s, m)
 
     def count(self, s: Tokens, m: Model) -> Count:

@@ -58,6 +58,7 @@ class SequenceTable(PositionTable):
             raise KindError("covers", "`cls` covers the class token, which must be the only prefix token in yet")
         return s
 
-    def rows(self, s: Tokens) -> str:
-        """The table's length as generated code: ``1 + grid * grid``."""
-        return f"{s.prefix} + grid * grid" if s.prefix else "grid * grid"
+    def rows(self, s: Tokens, grid: str = "grid") -> str:
+        """The table's length as generated code of the patch grid (h, w) named ``grid``: ``1 + grid[0] * grid[1]``."""
+        patches = f"{grid}[0] * {grid}[1]"
+        return f"{s.prefix} + {patches}" if s.prefix else patches
