@@ -173,6 +173,13 @@ class Step(Part):
         """How many times smaller this step makes the patch grid's side (a downsample's stride)."""
         return 1
 
+    @property
+    def size_free(self) -> bool:
+        """Whether the step works at any input size unchanged (no position table, no size-bound weights or
+        masks); a model all of whose steps are takes any input without dynamic_img_size (timm's
+        ``fixed_input_size`` False)."""
+        return False
+
     def grid_offset(self) -> int:
         """What the step adds to the grid's side before dividing by its stride (a padded conv's
         ``2 * padding - kernel + stride``)."""
@@ -246,6 +253,9 @@ class Op(Part):
             default=None, description="Attribute name in the block (default: the op's usual name, e.g. `attn`, `mlp`)."
         )
     )
+
+    # the op works at any grid size unchanged (see Step.size_free)
+    size_free: ClassVar[bool] = False
 
     @property
     def takes_rope(self) -> bool:

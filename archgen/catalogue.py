@@ -15,6 +15,7 @@ from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
 from archgen.blocks.quick_gelu import QuickGELU
 from archgen.blocks.stage import Blocks, Branch
+from archgen.feedforwards.dwconv_mlp import DwConvMlp
 from archgen.feedforwards.glu import Glu
 from archgen.feedforwards.leff import LeFF
 from archgen.feedforwards.mlp import Mlp
@@ -36,6 +37,7 @@ from archgen.stages.downsample import ConvDownsample
 from archgen.stages.lca import LayerClassAttention
 from archgen.stages.norm import TokenNorm
 from archgen.stages.reshape import Reshape
+from archgen.stages.stage_norm import StageNorm
 from archgen.stems.conv_embed import ConvEmbed
 from archgen.stems.conv_patch_embed import ConvPatchEmbed
 from archgen.stems.i2t import ImageToTokens
@@ -63,6 +65,7 @@ KINDS: tuple[type[Part], ...] = (
     Blocks,
     ConvDownsample,
     LayerClassAttention,
+    StageNorm,
     MultiHeadAttention,
     TalkingHeadsAttention,
     ReAttention,
@@ -73,6 +76,7 @@ KINDS: tuple[type[Part], ...] = (
     Mlp,
     Glu,
     LeFF,
+    DwConvMlp,
     TokenHead,
     DistilledHead,
     TokenLabelingHead,

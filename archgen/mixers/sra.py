@@ -29,6 +29,7 @@ class SpatialReductionAttention(Activated, Op):
     args = ("dim", "num_heads", "attn_drop", "proj_drop")
     class_name = "SpatialReductionAttention"
     label = "SRA"
+    size_free = True
 
     kind: Literal["sra"] = Field(
         description="Spatial-reduction attention (timm PVT-v2 `Attention`, Twins `GlobalSubSampleAttn`)."

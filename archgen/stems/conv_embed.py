@@ -41,6 +41,10 @@ class ConvEmbed(Stem):
     )
 
     @property
+    def size_free(self) -> bool:
+        return True
+
+    @property
     def pad(self) -> int:
         return self.kernel // 2 if self.padding is None else self.padding
 
