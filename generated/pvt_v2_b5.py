@@ -302,9 +302,7 @@ class PyramidVisionTransformerV2(nn.Module):
         self.global_pool = "avg"
         self.grad_checkpointing = False
         # the weights' data config, with this instance's input size and whether it takes others
-        self.pretrained_cfg = dict(
-            pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=False
-        )
+        self.pretrained_cfg = dict(pretrained_cfg, input_size=(3, img_size, img_size), fixed_input_size=False)
         # stochastic depth grows linearly from 0 to drop_path_rate over the 52 blocks
         dpr = [drop_path_rate * i / 51 for i in range(52)]
         self.patch_embed = ConvEmbed(in_chans, 64, kernel=7, stride=4, padding=3)
