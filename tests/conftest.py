@@ -195,7 +195,7 @@ FAST_SPECS = frozenset(
         "ceit_t",
         "deepvit_s",
         "vit_s16_rope_mixed",
-        "pvt_v2_b0",
+        "pvtv2_b0",
     }
 )
 PER_SPEC_TESTS = frozenset(
