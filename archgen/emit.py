@@ -270,7 +270,7 @@ def emit(ir: IR) -> dict[str, str]:
             total_depth=model.total_depth,
             inits=[i for i in init_lines if i],
             feature_info=_feature_info(taps),
-            size_free=_size_free(ir),
+            size_free=size_free(ir),
             grid_h=spec.stem.grid().code("H"),
             grid_w=spec.stem.grid().code("W"),
             resize=_resize(walked, ctxs),
@@ -319,7 +319,7 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("num_classes", ref.num_classes if timm and ref.num_classes is not None else spec.num_classes),
         ("input_size", (spec.in_chans, size, size)),
         ("pool_size", _pool_size(ir, size)),
-        ("fixed_input_size", not _size_free(ir)),
+        ("fixed_input_size", not size_free(ir)),
         ("mean", pre.mean),
         ("std", pre.std),
         ("crop_pct", pre.crop_pct),
@@ -338,7 +338,7 @@ def _pool_size(ir: IR, size: int) -> tuple[int, int] | None:
     return (final.h, final.w)
 
 
-def _size_free(ir: IR) -> bool:
+def size_free(ir: IR) -> bool:
     """Whether every step takes any input size as it is (else only img_size, or others with dynamic_img_size)."""
     return all(w.kind.size_free for w in ir.walk(ir.spec.img_size))
 
