@@ -249,7 +249,7 @@ def emit(ir: IR) -> dict[str, str]:
     forwards = live([f for f in step_lines if f], ("h", "w"))
     has_norm = any(isinstance(w.kind, TokenNorm) and w.kind.final for w in walked)
     taps = features.taps(walked, spec.img_size, final.dim if has_norm else None)
-    intermediates = _intermediates(taps, walked, ctxs, step_lines) if taps else []
+    intermediates = _intermediates(taps, walked, ctxs, step_lines, ir.head.needs()) if taps else []
     code = [*classes.text.values(), *forwards, *intermediates, *methods]
     text = (
         environment()
@@ -362,12 +362,21 @@ def _factory_doc(spec: Any) -> str:
                         "loads a local file (safetensors or torch).")  # fmt: skip
 
 
-def _intermediates(taps: features.Taps, walked: list[Walked], ctxs: list[_Ctx], step_lines: list[str]) -> list[str]:
+def _intermediates(
+    taps: features.Taps, walked: list[Walked], ctxs: list[_Ctx], step_lines: list[str], layout: str
+) -> list[str]:
     loop = ""
     if taps.per_block:
         root = ctxs[taps.taps[0].step]
         loop = str(_macros(root.k).forward_taps(root, taps.taps[0])).strip("\n")
-    return live(features.intermediates_body(taps, step_lines, loop), ("h", "w"))
+    # stopped early, the features are returned in the layout forward_features returns them in
+    early = {"seq": "x", "grid": "x.reshape(x.shape[0], h, w, -1)", "image": _feature_map(taps, '"NCHW"')}[layout]
+    return live(features.intermediates_body(taps, step_lines, loop, early), ("h", "w"))
+
+
+def _feature_map(taps: features.Taps, fmt: str) -> str:
+    """The call turning the tokens at a tap into a feature map of ``fmt``."""
+    return f"feature_map(x, h, w, {'0, ' if taps.taps[0].prefixed else ''}{fmt})"
 
 
 def _feature_info(taps: features.Taps | None) -> str:

@@ -401,35 +401,35 @@ class PyramidVisionTransformerV2(nn.Module):
         h, w = self.patch_grid(x)  # (56, 56) at 224x224
         x = self.patch_embed(x)  # (B, 56, 56, 32)
         x = self._run(self.stages[0].blocks, x)  # (B, 56, 56, 32)
+        x = self.stages[0].norm(x)  # (B, 56, 56, 32)
         if 0 in take:
             intermediates.append(feature_map(x, h, w, output_fmt))
         if last == 0 and (intermediates_only or stop_early):
-            return intermediates if intermediates_only else (x, intermediates)
-        x = self.stages[0].norm(x)  # (B, 56, 56, 32)
+            return intermediates if intermediates_only else (feature_map(x, h, w, "NCHW"), intermediates)
         x = self.stages[1].downsample(x.permute(0, 3, 1, 2))  # (B, 28, 28, 64)
         h, w = (h + 1) // 2, (w + 1) // 2
         x = self._run(self.stages[1].blocks, x)  # (B, 28, 28, 64)
+        x = self.stages[1].norm(x)  # (B, 28, 28, 64)
         if 1 in take:
             intermediates.append(feature_map(x, h, w, output_fmt))
         if last == 1 and (intermediates_only or stop_early):
-            return intermediates if intermediates_only else (x, intermediates)
-        x = self.stages[1].norm(x)  # (B, 28, 28, 64)
+            return intermediates if intermediates_only else (feature_map(x, h, w, "NCHW"), intermediates)
         x = self.stages[2].downsample(x.permute(0, 3, 1, 2))  # (B, 14, 14, 160)
         h, w = (h + 1) // 2, (w + 1) // 2
         x = self._run(self.stages[2].blocks, x)  # (B, 14, 14, 160)
+        x = self.stages[2].norm(x)  # (B, 14, 14, 160)
         if 2 in take:
             intermediates.append(feature_map(x, h, w, output_fmt))
         if last == 2 and (intermediates_only or stop_early):
-            return intermediates if intermediates_only else (x, intermediates)
-        x = self.stages[2].norm(x)  # (B, 14, 14, 160)
+            return intermediates if intermediates_only else (feature_map(x, h, w, "NCHW"), intermediates)
         x = self.stages[3].downsample(x.permute(0, 3, 1, 2))  # (B, 7, 7, 256)
         h, w = (h + 1) // 2, (w + 1) // 2
         x = self._run(self.stages[3].blocks, x)  # (B, 7, 7, 256)
+        x = self.stages[3].norm(x)  # (B, 7, 7, 256)
         if 3 in take:
             intermediates.append(feature_map(x, h, w, output_fmt))
         if last == 3 and (intermediates_only or stop_early):
-            return intermediates if intermediates_only else (x, intermediates)
-        x = self.stages[3].norm(x)  # (B, 7, 7, 256)
+            return intermediates if intermediates_only else (feature_map(x, h, w, "NCHW"), intermediates)
         x = x.permute(0, 3, 1, 2)  # (B, 256, 7, 7)
         return x, intermediates
 
