@@ -136,6 +136,7 @@ class Part(Strict):
     """Base of every part. Subclasses set ``kind: Literal[...]`` and ``slot``."""
 
     slot: ClassVar[str]
+    also: ClassVar[tuple[str, ...]] = ()  # further slots it fills (a conv embedding: the stem and a stage step)
     # the part's class defines `init_weights()`, its reference's initialisation, which the model runs after
     # its generic one (trunc_normal linears); may be a property where it depends on the part's options
     own_init: ClassVar[bool] = False
@@ -171,6 +172,18 @@ class Step(Part):
     def grid_stride(self) -> int:
         """How many times smaller this step makes the patch grid's side (a downsample's stride)."""
         return 1
+
+    @property
+    def size_free(self) -> bool:
+        """Whether the step works at any input size unchanged (no position table, no size-bound weights or
+        masks); a model all of whose steps are takes any input without dynamic_img_size (timm's
+        ``fixed_input_size`` False)."""
+        return False
+
+    def grid_offset(self) -> int:
+        """What the step adds to the grid's side before dividing by its stride (a padded conv's
+        ``2 * padding - kernel + stride``)."""
+        return 0
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         """The state after this step; raise ``KindError`` for hyper-parameters that do not fit."""
@@ -240,6 +253,9 @@ class Op(Part):
             default=None, description="Attribute name in the block (default: the op's usual name, e.g. `attn`, `mlp`)."
         )
     )
+
+    # the op works at any grid size unchanged (see Step.size_free)
+    size_free: ClassVar[bool] = False
 
     @property
     def takes_rope(self) -> bool:

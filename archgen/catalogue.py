@@ -15,6 +15,7 @@ from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
 from archgen.blocks.quick_gelu import QuickGELU
 from archgen.blocks.stage import Blocks, Branch
+from archgen.feedforwards.dwconv_mlp import DwConvMlp
 from archgen.feedforwards.glu import Glu
 from archgen.feedforwards.leff import LeFF
 from archgen.feedforwards.mlp import Mlp
@@ -28,6 +29,7 @@ from archgen.mixers.fused_attn_mlp import FusedAttentionMlp
 from archgen.mixers.mhsa import MultiHeadAttention
 from archgen.mixers.outlook import OutlookAttention
 from archgen.mixers.reattention import ReAttention
+from archgen.mixers.sra import SpatialReductionAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
 from archgen.rope.axial import AxialRope
 from archgen.rope.mixed import MixedRope
@@ -35,6 +37,8 @@ from archgen.stages.downsample import ConvDownsample
 from archgen.stages.lca import LayerClassAttention
 from archgen.stages.norm import TokenNorm
 from archgen.stages.reshape import Reshape
+from archgen.stages.stage_norm import StageNorm
+from archgen.stems.conv_embed import ConvEmbed
 from archgen.stems.conv_patch_embed import ConvPatchEmbed
 from archgen.stems.i2t import ImageToTokens
 from archgen.stems.patch_embed import PatchEmbed
@@ -51,6 +55,7 @@ KINDS: tuple[type[Part], ...] = (
     ConvStem,
     ImageToTokens,
     ConvPatchEmbed,
+    ConvEmbed,
     LearnedPosEmbed,
     LearnedPosEmbed2d,
     SinCosPosEmbed,
@@ -60,15 +65,18 @@ KINDS: tuple[type[Part], ...] = (
     Blocks,
     ConvDownsample,
     LayerClassAttention,
+    StageNorm,
     MultiHeadAttention,
     TalkingHeadsAttention,
     ReAttention,
     OutlookAttention,
+    SpatialReductionAttention,
     ClassAttention,
     FusedAttentionMlp,
     Mlp,
     Glu,
     LeFF,
+    DwConvMlp,
     TokenHead,
     DistilledHead,
     TokenLabelingHead,
@@ -84,7 +92,7 @@ DEFAULT_KIND = {"stage": "blocks"}  # a stage mapping without `kind:` is a stage
 
 
 def of_slot(slot: str) -> tuple[type[Part], ...]:
-    return tuple(k for k in KINDS if k.slot == slot)
+    return tuple(k for k in KINDS if k.slot == slot or slot in k.also)
 
 
 def slot_type(slot: str) -> Any:

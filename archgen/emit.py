@@ -250,7 +250,7 @@ def emit(ir: IR) -> dict[str, str]:
     forwards = live([f for f in step_lines if f], ("h", "w"))
     has_norm = any(isinstance(w.kind, TokenNorm) and w.kind.final for w in walked)
     taps = features.taps(walked, spec.img_size, final.dim if has_norm else None)
-    intermediates = _intermediates(taps, walked, ctxs, step_lines) if taps else []
+    intermediates = _intermediates(taps, walked, ctxs, step_lines, ir.head.needs()) if taps else []
     code = [*classes.text.values(), *forwards, *intermediates, *methods]
     text = (
         environment()
@@ -271,6 +271,7 @@ def emit(ir: IR) -> dict[str, str]:
             total_depth=model.total_depth,
             inits=[i for i in init_lines if i],
             feature_info=_feature_info(taps),
+            size_free=size_free(ir),
             grid_h=spec.stem.grid().code("H"),
             grid_w=spec.stem.grid().code("W"),
             resize=_resize(walked, ctxs),
@@ -311,14 +312,15 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
     ref, pre = spec.reference, spec.preprocessing
     timm = ref is not None and ref.package == "timm"
     heads = ir.head.classifiers()
+    size = ref.img_size if timm and ref.img_size else spec.img_size
     return [
         ("architecture", ref.model if timm else spec.name),
         ("tag", ref.tag if timm else None),
         ("hf_hub_id", ref.hf_hub_id if timm else None),
         ("num_classes", ref.num_classes if timm and ref.num_classes is not None else spec.num_classes),
-        ("input_size", (spec.in_chans, *(ref.img_size if timm and ref.img_size else spec.img_size))),
-        ("pool_size", None),  # forward_features returns tokens, not a feature map
-        ("fixed_input_size", True),  # without dynamic_img_size=True, the model takes its img_size only
+        ("input_size", (spec.in_chans, *size)),
+        ("pool_size", _pool_size(ir, size)),
+        ("fixed_input_size", not size_free(ir)),
         ("mean", pre.mean),
         ("std", pre.std),
         ("crop_pct", pre.crop_pct),
@@ -327,6 +329,19 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("first_conv", spec.stem.first_conv),
         ("classifier", heads[0] if len(heads) == 1 else heads),
     ]
+
+
+def _pool_size(ir: IR, size: Size) -> tuple[int, int] | None:
+    """The final feature map's (h, w) where forward_features returns one; None for tokens."""
+    if ir.head.needs() == "seq":
+        return None
+    final = ir.final(size)
+    return (final.h, final.w)
+
+
+def size_free(ir: IR) -> bool:
+    """Whether every step takes any input size as it is (else only img_size, or others with dynamic_img_size)."""
+    return all(w.kind.size_free for w in ir.walk(ir.spec.img_size))
 
 
 def _prefixes(classifiers: tuple[str, ...]) -> str:
@@ -349,12 +364,21 @@ def _factory_doc(spec: Any) -> str:
                         "loads a local file (safetensors or torch).")  # fmt: skip
 
 
-def _intermediates(taps: features.Taps, walked: list[Walked], ctxs: list[_Ctx], step_lines: list[str]) -> list[str]:
+def _intermediates(
+    taps: features.Taps, walked: list[Walked], ctxs: list[_Ctx], step_lines: list[str], layout: str
+) -> list[str]:
     loop = ""
     if taps.per_block:
         root = ctxs[taps.taps[0].step]
         loop = str(_macros(root.k).forward_taps(root, taps.taps[0])).strip("\n")
-    return live(features.intermediates_body(taps, step_lines, loop), ("h", "w"))
+    # stopped early, the features are returned in the layout forward_features returns them in
+    early = {"seq": "x", "grid": "x.reshape(x.shape[0], h, w, -1)", "image": _feature_map(taps, '"NCHW"')}[layout]
+    return live(features.intermediates_body(taps, step_lines, loop, early), ("h", "w"))
+
+
+def _feature_map(taps: features.Taps, fmt: str) -> str:
+    """The call turning the tokens at a tap into a feature map of ``fmt``."""
+    return f"feature_map(x, h, w, {'0, ' if taps.taps[0].prefixed else ''}{fmt})"
 
 
 def _feature_info(taps: features.Taps | None) -> str:
@@ -428,7 +452,11 @@ def _grids(walked: list[Walked]) -> list[Grid | None]:
     grid: Grid | None = None
     for w in walked:
         grids.append(grid)
-        grid = w.kind.grid() if isinstance(w.kind, Stem) else grid and grid.downsampled(w.kind.grid_stride())
+        if w.s_in.layout == "image":  # a stem (a conv embedding may also stand later, on the grid)
+            assert isinstance(w.kind, Stem)
+            grid = w.kind.grid()
+        else:
+            grid = grid and grid.downsampled(w.kind.grid_stride(), w.kind.grid_offset())
     return grids
 
 
@@ -445,32 +473,29 @@ _CODE = re.compile(r"^(.*?)(?:  #.*)?$")
 
 
 def live(lines: list[str], names: tuple[str, ...]) -> list[str]:
-    """Drops assignments to ``names`` (``h, w = ...``) that no line reads before the next assignment; a call
-    among them is kept for its effect (``self.patch_grid(x)`` checks the input size)."""
+    """Drops assignments to ``names`` (``h, w = ...``) that no later line reads before the next assignment,
+    walking backwards so that a chain of updates nothing reads in the end (``h, w = (h + 1) // 2, ...`` after
+    each downsample) goes as a whole; a call among them is kept for its effect (``self.patch_grid(x)``
+    checks the input size). Straight-line code only (forward_features)."""
     flat = [line for text in lines for line in text.split("\n")]
     target = ", ".join(names) + " = "
     use = re.compile(r"(?<![\w.])(" + "|".join(names) + r")(?!\w)")
-
-    def read_after(i: int) -> bool:
-        for later in flat[i + 1 :]:
-            code = _CODE.match(later)[1].lstrip()  # type: ignore[index]
-            assigns = code.startswith(target)
-            if use.search(code.removeprefix(target) if assigns else code):
-                return True
-            if assigns:
-                return False
-        return False
-
+    read = False  # whether a later line reads the names before assigning them
     out: list[str] = []
-    for i, line in enumerate(flat):
+    for line in reversed(flat):
         stripped = line.lstrip()
-        if stripped.startswith(target) and not read_after(i):
-            value = _CODE.match(stripped[len(target) :])[1]  # type: ignore[index]
-            if "(" in value and not use.search(value):
-                out.append(line[: len(line) - len(stripped)] + value + "  # checks the input size")
+        code = _CODE.match(stripped)[1]  # type: ignore[index]
+        if not code.startswith(target):
+            read |= bool(use.search(code))
+            out.append(line)
             continue
-        out.append(line)
-    return out
+        value = code[len(target) :]
+        if read:
+            out.append(line)
+            read = bool(use.search(value))
+        elif "(" in value and not use.search(value):
+            out.append(line[: len(line) - len(stripped)] + value + "  # checks the input size")
+    return out[::-1]
 
 
 def describe(ir: IR) -> str:

@@ -56,7 +56,7 @@ def taps(walked: list[Walked], img_size: int | Size, final_norm_dim: int | None)
         return None
 
     def tap(module: str, i: int, w: Walked) -> Tap:
-        s = w.s_in
+        s = w.s_out
         return Tap(module, s.dim, size_of(img_size)[0] // s.h, s.prefix, i, s.dim == final_norm_dim)
 
     containers = list(dict.fromkeys(_entry(w.container or w.kind.key) for _, w in main))
@@ -66,8 +66,13 @@ def taps(walked: list[Walked], img_size: int | Size, final_norm_dim: int | None)
         per_block = tuple(tap(f"{containers[0]}.{j}", i, first) for j in range(total))
         found = Taps(True, containers[0], per_block, main[-1][0])
     else:
-        last = {_entry(w.container or w.kind.key): (i, w) for i, w in main}  # after a container's last stage
-        found = Taps(False, "", tuple(tap(name, *last[name]) for name in containers), main[-1][0])
+        # after the last step of each stage's entry: its blocks, or a member after them (PVT-v2's `stages.i.norm`)
+        last = {}
+        for i, w in enumerate(walked):
+            key = w.container or getattr(w.kind, "key", None)
+            if isinstance(key, str) and _entry(key) in containers and (i >= main[0][0]):
+                last[_entry(key)] = (i, w)
+        found = Taps(False, "", tuple(tap(name, *last[name]) for name in containers), last[containers[-1]][0])
     if any(t.prefix for t in found.taps):
         return found
     return replace(found, taps=tuple(replace(t, prefixed=False) for t in found.taps))
@@ -79,11 +84,12 @@ def _entry(key: str) -> str:
     return ".".join(key.split(".")[:2])
 
 
-def intermediates_body(t: Taps, step_lines: list[str], loop: str) -> list[str]:
+def intermediates_body(t: Taps, step_lines: list[str], loop: str, early: str = "x") -> list[str]:
     """``forward_intermediates``: the forward's steps, with the taps collected where they are produced.
 
     ``step_lines[i]`` is the forward code of the i-th walked step; ``loop`` is the per-block tap loop the
-    container's template writes in place of its one-line forward.
+    container's template writes in place of its one-line forward; ``early`` is the features returned when
+    ``stop_early`` ends the forward at a tap, in the layout forward_features returns (a pyramid's feature map).
     """
     lines = ["take, last = feature_take_indices(len(self.feature_info), indices)", "intermediates = []"]
     by_step = {tap.step: k for k, tap in enumerate(t.taps)}
@@ -98,7 +104,7 @@ def intermediates_body(t: Taps, step_lines: list[str], loop: str) -> list[str]:
                 f"if {k} in take:",
                 f"    intermediates.append({t.taps[k].value})",
                 f"if last == {k} and (intermediates_only or stop_early):",
-                "    return intermediates if intermediates_only else (x, intermediates)",
+                f"    return intermediates if intermediates_only else ({early}, intermediates)",
             ]
     return [line for line in lines if line]
 

@@ -6,12 +6,13 @@ module, so timm's train, validate and benchmark scripts run CeiT, DeepViT and ev
 A spec is compiled on first use into the same code ``archgen build`` writes; its pretrained cfg (timm's
 fields, the hub id of the reference weights) is registered with it, so ``pretrained=True`` downloads through
 timm and ``features_only=True`` wraps the model with timm's ``FeatureGetterNet`` (``forward_intermediates``),
-taking the last ``DEFAULT_TAPS`` taps unless ``out_indices`` says otherwise, as timm does for its ViTs.
+taking the last ``DEFAULT_TAPS`` taps (a pyramid's: all of them) unless ``out_indices`` says otherwise, as timm does.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import linecache
 import sys
 import types
@@ -23,7 +24,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from archgen import features, specs
 from archgen.build import compile_path
 from archgen.compiler import IR
-from archgen.emit import emit, pretrained_cfg
+from archgen.emit import emit, pretrained_cfg, size_free
 from archgen.geometry import size_of
 
 # timm's register_model reads the entrypoint's module for its pretrained cfgs
@@ -48,16 +49,24 @@ def module(path: Path) -> types.ModuleType:
 
 
 def default_out_indices(ir: IR) -> int:
-    """How many of the last taps features_only returns by default (all of them where there are fewer)."""
+    """How many of the last taps features_only returns by default: every stage of a pyramid (each tap at a
+    coarser stride than the one before: timm's PVT-v2, Swin, PiT, Twins), else the last ``DEFAULT_TAPS``
+    (all of them where there are fewer)."""
     taps = features.taps(ir.walk(ir.spec.img_size), ir.spec.img_size, None)
-    return min(DEFAULT_TAPS, len(taps.taps)) if taps is not None else DEFAULT_TAPS
+    if taps is None:
+        return DEFAULT_TAPS
+    strides = [t.reduction for t in taps.taps]
+    if len(strides) > 1 and all(a < b for a, b in itertools.pairwise(strides)):
+        return len(strides)
+    return min(DEFAULT_TAPS, len(strides))
 
 
 def instance_cfg(ir: IR, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The pretrained_cfg fields that depend on the constructor's arguments: the input size the model is
     built for and whether it takes others (dynamic_img_size), as the model itself reports them."""
     size = size_of(kwargs.get("img_size", ir.spec.img_size))
-    return {"input_size": (ir.spec.in_chans, *size), "fixed_input_size": not kwargs.get("dynamic_img_size")}
+    fixed = not kwargs.get("dynamic_img_size") and not size_free(ir)  # a size-free model takes any size
+    return {"input_size": (ir.spec.in_chans, *size), "fixed_input_size": fixed}
 
 
 def register(path: Path) -> str:

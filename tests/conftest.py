@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import re
 import sys
 import types
@@ -141,6 +142,17 @@ def bn_keys(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
             f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}  # fmt: skip
 
 
+@cache
+def timm_size_kwargs(model: str, img_size: int) -> dict[str, int]:
+    """``img_size=`` for a timm model whose constructor takes it; {} for one that takes any input size without
+    being told (timm's PVT-v2 has no position table and no such argument)."""
+    import timm
+
+    with torch.device("meta"):
+        ref = timm.create_model(model, pretrained=False)
+    return {"img_size": img_size} if "img_size" in inspect.signature(type(ref).__init__).parameters else {}
+
+
 def compile_data(data: dict, folder: Path) -> tuple[IR, str, types.ModuleType]:
     """A spec given as data, written to ``folder``, compiled and executed: (IR, source, module)."""
     path = folder / f"{data['name']}.yaml"
@@ -214,6 +226,7 @@ FAST_SPECS = frozenset(
         "ceit_t",
         "deepvit_s",
         "vit_s16_rope_mixed",
+        "pvtv2_b0",
     }
 )
 PER_SPEC_TESTS = frozenset(
@@ -254,6 +267,9 @@ PROOF_MODELS = frozenset(
         "aimv2_large_patch14_224",
         "vit_base_patch16_xp_224",
         "vit_small_patch16_18x2_224",
+        # issue 20: hierarchical families
+        "pvt_v2_b0",
+        "pvt_v2_b2_li",
     }
 )
 

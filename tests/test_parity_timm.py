@@ -13,7 +13,7 @@ import torch
 
 from archgen.errors import SpecError
 from archgen.geometry import size_text
-from conftest import LARGE, SIZE_VARIANTS, SPECS, assert_close_to_scale, factory, ir_of
+from conftest import LARGE, SIZE_VARIANTS, SPECS, assert_close_to_scale, factory, ir_of, timm_size_kwargs
 
 timm = pytest.importorskip("timm")
 
@@ -24,7 +24,7 @@ def _pair(path: Path, img_size: int | tuple[int, int]) -> tuple[torch.nn.Module,
     spec = ir_of(path).spec
     # img_size always: a reference may be registered at another resolution than the spec's default
     # (CaiT's xs24/s36/m36 exist only at 384, m48 at 448; the specs default to 224 as the paper does).
-    kwargs = {"pretrained": False, "num_classes": spec.num_classes, "img_size": img_size}
+    kwargs = {"pretrained": False, "num_classes": spec.num_classes, **timm_size_kwargs(spec.reference.model, img_size)}
     ref = timm.create_model(spec.reference.model, **kwargs).eval()
     with torch.no_grad():
         for p in ref.parameters():
@@ -46,7 +46,8 @@ COSTLY = 150_000_000_000
 def _same_layout_on_meta(path: Path, img_size: int) -> None:
     spec = ir_of(path).spec
     with torch.device("meta"):
-        ref = timm.create_model(spec.reference.model, pretrained=False, num_classes=spec.num_classes, img_size=img_size)
+        size = timm_size_kwargs(spec.reference.model, img_size)
+        ref = timm.create_model(spec.reference.model, pretrained=False, num_classes=spec.num_classes, **size)
         ours = factory(path)(img_size=img_size)
     theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == theirs, f"{path.stem}@{img_size}"
@@ -106,8 +107,8 @@ def test_size_variant_matches_timm_on_meta(path: Path) -> None:
     ir = ir_of(path)
     spec = ir.spec
     with torch.device("meta"):
-        kwargs = {"pretrained": False, "num_classes": spec.num_classes, "img_size": spec.img_size}
-        ref = timm.create_model(spec.reference.model, **kwargs).eval()
+        size = timm_size_kwargs(spec.reference.model, spec.img_size)
+        ref = timm.create_model(spec.reference.model, pretrained=False, num_classes=spec.num_classes, **size).eval()
         ours = factory(path)().eval()
     theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}

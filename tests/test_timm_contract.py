@@ -61,6 +61,8 @@ CASES = [
     ("volo_d1", {}),
     ("volo_d1", {"indices": [0, 3], "norm": True}),
     ("volo_d1", {"indices": 2, "intermediates_only": True}),
+    ("pvtv2_b0", {}),  # a pyramid: each stage's normed output at strides 4 to 32, NCHW
+    ("pvtv2_b0", {"indices": [0, 2], "stop_early": True}),
 ]
 
 
@@ -80,7 +82,10 @@ def test_forward_intermediates_equal_timms(name: str, kwargs: dict) -> None:
         torch.testing.assert_close(v, u, rtol=0, atol=2e-5, msg=f"{name}: intermediate {i}")
 
 
-@pytest.mark.parametrize(("name", "indices"), [("deit_ti", [1, 4]), ("cait_xxs24", 2), ("volo_d1", [0, 1])])
+PRUNED = [("deit_ti", [1, 4]), ("cait_xxs24", 2), ("volo_d1", [0, 1]), ("pvtv2_b0", [1])]
+
+
+@pytest.mark.parametrize(("name", "indices"), PRUNED)
 def test_pruned_model_gives_timms_intermediates(name: str, indices: object) -> None:
     ref, ours = _pair(name)
     kept = ref.prune_intermediate_layers(indices, prune_norm=True)

@@ -256,6 +256,10 @@ class Blocks(Step):
         """Whether the blocks take the model's rotary table (an op of theirs rotates q and k with it)."""
         return any(op.takes_rope for op in self.ops())
 
+    @property
+    def size_free(self) -> bool:
+        return all(op.size_free for op in self.ops())
+
     def resolve_heads(self, dim: int) -> int:
         if self.heads is not None and self.head_dim is not None:
             raise KindError("head_dim", "give `heads` or `head_dim`, not both")

@@ -20,6 +20,7 @@ class Mlp(Activated, Op):
     reads = "token"
     args = ("dim", "hidden", "proj_drop")
     class_name = "Mlp"
+    size_free = True
 
     kind: Literal["mlp"] = Field(description="Token-wise MLP (timm `mlp.fc1`, `mlp.fc2`).")
     act: Act = act_field(what="Activation after `fc1` (timm `act_layer`)")

@@ -25,6 +25,15 @@ class AvgPoolHead(Head):
         default=True, description="Apply the final norm after pooling, as `fc_norm` (timm's default for avg)."
     )
 
+    layout: Literal["seq", "grid", "image"] = Field(
+        default="seq",
+        description="What forward_features returns and the pooling averages: the token sequence (B, N, C), the "
+        "patch grid (B, H, W, C: timm's Swin) or a feature map (B, C, H, W: timm's PVT-v2).",
+    )
+
+    def needs(self) -> str:
+        return self.layout
+
     def takes_norm(self) -> bool:
         return self.fc_norm
 
@@ -33,7 +42,12 @@ class AvgPoolHead(Head):
             raise KindError("kind", "average pooling needs patch tokens")
 
     def inputs(self, tape: Tape, x: T, s: Tokens, fc_norm: Norm | None) -> dict[str, T]:
-        pooled = tape.mean(x[:, s.prefix :], dim=1)
+        if self.layout == "seq":
+            pooled = tape.mean(x[:, s.prefix :], dim=1)
+        else:  # the mean over both grid axes: a new (B, C) tensor, nothing saved
+            pooled = tape.mean(
+                x.flatten(1, 2) if self.layout == "grid" else x.flatten(2), 1 if self.layout == "grid" else 2
+            )
         return {"head": fc_norm.memory(tape, pooled) if fc_norm else pooled}
 
     def row(self, s: Tokens, m: Model) -> Row:

@@ -24,6 +24,10 @@ class Head(Part):
         """Whether the final norm runs after pooling, as ``fc_norm``, instead of on every token."""
         return False
 
+    def needs(self) -> str:
+        """The layout forward_features returns and forward_head reads (the compiler converts to it)."""
+        return "seq"
+
     def check(self, s: Tokens, m: Model) -> None:
         """Raise ``KindError`` when the head needs tokens the sequence does not have."""
 

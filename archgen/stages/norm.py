@@ -27,6 +27,10 @@ class TokenNorm(Step):
         return self.norm.kind
 
     @property
+    def size_free(self) -> bool:
+        return True
+
+    @property
     def final(self) -> bool:
         return self.key == "norm"
 
