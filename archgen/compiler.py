@@ -322,13 +322,16 @@ def _late_tokens(loaded: LoadedSpec) -> set[str]:
 
 
 def _rope_field(stage: Any) -> Path_:
-    """Where a stage's first op that takes the rotary table says so: ``("block", 0, "op", "rope")``."""
-    for i, b in enumerate(stage.block):
-        if b.op is not None and b.op.takes_rope:
-            return ("block", i, "op", "rope")
-        for j, op in enumerate(b.ops):
-            if op.takes_rope:
-                return ("block", i, "ops", j, "rope")
+    """Where a stage's first op that takes the rotary table says so: ``("block", 0, "op", "rope")`` (in a
+    cycle, ``("cycle", j, "block", 0, "op", "rope")``)."""
+    patterns = [(("cycle", j), p.block) for j, p in enumerate(stage.cycle)] if stage.cycle else [((), stage.block)]
+    for where, block in patterns:
+        for i, b in enumerate(block):
+            if b.op is not None and b.op.takes_rope:
+                return (*where, "block", i, "op", "rope")
+            for j, op in enumerate(b.ops):
+                if op.takes_rope:
+                    return (*where, "block", i, "ops", j, "rope")
     return ("block",)
 
 

@@ -191,13 +191,16 @@ class _Classes:
         return self.ops[part.identity()] if isinstance(part, Op) else type(part).__name__
 
     def add(self, part: Part, w: Walked | None) -> None:
-        code = None
-        name = self.name(part)
         step = w is not None and part is w.kind
-        if step and hasattr(part, "code"):
-            name = self.blocks[part.identity(w.s_in, self.m)]
-            code = part.code(w.s_in, self.m, self.ops)
-        ctx = _ClassCtx(self.m, name, self.name, code, w.s_in if step else None)
+        if step and hasattr(part, "patterns"):  # a stage of blocks: a class per kind of block it holds
+            assert w is not None
+            for kind in part.patterns():
+                name = self.blocks[kind.identity(w.s_in, self.m)]
+                self.define(kind, _ClassCtx(self.m, name, self.name, kind.code(w.s_in, self.m, self.ops), w.s_in))
+            return
+        self.define(part, _ClassCtx(self.m, self.name(part), self.name, None, w.s_in if step else None))
+
+    def define(self, part: Part, ctx: _ClassCtx) -> None:
         text = str(_macros(part).classes(part, ctx)).strip("\n")
         for block in _split_classes(text):
             found = re.match(r"(?:@.*\n)*(?:class|def) (\w+)", block)
@@ -227,7 +230,7 @@ def emit(ir: IR) -> dict[str, str]:
         ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
             side = grid.code("img_size") if grid is not None else ""
-            entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset, side)
+            entry = w.kind.entry(w.s_in, lambda k, w=w: classes.blocks[k.identity(w.s_in, model)], w.offset, side)
             if w.container is not None:  # continues a container: its blocks join that stage's entries
                 containers[w.container].members.append(entry)
                 step_lines.append("")

@@ -11,6 +11,7 @@ prefix tokens (CaiT), continue another stage's block container (DeepViT's last r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -182,8 +183,15 @@ def _header(args: tuple[str, ...]) -> str:
     return def_line("__init__", f"self, {typed}", "None", 4)
 
 
+class Pattern(Strict):
+    """One block of a stage's ``cycle``: its residual branches, in order."""
+
+    block: tuple[Branch, ...] = Field(min_length=1, max_length=8, description="The residual branches, in order.")
+
+
 class Blocks(Step):
-    """``depth`` identical residual blocks stored as ``<key>.0`` … ``<key>.<depth-1>``."""
+    """``depth`` residual blocks stored as ``<key>.0`` … ``<key>.<depth-1>``: copies of one ``block``, or
+    blocks that take the patterns of a ``cycle`` in turn (Twins-SVT: local, global, local, ...)."""
 
     slot = "stage"
 
@@ -202,7 +210,15 @@ class Blocks(Step):
     mlp_ratio: float | None = Field(
         default=None, gt=0, le=64, description="Feed-forward hidden width = int(width * mlp_ratio)."
     )
-    block: tuple[Branch, ...] = Field(min_length=1, max_length=8, description="The residual branches, in order.")
+    block: tuple[Branch, ...] = Field(
+        default=(), max_length=8, description="The residual branches, in order (every block the same)."
+    )
+    cycle: tuple[Pattern, ...] = Field(
+        default=(),
+        max_length=8,
+        description="Blocks that differ within the stage, instead of `block`: block j takes pattern "
+        "j % len(cycle), each pattern its own block class (Twins-SVT alternates local and global attention).",
+    )
     layerscale: LayerScaleSpec | None = Field(
         default=None, description="LayerScale on every branch that sets none of its own (CaiT, DeiT III)."
     )
@@ -229,6 +245,32 @@ class Blocks(Step):
         "(CeiT declares `norm2` first); it orders state_dict keys, hence optimizer states.",
     )
 
+    @model_validator(mode="after")
+    def _block_or_cycle(self) -> Blocks:
+        if bool(self.block) == bool(self.cycle):
+            raise ValueError("give exactly one of `block` (one block, repeated) and `cycle` (two or more)")
+        if self.cycle and len(self.cycle) < 2:
+            raise ValueError("`cycle` alternates two or more patterns; a single one is `block`")
+        if self.cycle and self.order is not None:
+            raise ValueError("`order` names one block's modules: it does not apply to a `cycle`")
+        return self
+
+    def patterns(self) -> tuple[Blocks, ...]:
+        """The stage as one stage per kind of block it holds: itself, or one per pattern of its cycle. A
+        pattern keeps the cycle, so that every block runs on the layout all of them share."""
+        if not self.block:
+            return tuple(self.model_copy(update={"block": p.block}) for p in self.cycle)
+        return (self,)
+
+    def branches(self) -> tuple[Branch, ...]:
+        """Every branch of the stage's blocks (of all patterns of a cycle)."""
+        return self.block or tuple(b for p in self.cycle for b in p.block)
+
+    def pattern(self, j: int) -> Blocks:
+        """The stage whose block is block ``j``."""
+        kinds = self.patterns()
+        return kinds[j % len(kinds)]
+
     @field_validator("joins")
     @classmethod
     def _once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -241,7 +283,7 @@ class Blocks(Step):
     def layout(self, s: Tokens) -> str:
         """The layout the blocks run on: a sequence if any op reads one (grid ops then see the patches as
         a grid inside the block), the grid if the ops read grids or single tokens and no prefix token is in."""
-        reads = {op.reads for op in self.ops()}
+        reads = {op.reads for op in self.every_op()}
         if "seq" in reads or self.updates == "cls" or self.collect_cls or s.prefix:
             return "seq"
         return "grid" if "grid" in reads else s.layout
@@ -250,12 +292,17 @@ class Blocks(Step):
         return self.layout(s)
 
     def ops(self) -> tuple[Op, ...]:
-        return tuple(op for b in self.block for op in b.all_ops())
+        return tuple(op for b in self.branches() for op in b.all_ops())
 
     @property
     def takes_rope(self) -> bool:
         """Whether the blocks take the model's rotary table (an op of theirs rotates q and k with it)."""
-        return any(op.takes_rope for op in self.ops())
+        return any(op.takes_rope for op in self.every_op())
+
+    def every_op(self) -> tuple[Op, ...]:
+        """The ops of every block of the stage; for a pattern of a cycle, of the whole cycle."""
+        branches = [b for p in self.cycle for b in p.block] if self.cycle else self.block
+        return tuple(op for b in branches for op in b.all_ops())
 
     def resolve_heads(self, dim: int) -> int:
         if self.heads is not None and self.head_dim is not None:
@@ -320,6 +367,14 @@ class Blocks(Step):
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout == "image":
             raise KindError("kind", "blocks need tokens; a stem makes them")
+        if not self.block:  # a cycle: each pattern must fit (its errors name the pattern)
+            for j, pattern in enumerate(self.patterns()):
+                try:
+                    out = pattern.out(s, m)
+                except KindError as exc:
+                    field = f"cycle[{j}].{exc.field}" if exc.field.startswith("block") else exc.field
+                    raise KindError(field, exc.message) from None
+            return out
         heads = self.resolve_heads(s.dim)
         all_names = self.names()
         names = [a for n in all_names for a in n.modules() if not a.startswith("gamma_")]
@@ -379,6 +434,11 @@ class Blocks(Step):
 
     def count(self, s: Tokens, m: Model) -> Count:
         self.out(s, m)
+        kinds = [p.block_count(s) for p in self.patterns()]
+        return Count.group(self.key, [kinds[j % len(kinds)].renamed(str(j)) for j in range(self.depth)])
+
+    def block_count(self, s: Tokens) -> Count:
+        """One block's modules (of a stage whose blocks are all alike: a pattern of a cycle)."""
         parts: list[Count] = []
         for b, n in zip(self.block, self.names(), strict=True):
             written = self.written(b, s) * s.dim
@@ -411,13 +471,12 @@ class Blocks(Step):
         order = self.order
         if order is not None:  # the block's modules in declaration order, as the module lists them
             parts.sort(key=lambda c: order.index(c.name) if c.name in order else len(order))
-        block = Count.group("", parts)
-        return Count.group(self.key, block.repeat([str(i) for i in range(self.depth)]))
+        return Count.group("", parts)
 
     def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
-        forward = _ClassForward(self, s) if self.updates == "cls" else _Forward(self, s)
+        forwards = [_ClassForward(p, s) if self.updates == "cls" else _Forward(p, s) for p in self.patterns()]
 
-        def block(x: T) -> T:
+        def block(forward: _Forward, x: T) -> T:
             if not tape.checkpointing:
                 return forward.trace(tape, x)
             tape.save(x)  # a checkpointed block keeps its inputs and recomputes the rest in backward
@@ -426,7 +485,15 @@ class Blocks(Step):
             with tape.unrecorded():
                 return forward.trace(tape, x)
 
-        x, tape.blocks = tape.repeat(x, self.depth, block)
+        if len(forwards) == 1:
+            x, tape.blocks = tape.repeat(x, self.depth, lambda x: block(forwards[0], x))
+            return x
+        per_block = []  # a cycle: every block traced (its patterns save different bytes)
+        for j in range(self.depth):
+            before = tape.total
+            x = block(forwards[j % len(forwards)], x)
+            per_block.append(tape.total - before)
+        tape.blocks = per_block
         return x
 
     def row(self, s: Tokens, m: Model) -> Row:
@@ -434,9 +501,10 @@ class Blocks(Step):
             kinds = [op.kind for op in b.all_ops()]
             return kinds[0] if len(kinds) == 1 else f"({' | '.join(kinds)})"
 
-        ops = " + ".join(branch(b) for b in self.block)
+        ops = " / ".join(" + ".join(branch(b) for b in p.block) for p in self.patterns())
         notes = [f"{self.updates} only" if self.updates == "cls" else ""]
-        notes.append("LayerScale" if any(self.ls(b) or any(self.ls(p) for p in b.paths) for b in self.block) else "")
+        scaled = any(self.ls(b) or any(self.ls(p) for p in b.paths) for b in self.branches())
+        notes.append("LayerScale" if scaled else "")
         notes.append("collects cls" if self.collect_cls else "")
         extra = ", ".join(n for n in notes if n)
         heads = self.resolve_heads(s.dim)
@@ -449,7 +517,7 @@ class Blocks(Step):
 
     def helpers(self) -> tuple[Part, ...]:
         drop = (DropPath(),) if self.stochastic_depth else ()
-        branches = [*self.block, *(p for b in self.block for p in b.paths)]
+        branches = [*self.branches(), *(p for b in self.branches() for p in b.paths)]
         ls = (LayerScale(),) if any((s := self.ls(b)) and s.keys == "ls" for b in branches) else ()
         return (*drop, *ls, *self.ops())
 
@@ -463,13 +531,19 @@ class Blocks(Step):
         used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.stochastic_depth else set())
         return tuple(a for a in ARGS if a in used)
 
-    def entry(self, s: Tokens, name: str, offset: int, side: str = "") -> str:
-        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``;
-        ``side``: the patch grid's side as code of the image side (``img_size // 16``)."""
+    def entry(self, s: Tokens, name: Callable[[Blocks], str], offset: int, side: str = "") -> str:
+        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``, a
+        cycle's ``A(...) if i % 2 == 0 else B(...)``; ``name`` gives a pattern's class name, ``side`` the
+        patch grid's side as code of the image side (``img_size // 16``)."""
         values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
         values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]", "grid": f"({side}, {side})"}
-        args = ", ".join(values[a] for a in self.args(s))
-        return f"*[{name}({args}) for {'i' if self.stochastic_depth else '_'} in range({self.depth})]"
+        kinds = self.patterns()
+        calls = [f"{name(p)}({', '.join(values[a] for a in p.args(s))})" for p in kinds]
+        element = calls[-1]
+        for j in reversed(range(len(kinds) - 1)):
+            element = f"{calls[j]} if i % {len(kinds)} == {j} else {element}"
+        i = "i" if self.stochastic_depth or len(kinds) > 1 else "_"
+        return f"*[{element} for {i} in range({self.depth})]"
 
     def _ls_module(self, spec: LayerScaleSpec, name: str) -> tuple[str, str] | str:
         """A LayerScale module (name, expression), or the line setting CaiT's bare parameter."""
