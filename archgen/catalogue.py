@@ -25,6 +25,7 @@ from archgen.heads.token import TokenHead
 from archgen.heads.token_labeling import TokenLabelingHead
 from archgen.mixers.class_attention import ClassAttention
 from archgen.mixers.fused_attn_mlp import FusedAttentionMlp
+from archgen.mixers.lsa import LocallyGroupedAttention
 from archgen.mixers.mhsa import MultiHeadAttention
 from archgen.mixers.outlook import OutlookAttention
 from archgen.mixers.reattention import ReAttention
@@ -64,6 +65,7 @@ KINDS: tuple[type[Part], ...] = (
     TalkingHeadsAttention,
     ReAttention,
     OutlookAttention,
+    LocallyGroupedAttention,
     ClassAttention,
     FusedAttentionMlp,
     Mlp,
