@@ -28,6 +28,7 @@ from archgen.mixers.fused_attn_mlp import FusedAttentionMlp
 from archgen.mixers.lsa import LocallyGroupedAttention
 from archgen.mixers.mhsa import MultiHeadAttention
 from archgen.mixers.outlook import OutlookAttention
+from archgen.mixers.peg import PosConv
 from archgen.mixers.reattention import ReAttention
 from archgen.mixers.sra import SpatialReductionAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
@@ -70,6 +71,7 @@ KINDS: tuple[type[Part], ...] = (
     OutlookAttention,
     LocallyGroupedAttention,
     SpatialReductionAttention,
+    PosConv,
     ClassAttention,
     FusedAttentionMlp,
     Mlp,

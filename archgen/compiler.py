@@ -267,8 +267,20 @@ def _stages(loaded: LoadedSpec) -> list[Placed]:
     """Stages in order, with the container of each stage that ``continues`` another. Stage keys are unique;
     ``name.i`` keys fill a ModuleList in order 0, 1, 2, …"""
     seen: dict[str, tuple[int, bool]] = {}  # ModuleList -> its last entry, and whether that holds named members
+    stem_list, _, stem_index = str(getattr(loaded.spec.stem, "key", "")).partition(".")
+    if stem_index.isdigit():  # the stem fills entry 0 of a ModuleList the stages go on filling (patch_embeds.0)
+        seen[stem_list] = (int(stem_index), False)
+    inserted: dict[str, int] = {}  # ModuleLists that stages' inserts fill (pos_block.0, pos_block.1, ...)
     placed: list[Placed] = []
     for i, stage in enumerate(loaded.spec.stages):
+        insert = getattr(stage, "insert", None)
+        if insert is not None:
+            name, _, index = insert.key.partition(".")
+            expected = inserted.get(name, -1) + 1
+            if name in seen or name in inserted and not index or index and int(index) != expected:
+                want = f"{name}.{expected}" if index else "a name no stage or other insert uses"
+                raise loaded.error(("stages", i, "insert", "key"), f"'{insert.key}' out of order or taken; expected {want}")
+            inserted[name] = int(index) if index else 0
         key = stage.key
         if key in {p.kind.key for p in placed}:  # type: ignore[attr-defined]
             raise loaded.error(("stages", i, "key"), f"'{key}' is used by an earlier stage")

@@ -99,6 +99,8 @@ class _Ctx:
     img_size: int = 0
     rope_run: str = ""  # the rotary-table argument of the stage's ``_run`` call: ", rope" or ", rope[12:24]"
     rope_block: str = ""  # ... of one block in a loop over the stage's container: ", rope" or ", rope[i]"
+    insert_attr: str = ""  # a stage's insert between two blocks: how code reaches it (``self.pos_block[0]``)
+    insert_define: str = ""  # ... and the statement creating it
 
     def __post_init__(self) -> None:
         key = str(getattr(self.k, "key", ""))
@@ -243,6 +245,16 @@ def emit(ir: IR) -> dict[str, str]:
         if ctx.sub and ctx.entry not in lists:  # an entry holding named members: a stage's downsample, blocks
             lists.add(ctx.entry)
             inits.append(f"self.{ctx.list_name}.append(nn.ModuleDict())")
+        insert = getattr(w.kind, "insert", None)
+        if insert is not None:  # a module beside the blocks' container, created right after it
+            name, _, index = insert.key.partition(".")
+            if index and name not in lists:
+                lists.add(name)
+                inits.append(f"self.{name} = nn.ModuleList()")
+            side = grid.code("img_size") if grid is not None else ""
+            expr = w.kind.inserted(w.s_in, classes.name(insert.op), side)
+            ctx.insert_attr = f"self.{name}[{index}]" if index else f"self.{name}"
+            ctx.insert_define = f"self.{name}.append({expr})" if index else f"self.{name} = {expr}"
         inits.append(ctx)
         step_lines.append(str(_macros(w.kind).forward(ctx)).strip("\n"))
     # rendered after the walk: a container's entries are complete once every stage that continues it is seen

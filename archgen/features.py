@@ -111,8 +111,13 @@ def prune_body(t: Taps, owned: list[tuple[str, ...]], truncate: str, norm: bool,
     lines = [truncate] if truncate else []
     for k, (tap, following) in enumerate(zip(t.taps, t.taps[1:], strict=False)):
         between = [a for owns in owned[tap.step + 1 : following.step + 1] for a in owns]
+        plain = [a for a in between if "." not in a]
+        # entries of a ModuleList (Twins' patch_embeds.1, pos_block.1): the list is cut before the first
+        cuts = {a.partition(".")[0]: int(a.split(".")[1]) for a in reversed(between) if "." in a}
         if between:  # only taps after the k-th need these (VOLO's position table, after its first stage)
-            lines += [f"if last < {k + 1}:", f"    {' = '.join(f'self.{a}' for a in between)} = None"]
+            lines.append(f"if last < {k + 1}:")
+            lines += [f"    self.{name} = self.{name}[:{index}]" for name, index in cuts.items()]
+            lines += [f"    {' = '.join(f'self.{a}' for a in plain)} = None"] if plain else []
     if norm:
         normed = [k for k, tap in enumerate(t.taps) if tap.normed]
         if not normed:  # its width fits no tap: norm=True leaves every tap as it is

@@ -183,6 +183,22 @@ def _header(args: tuple[str, ...]) -> str:
     return def_line("__init__", f"self, {typed}", "None", 4)
 
 
+class Insert(Strict):
+    """A residual op run once between two blocks of a stage, ``x = x + op(x)``, its module stored outside the
+    blocks' container (Twins' conditional position encoding: `pos_block.i` after each stage's first block)."""
+
+    after: int = Field(ge=1, le=1000, description="How many of the stage's blocks run before it (Twins: 1).")
+    key: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[0-9]+)?$", max_length=60)] = Field(
+        description="Its attribute path: `pos_block.0` (an entry of a ModuleList of the model) or a name."
+    )
+    op: OpSlot = Field(description="The op; a bare kind name (`op: peg`) takes its defaults.")
+
+    @field_validator("op", mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        return {"kind": value} if isinstance(value, str) else value
+
+
 class Pattern(Strict):
     """One block of a stage's ``cycle``: its residual branches, in order."""
 
@@ -219,6 +235,9 @@ class Blocks(Step):
         description="Blocks that differ within the stage, instead of `block`: block j takes pattern "
         "j % len(cycle), each pattern its own block class (Twins-SVT alternates local and global attention).",
     )
+    insert: Insert | None = Field(
+        default=None, description="A residual op between two of the blocks (Twins' position encoding, `peg`)."
+    )
     layerscale: LayerScaleSpec | None = Field(
         default=None, description="LayerScale on every branch that sets none of its own (CaiT, DeiT III)."
     )
@@ -253,6 +272,14 @@ class Blocks(Step):
             raise ValueError("`cycle` alternates two or more patterns; a single one is `block`")
         if self.cycle and self.order is not None:
             raise ValueError("`order` names one block's modules: it does not apply to a `cycle`")
+        if self.insert is not None:
+            if self.insert.after > self.depth:
+                raise ValueError(f"`insert.after` is {self.insert.after}, but the stage has {self.depth} blocks")
+            if self.continues is not None or self.collect_cls or self.updates == "cls":
+                raise ValueError("`insert` runs between the blocks of a stage that updates all tokens in its own "
+                                 "container and collects no class tokens")  # fmt: skip
+            if self.insert.key.partition(".")[0] == self.key.partition(".")[0]:
+                raise ValueError(f"`insert.key` '{self.insert.key}' must lie outside the blocks' container")
         return self
 
     def patterns(self) -> tuple[Blocks, ...]:
@@ -302,7 +329,8 @@ class Blocks(Step):
     def every_op(self) -> tuple[Op, ...]:
         """The ops of every block of the stage; for a pattern of a cycle, of the whole cycle."""
         branches = [b for p in self.cycle for b in p.block] if self.cycle else self.block
-        return tuple(op for b in branches for op in b.all_ops())
+        inserted = (self.insert.op,) if self.insert is not None else ()
+        return (*(op for b in branches for op in b.all_ops()), *inserted)
 
     def resolve_heads(self, dim: int) -> int:
         if self.heads is not None and self.head_dim is not None:
@@ -367,6 +395,8 @@ class Blocks(Step):
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout == "image":
             raise KindError("kind", "blocks need tokens; a stem makes them")
+        if self.insert is not None:
+            self._check_insert(s)
         if not self.block:  # a cycle: each pattern must fit (its errors name the pattern)
             for j, pattern in enumerate(self.patterns()):
                 try:
@@ -425,6 +455,25 @@ class Blocks(Step):
             raise KindError("order", f"must list each of the block's modules once: {', '.join(names)}")
         return s.with_(collected=s.collected + self.depth) if self.collect_cls else s
 
+    def _check_insert(self, s: Tokens) -> None:
+        op = self.insert.op if self.insert is not None else None
+        assert op is not None
+        if op.takes_rope or self.takes_rope:
+            raise KindError("insert", "runs between blocks that take no rotary table")
+        if op.writes_first:
+            raise KindError("insert.op.kind", f"{op.kind} writes the class token only")
+        if op.reads == "grid" and self.layout(s) == "seq":
+            raise KindError("insert.op.kind", f"{op.kind} needs the blocks on the patch grid: no prefix tokens "
+                            "and no op of theirs reading the sequence")  # fmt: skip
+        if "num_heads" in op.args and not self.resolve_heads(s.dim):
+            raise KindError("heads", f"required by {op.kind} in `insert`: give `heads` or `head_dim`")
+        if "hidden" in op.args and self.hidden(s.dim) < 1:
+            raise KindError("mlp_ratio", f"required by {op.kind} in `insert`")
+        try:
+            op.check(self.ctx(op, s))
+        except KindError as exc:
+            raise KindError(f"insert.op.{exc.field}", exc.message) from None
+
     # --- counts -----------------------------------------------------------------------------------
 
     def _ls_count(self, spec: LayerScaleSpec, name: str, dim: int) -> Count:
@@ -435,7 +484,11 @@ class Blocks(Step):
     def count(self, s: Tokens, m: Model) -> Count:
         self.out(s, m)
         kinds = [p.block_count(s) for p in self.patterns()]
-        return Count.group(self.key, [kinds[j % len(kinds)].renamed(str(j)) for j in range(self.depth)])
+        blocks = Count.group(self.key, [kinds[j % len(kinds)].renamed(str(j)) for j in range(self.depth)])
+        if self.insert is None:
+            return blocks
+        op = self.insert.op  # a module of the model beside the blocks' container: the step's two attributes
+        return Count.group("", [blocks, op.count(self.ctx(op, s)).renamed(self.insert.key)])
 
     def block_count(self, s: Tokens) -> Count:
         """One block's modules (of a stage whose blocks are all alike: a pattern of a cycle)."""
@@ -485,13 +538,15 @@ class Blocks(Step):
             with tape.unrecorded():
                 return forward.trace(tape, x)
 
-        if len(forwards) == 1:
+        if len(forwards) == 1 and self.insert is None:
             x, tape.blocks = tape.repeat(x, self.depth, lambda x: block(forwards[0], x))
             return x
-        per_block = []  # a cycle: every block traced (its patterns save different bytes)
+        per_block = []  # a cycle or an insert: every block traced (they save different bytes)
         for j in range(self.depth):
             before = tape.total
             x = block(forwards[j % len(forwards)], x)
+            if self.insert is not None and j + 1 == self.insert.after:  # x + op(x), counted with this block
+                x = tape.pointwise(x, self.insert.op.memory(tape, x, self.ctx(self.insert.op, s)))
             per_block.append(tape.total - before)
         tape.blocks = per_block
         return x
@@ -519,7 +574,8 @@ class Blocks(Step):
         drop = (DropPath(),) if self.stochastic_depth else ()
         branches = [*self.branches(), *(p for b in self.branches() for p in b.paths)]
         ls = (LayerScale(),) if any((s := self.ls(b)) and s.keys == "ls" for b in branches) else ()
-        return (*drop, *ls, *self.ops())
+        inserted = (self.insert.op,) if self.insert is not None else ()
+        return (*drop, *ls, *self.ops(), *inserted)
 
     def identity(self, s: Tokens, m: Model) -> str:
         """Everything that shapes the block class: stages with equal identities share one class."""
@@ -535,8 +591,7 @@ class Blocks(Step):
         """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``, a
         cycle's ``A(...) if i % 2 == 0 else B(...)``; ``name`` gives a pattern's class name, ``side`` the
         patch grid's side as code of the image side (``img_size // 16``)."""
-        values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
-        values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]", "grid": f"({side}, {side})"}
+        values = self._values(s, offset, side)
         kinds = self.patterns()
         calls = [f"{name(p)}({', '.join(values[a] for a in p.args(s))})" for p in kinds]
         element = calls[-1]
@@ -544,6 +599,18 @@ class Blocks(Step):
             element = f"{calls[j]} if i % {len(kinds)} == {j} else {element}"
         i = "i" if self.stochastic_depth or len(kinds) > 1 else "_"
         return f"*[{element} for {i} in range({self.depth})]"
+
+    def _values(self, s: Tokens, offset: int, side: str) -> dict[str, str]:
+        """Code of each constructor argument a block (or the insert's op) takes."""
+        values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
+        drop_path = "dpr[i]" if offset == 0 else f"dpr[{offset} + i]"
+        return values | RATES | {"drop_path": drop_path, "grid": f"({side}, {side})"}
+
+    def inserted(self, s: Tokens, name: str, side: str = "") -> str:
+        """The insert's module as constructed (``PosConv(64)``), given its op's class name."""
+        assert self.insert is not None
+        values = self._values(s, 0, side)
+        return f"{name}({', '.join(values[a] for a in self.insert.op.args)})"
 
     def _ls_module(self, spec: LayerScaleSpec, name: str) -> tuple[str, str] | str:
         """A LayerScale module (name, expression), or the line setting CaiT's bare parameter."""
