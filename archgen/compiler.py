@@ -273,14 +273,8 @@ def _stages(loaded: LoadedSpec) -> list[Placed]:
     inserted: dict[str, int] = {}  # ModuleLists that stages' inserts fill (pos_block.0, pos_block.1, ...)
     placed: list[Placed] = []
     for i, stage in enumerate(loaded.spec.stages):
-        insert = getattr(stage, "insert", None)
-        if insert is not None:
-            name, _, index = insert.key.partition(".")
-            expected = inserted.get(name, -1) + 1
-            if name in seen or name in inserted and not index or index and int(index) != expected:
-                want = f"{name}.{expected}" if index else "a name no stage or other insert uses"
-                raise loaded.error(("stages", i, "insert", "key"), f"'{insert.key}' out of order or taken; expected {want}")
-            inserted[name] = int(index) if index else 0
+        if getattr(stage, "insert", None) is not None:
+            _insert_key(loaded, i, stage.insert.key, seen, inserted)
         key = stage.key
         if key in {p.kind.key for p in placed}:  # type: ignore[attr-defined]
             raise loaded.error(("stages", i, "key"), f"'{key}' is used by an earlier stage")
@@ -300,6 +294,17 @@ def _stages(loaded: LoadedSpec) -> list[Placed]:
         seen[name] = (int(index) if index else 0, bool(member))
         placed.append(Placed(stage, ("stages", i)))
     return placed
+
+
+def _insert_key(loaded: LoadedSpec, i: int, key: str, seen: dict[str, Any], inserted: dict[str, int]) -> None:
+    """A stage's insert names a module of its own: an attribute no stage uses, or the next entry of a ModuleList
+    that inserts fill in order (``pos_block.0``, ``pos_block.1``)."""
+    name, _, index = key.partition(".")
+    expected = inserted.get(name, -1) + 1
+    if name in seen or (name in inserted and not index) or (index and int(index) != expected):
+        want = f"{name}.{expected}" if index else "a name no stage or other insert uses"
+        raise loaded.error(("stages", i, "insert", "key"), f"'{key}' out of order or taken; expected {want}")
+    inserted[name] = int(index) if index else 0
 
 
 def _continuing(loaded: LoadedSpec, i: int, stage: Any, target: str, placed: list[Placed]) -> Placed:

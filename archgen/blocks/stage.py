@@ -561,6 +561,7 @@ class Blocks(Step):
         scaled = any(self.ls(b) or any(self.ls(p) for p in b.paths) for b in self.branches())
         notes.append("LayerScale" if scaled else "")
         notes.append("collects cls" if self.collect_cls else "")
+        notes.append(f"{self.insert.op.kind} after {self.insert.after}" if self.insert is not None else "")
         extra = ", ".join(n for n in notes if n)
         heads = self.resolve_heads(s.dim)
         return Row(f"{ops} ({extra})" if extra else ops, str(self.depth), str(heads) if heads else "-")
