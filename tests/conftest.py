@@ -222,6 +222,9 @@ PROOF_MODELS = frozenset(
         "aimv2_large_patch14_224",
         "vit_base_patch16_xp_224",
         "vit_small_patch16_18x2_224",
+        # issue 20
+        "twins_svt_small",
+        "twins_pcpvt_small",
     }
 )
 
