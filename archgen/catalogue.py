@@ -14,7 +14,7 @@ from archgen.base import Part
 from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
 from archgen.blocks.quick_gelu import QuickGELU
-from archgen.blocks.stage import Blocks, Branch
+from archgen.blocks.stage import Blocks, Branch, Insert, Pattern
 from archgen.feedforwards.glu import Glu
 from archgen.feedforwards.leff import LeFF
 from archgen.feedforwards.mlp import Mlp
@@ -113,5 +113,5 @@ def slot_type(slot: str) -> Any:
 
 SLOT_TYPES = {f"{slot.title().replace('_', '')}Slot": slot_type(slot) for slot in SLOTS}
 
-for _kind in (*KINDS, *INTERNAL, Branch):
+for _kind in (*KINDS, *INTERNAL, Branch, Pattern, Insert):
     _kind.model_rebuild(_types_namespace=SLOT_TYPES)

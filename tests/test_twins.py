@@ -10,29 +10,17 @@ import pytest
 import torch
 
 from archgen.errors import SpecError
-from conftest import ROOT, assert_counts_exact, compile_data, factory, saved_activation_bytes
+from conftest import assert_counts_exact, compile_data, saved_activation_bytes, timm_pair
 
 timm = pytest.importorskip("timm")
-SVT = ROOT / "specs" / "twins_svt_small.yaml"
-SIZE = 160
-
-
-def _pair() -> tuple[torch.nn.Module, torch.nn.Module]:
-    """At 160: grids of 40, 20, 10 and 5 patches a side, none a multiple of the 7x7 windows (padded)."""
-    ref = timm.create_model("twins_svt_small", pretrained=False, img_size=SIZE).eval()
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    ours = factory(SVT)(img_size=SIZE).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
+SIZE = 160  # grids of 40, 20, 10 and 5 patches a side: none a multiple of the 7x7 windows (padded)
 
 
 @pytest.mark.slow
 def test_features_equal_timms() -> None:
     """Stage outputs at strides 4 to 32, NCHW, the last one normed on request; feature_info as timm's (whose
     module names `block.i` name no module: ours name the stages' entries `blocks.i`); pruning as timm's."""
-    ref, ours = _pair()
+    ref, ours = timm_pair("twins_svt_small", img_size=SIZE)
     ranks = [(f["num_chs"], f["reduction"]) for f in ours.feature_info]
     assert ranks == [(f["num_chs"], f["reduction"]) for f in ref.feature_info], "twins_svt_small: feature_info"
     assert all(ours.get_submodule(f["module"]) is ours.blocks[i] for i, f in enumerate(ours.feature_info))

@@ -38,6 +38,11 @@ RATES = {"attn_drop": "attn_drop_rate", "proj_drop": "proj_drop_rate"}
 TYPES = {"drop_path": "float", "attn_drop": "float", "proj_drop": "float", "grid": "tuple[int, int]"}
 
 
+def _kind(value: object) -> object:
+    """An op written as its bare kind name (`op: mlp`) is the op with its defaults."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
 class LayerScaleSpec(Strict):
     """A learned per-channel scale of the branch output, initialised small (CaiT, DeiT III)."""
 
@@ -101,16 +106,13 @@ class Branch(Strict):
     )
     keys: BranchKeys = Field(default=BranchKeys(), description="Attribute names where the reference's differ.")
 
-    @field_validator("op", mode="before")
-    @classmethod
-    def _shorthand(cls, value: object) -> object:
-        return {"kind": value} if isinstance(value, str) else value
+    _shorthand = field_validator("op", mode="before")(lambda value: _kind(value))
 
     @field_validator("ops", mode="before")
     @classmethod
     def _shorthands(cls, value: object) -> object:
         if isinstance(value, (list, tuple)):
-            return [{"kind": v} if isinstance(v, str) else v for v in value]
+            return [_kind(v) for v in value]
         return value
 
     @model_validator(mode="after")
@@ -193,10 +195,7 @@ class Insert(Strict):
     )
     op: OpSlot = Field(description="The op; a bare kind name (`op: peg`) takes its defaults.")
 
-    @field_validator("op", mode="before")
-    @classmethod
-    def _shorthand(cls, value: object) -> object:
-        return {"kind": value} if isinstance(value, str) else value
+    _shorthand = field_validator("op", mode="before")(lambda value: _kind(value))
 
 
 class Pattern(Strict):
