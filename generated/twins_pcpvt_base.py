@@ -18,10 +18,10 @@ head            linear on the mean of the patches  -      512  -      1000 class
 @224: params 43,828,456  MACs 6,652,933,888 (6.65 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 43.8M [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as
-    the issue cites them)]: ok (-0.1%)
-  @224 macs 6.4G [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as the
-    issue cites them)]: deviation (-3.8%)
+  @224 params 43.8M [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]:
+    ok (-0.1%)
+  @224 macs 6.4G [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]:
+    deviation (-3.8%)
 """
 
 import contextlib

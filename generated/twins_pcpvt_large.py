@@ -18,10 +18,10 @@ head            linear on the mean of the patches  -      512  -      1000 class
 @224: params 60,989,672  MACs 9,807,524,096 (9.81 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 60.9M [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as
-    the issue cites them)]: deviation (-0.1%)
-  @224 macs 9.5G [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as the
-    issue cites them)]: deviation (-3.1%)
+  @224 params 60.9M [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]:
+    deviation (-0.1%)
+  @224 macs 9.5G [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]:
+    deviation (-3.1%)
 """
 
 import contextlib

@@ -18,10 +18,10 @@ head            linear on the mean of the patches  -      512  -      1000 class
 @224: params 24,106,216  MACs 3,809,459,968 (3.81 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 24.1M [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as
-    the issue cites them)]: ok (-0.0%)
-  @224 macs 3.7G [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as the
-    issue cites them)]: deviation (-2.9%)
+  @224 params 24.1M [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]:
+    ok (-0.0%)
+  @224 macs 3.7G [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]:
+    deviation (-2.9%)
 """
 
 import contextlib

@@ -18,10 +18,10 @@ head            linear on the mean of the patches    -      768  -      1000 cla
 @224: params 56,070,952  MACs 8,562,612,480 (8.56 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 56M [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as
-    the issue cites them)]: ok (-0.1%)
-  @224 macs 8.6G [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as the
-    issue cites them)]: ok (+0.4%)
+  @224 params 56M [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]: ok
+    (-0.1%)
+  @224 macs 8.6G [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]: ok
+    (+0.4%)
   @224 macs 8.3G [Meituan-AutoML/Twins README, model zoo (ALT-GVT-Base)]: deviation (-3.1%)
 """
 

@@ -18,10 +18,10 @@ head            linear on the mean of the patches    -      1024  -      1000 cl
 @224: params 99,271,400  MACs 15,111,777,280 (15.11 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 99.2M [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as
-    the issue cites them)]: deviation (-0.1%)
-  @224 macs 15.1G [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as
-    the issue cites them)]: ok (-0.1%)
+  @224 params 99.2M [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]:
+    deviation (-0.1%)
+  @224 macs 15.1G [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]: ok
+    (-0.1%)
   @224 macs 14.8G [Meituan-AutoML/Twins README, model zoo (ALT-GVT-Large)]: deviation (-2.1%)
 """
 

@@ -18,10 +18,10 @@ head            linear on the mean of the patches    -      512  -      1000 cla
 @224: params 24,060,776  MACs 2,927,353,344 (2.93 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 24M [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as
-    the issue cites them)]: ok (-0.3%)
-  @224 macs 2.9G [Twins paper (arXiv:2104.13840), ImageNet-1K classification results (numbers as the
-    issue cites them)]: ok (-0.9%)
+  @224 params 24M [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]: ok
+    (-0.3%)
+  @224 macs 2.9G [Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)]: ok
+    (-0.9%)
   @224 macs 2.8G [Meituan-AutoML/Twins README, model zoo (ALT-GVT-Small)]: deviation (-4.4%)
 """
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from archgen.base import Model, Op, OpCtx, Part, Row, StageKey, Step, Strict, Tokens
 from archgen.blocks.drop_path import DropPath
@@ -26,6 +26,7 @@ from archgen.memory import T, Tape
 from archgen.naming import path_class
 from archgen.norms import LAYERNORM, Norm, NormValue
 from archgen.pyformat import def_line
+from archgen.reserved import check_stage_key
 
 if TYPE_CHECKING:  # the catalogue resolves the op union at import time
     OpSlot = Op
@@ -190,9 +191,9 @@ class Insert(Strict):
     blocks' container (Twins' conditional position encoding: `pos_block.i` after each stage's first block)."""
 
     after: int = Field(ge=1, le=1000, description="How many of the stage's blocks run before it (Twins: 1).")
-    key: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[0-9]+)?$", max_length=60)] = Field(
-        description="Its attribute path: `pos_block.0` (an entry of a ModuleList of the model) or a name."
-    )
+    key: Annotated[
+        str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[0-9]+)?$", max_length=60), AfterValidator(check_stage_key)
+    ] = Field(description="Its attribute path: `pos_block.0` (an entry of a ModuleList of the model) or a name.")
     op: OpSlot = Field(description="The op; a bare kind name (`op: peg`) takes its defaults.")
 
     _shorthand = field_validator("op", mode="before")(lambda value: _kind(value))
