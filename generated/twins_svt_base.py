@@ -575,7 +575,16 @@ class Twins(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def no_weight_decay(self) -> set[str]:
-        return set()
+        return {
+            "pos_block.0.proj.0.bias",
+            "pos_block.0.proj.0.weight",
+            "pos_block.1.proj.0.bias",
+            "pos_block.1.proj.0.weight",
+            "pos_block.2.proj.0.bias",
+            "pos_block.2.proj.0.weight",
+            "pos_block.3.proj.0.bias",
+            "pos_block.3.proj.0.weight",
+        }
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

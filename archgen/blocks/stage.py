@@ -569,6 +569,15 @@ class Blocks(Step):
     def num_blocks(self) -> int:
         return self.depth if self.stochastic_depth else 0
 
+    def no_weight_decay(self) -> tuple[str, ...]:
+        """The insert's parameters where its op says so (a position encoding)."""
+        if self.insert is None:
+            return ()
+        return tuple(f"{self.insert.key}.{name}" for name in self.insert.op.no_weight_decay())
+
+    def trunc_normal(self) -> tuple[str, ...]:
+        return ()  # the blocks' and the insert's modules take their own initialisation
+
     # --- code -------------------------------------------------------------------------------------
 
     def helpers(self) -> tuple[Part, ...]:

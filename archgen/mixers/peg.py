@@ -26,6 +26,10 @@ class PosConv(Op):
     kind: Literal["peg"] = Field(description="Conditional position encoding: depthwise conv (timm Twins `PosConv`).")
     kernel: int = Field(default=3, ge=1, le=15, description="Kernel side (odd: the grid keeps its size).")
 
+    def no_weight_decay(self) -> tuple[str, ...]:
+        """A position encoding is not weight-decayed (timm's Twins: every `pos_block` parameter)."""
+        return ("proj.0.weight", "proj.0.bias")
+
     def check(self, c: OpCtx) -> None:
         if self.kernel % 2 == 0:
             raise KindError("kernel", f"{self.kernel} is even: an odd kernel keeps the grid's size")
