@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from archgen.errors import SpecError
-from conftest import assert_counts_exact, compile_data, saved_activation_bytes, timm_pair
+from conftest import ROOT, assert_counts_exact, compile_data, factory, saved_activation_bytes, timm_pair
 
 timm = pytest.importorskip("timm")
 SIZE = 160  # grids of 40, 20, 10 and 5 patches a side: none a multiple of the 7x7 windows (padded)
@@ -42,6 +42,13 @@ def test_features_equal_timms() -> None:
         b = ours.forward_intermediates(x, kept, intermediates_only=True)
     for u, v in zip(a, b, strict=True):
         torch.testing.assert_close(v, u, rtol=0, atol=2e-5, msg="twins_svt_small pruned")
+
+
+def test_position_encodings_take_no_weight_decay_as_in_timm() -> None:
+    with torch.device("meta"):
+        ref = timm.create_model("twins_pcpvt_small", pretrained=False)
+        ours = factory(ROOT / "specs" / "twins_pcpvt_small.yaml")()
+    assert ours.no_weight_decay() == ref.no_weight_decay(), "twins_pcpvt_small: no_weight_decay"
 
 
 def _inserted(insert: dict, depth: int = 3, block: list | None = None) -> dict:
