@@ -262,6 +262,10 @@ class Op(Part):
         """Whether the op's forward takes the model's rotary table as a second argument (``op(x, rope)``)."""
         return False
 
+    def no_weight_decay(self) -> tuple[str, ...]:
+        """Its parameters that take no weight decay (a position encoding's), relative to the op's module."""
+        return ()
+
     def check(self, c: OpCtx) -> None:
         """Raise ``KindError`` when the op cannot work on these tokens."""
 

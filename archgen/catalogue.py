@@ -14,7 +14,7 @@ from archgen.base import Part
 from archgen.blocks.drop_path import DropPath
 from archgen.blocks.layerscale import LayerScale
 from archgen.blocks.quick_gelu import QuickGELU
-from archgen.blocks.stage import Blocks, Branch
+from archgen.blocks.stage import Blocks, Branch, Insert, Pattern
 from archgen.feedforwards.dwconv_mlp import DwConvMlp
 from archgen.feedforwards.glu import Glu
 from archgen.feedforwards.leff import LeFF
@@ -26,8 +26,10 @@ from archgen.heads.token import TokenHead
 from archgen.heads.token_labeling import TokenLabelingHead
 from archgen.mixers.class_attention import ClassAttention
 from archgen.mixers.fused_attn_mlp import FusedAttentionMlp
+from archgen.mixers.lsa import LocallyGroupedAttention
 from archgen.mixers.mhsa import MultiHeadAttention
 from archgen.mixers.outlook import OutlookAttention
+from archgen.mixers.peg import PosConv
 from archgen.mixers.reattention import ReAttention
 from archgen.mixers.sra import SpatialReductionAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
@@ -70,7 +72,9 @@ KINDS: tuple[type[Part], ...] = (
     TalkingHeadsAttention,
     ReAttention,
     OutlookAttention,
+    LocallyGroupedAttention,
     SpatialReductionAttention,
+    PosConv,
     ClassAttention,
     FusedAttentionMlp,
     Mlp,
@@ -113,5 +117,5 @@ def slot_type(slot: str) -> Any:
 
 SLOT_TYPES = {f"{slot.title().replace('_', '')}Slot": slot_type(slot) for slot in SLOTS}
 
-for _kind in (*KINDS, *INTERNAL, Branch):
+for _kind in (*KINDS, *INTERNAL, Branch, Pattern, Insert):
     _kind.model_rebuild(_types_namespace=SLOT_TYPES)

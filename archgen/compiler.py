@@ -271,8 +271,14 @@ def _stages(loaded: LoadedSpec) -> list[Placed]:
     """Stages in order, with the container of each stage that ``continues`` another. Stage keys are unique;
     ``name.i`` keys fill a ModuleList in order 0, 1, 2, …"""
     seen: dict[str, tuple[int, bool]] = {}  # ModuleList -> its last entry, and whether that holds named members
+    stem_list, _, stem_index = str(getattr(loaded.spec.stem, "key", "")).partition(".")
+    if stem_index.isdigit():  # the stem fills entry 0 of a ModuleList the stages go on filling (patch_embeds.0)
+        seen[stem_list] = (int(stem_index), False)
+    inserted: dict[str, int] = {}  # ModuleLists that stages' inserts fill (pos_block.0, pos_block.1, ...)
     placed: list[Placed] = []
     for i, stage in enumerate(loaded.spec.stages):
+        if getattr(stage, "insert", None) is not None:
+            _insert_key(loaded, i, stage.insert.key, seen, inserted)
         key = stage.key
         if key in {p.kind.key for p in placed}:  # type: ignore[attr-defined]
             raise loaded.error(("stages", i, "key"), f"'{key}' is used by an earlier stage")
@@ -292,6 +298,17 @@ def _stages(loaded: LoadedSpec) -> list[Placed]:
         seen[name] = (int(index) if index else 0, bool(member))
         placed.append(Placed(stage, ("stages", i)))
     return placed
+
+
+def _insert_key(loaded: LoadedSpec, i: int, key: str, seen: dict[str, Any], inserted: dict[str, int]) -> None:
+    """A stage's insert names a module of its own: an attribute no stage uses, or the next entry of a ModuleList
+    that inserts fill in order (``pos_block.0``, ``pos_block.1``)."""
+    name, _, index = key.partition(".")
+    expected = inserted.get(name, -1) + 1
+    if name in seen or (name in inserted and not index) or (index and int(index) != expected):
+        want = f"{name}.{expected}" if index else "a name no stage or other insert uses"
+        raise loaded.error(("stages", i, "insert", "key"), f"'{key}' out of order or taken; expected {want}")
+    inserted[name] = int(index) if index else 0
 
 
 def _continuing(loaded: LoadedSpec, i: int, stage: Any, target: str, placed: list[Placed]) -> Placed:
@@ -326,13 +343,16 @@ def _late_tokens(loaded: LoadedSpec) -> set[str]:
 
 
 def _rope_field(stage: Any) -> Path_:
-    """Where a stage's first op that takes the rotary table says so: ``("block", 0, "op", "rope")``."""
-    for i, b in enumerate(stage.block):
-        if b.op is not None and b.op.takes_rope:
-            return ("block", i, "op", "rope")
-        for j, op in enumerate(b.ops):
-            if op.takes_rope:
-                return ("block", i, "ops", j, "rope")
+    """Where a stage's first op that takes the rotary table says so: ``("block", 0, "op", "rope")`` (in a
+    cycle, ``("cycle", j, "block", 0, "op", "rope")``)."""
+    patterns = [(("cycle", j), p.block) for j, p in enumerate(stage.cycle)] if stage.cycle else [((), stage.block)]
+    for where, block in patterns:
+        for i, b in enumerate(block):
+            if b.op is not None and b.op.takes_rope:
+                return (*where, "block", i, "op", "rope")
+            for j, op in enumerate(b.ops):
+                if op.takes_rope:
+                    return (*where, "block", i, "ops", j, "rope")
     return ("block",)
 
 

@@ -100,6 +100,8 @@ class _Ctx:
     img_size: str = ""  # the spec's resolution as printed: 224, or 224x320 (H x W)
     rope_run: str = ""  # the rotary-table argument of the stage's ``_run`` call: ", rope" or ", rope[12:24]"
     rope_block: str = ""  # ... of one block in a loop over the stage's container: ", rope" or ", rope[i]"
+    insert_attr: str = ""  # a stage's insert between two blocks: how code reaches it (``self.pos_block[0]``)
+    insert_define: str = ""  # ... and the statement creating it
 
     def __post_init__(self) -> None:
         key = str(getattr(self.k, "key", ""))
@@ -192,13 +194,16 @@ class _Classes:
         return self.ops[part.identity()] if isinstance(part, Op) else type(part).__name__
 
     def add(self, part: Part, w: Walked | None) -> None:
-        code = None
-        name = self.name(part)
         step = w is not None and part is w.kind
-        if step and hasattr(part, "code"):
-            name = self.blocks[part.identity(w.s_in, self.m)]
-            code = part.code(w.s_in, self.m, self.ops)
-        ctx = _ClassCtx(self.m, name, self.name, code, w.s_in if step else None)
+        if step and hasattr(part, "patterns"):  # a stage of blocks: a class per kind of block it holds
+            assert w is not None
+            for kind in part.patterns():
+                name = self.blocks[kind.identity(w.s_in, self.m)]
+                self.define(kind, _ClassCtx(self.m, name, self.name, kind.code(w.s_in, self.m, self.ops), w.s_in))
+            return
+        self.define(part, _ClassCtx(self.m, self.name(part), self.name, None, w.s_in if step else None))
+
+    def define(self, part: Part, ctx: _ClassCtx) -> None:
         text = str(_macros(part).classes(part, ctx)).strip("\n")
         for block in _split_classes(text):
             found = re.match(r"(?:@.*\n)*(?:class|def) (\w+)", block)
@@ -228,7 +233,7 @@ def emit(ir: IR) -> dict[str, str]:
         ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
             pair = grid.pair() if grid is not None else ""
-            entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset, pair)
+            entry = w.kind.entry(w.s_in, lambda k, w=w: classes.blocks[k.identity(w.s_in, model)], w.offset, pair)
             if w.container is not None:  # continues a container: its blocks join that stage's entries
                 containers[w.container].members.append(entry)
                 step_lines.append("")
@@ -241,6 +246,15 @@ def emit(ir: IR) -> dict[str, str]:
         if ctx.sub and ctx.entry not in lists:  # an entry holding named members: a stage's downsample, blocks
             lists.add(ctx.entry)
             inits.append(f"self.{ctx.list_name}.append(nn.ModuleDict())")
+        insert = getattr(w.kind, "insert", None)
+        if insert is not None:  # a module beside the blocks' container, created right after it
+            name, _, index = insert.key.partition(".")
+            if index and name not in lists:
+                lists.add(name)
+                inits.append(f"self.{name} = nn.ModuleList()")
+            expr = w.kind.inserted(w.s_in, classes.name(insert.op), grid.pair() if grid is not None else "")
+            ctx.insert_attr = f"self.{name}[{index}]" if index else f"self.{name}"
+            ctx.insert_define = f"self.{name}.append({expr})" if index else f"self.{name} = {expr}"
         inits.append(ctx)
         step_lines.append(str(_macros(w.kind).forward(ctx)).strip("\n"))
     # rendered after the walk: a container's entries are complete once every stage that continues it is seen

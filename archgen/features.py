@@ -119,7 +119,7 @@ def prune_body(t: Taps, owned: list[tuple[str, ...]], truncate: str, norm: bool,
     for k, (tap, following) in enumerate(zip(t.taps, t.taps[1:], strict=False)):
         between = [a for owns in owned[tap.step + 1 : following.step + 1] for a in owns]
         if between:  # only taps after the k-th need these (VOLO's position table, after its first stage)
-            lines += [f"if last < {k + 1}:", f"    {' = '.join(f'self.{a}' for a in between)} = None"]
+            lines += [f"if last < {k + 1}:", *_dropped(between)]
     if norm:
         normed = [k for k, tap in enumerate(t.taps) if tap.normed]
         if not normed:  # its width fits no tap: norm=True leaves every tap as it is
@@ -130,8 +130,17 @@ def prune_body(t: Taps, owned: list[tuple[str, ...]], truncate: str, norm: bool,
     head_only = [a for owns in owned[t.end + 1 :] for a in owns]
     lines.append("if prune_head:")
     if head_only:  # steps after the last tap serve the head alone (class token, class attention, LCA)
-        lines.append(f"    {' = '.join(f'self.{a}' for a in head_only)} = None")
+        lines += _dropped(head_only)
     if fc_norm:
         lines.append("    self.fc_norm = nn.Identity()")
     lines.append('    self.reset_classifier(0, "")')
     return lines
+
+
+def _dropped(names: list[str]) -> list[str]:
+    """Lines (indented) dropping the attributes ``names``: each set to None, except entries of a ModuleList
+    (Twins' ``patch_embeds.1``, ``pos_block.1``), whose list is cut before the first of them."""
+    plain = [a for a in names if "." not in a]
+    cuts = {a.partition(".")[0]: int(a.split(".")[1]) for a in reversed(names) if "." in a}
+    lines = [f"    self.{name} = self.{name}[:{index}]" for name, index in cuts.items()]
+    return lines + ([f"    {' = '.join(f'self.{a}' for a in plain)} = None"] if plain else [])

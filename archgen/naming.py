@@ -58,18 +58,16 @@ def block_names(walked: Sequence[Any], m: Model) -> dict[str, str]:
     and where two compositions share those, the features that set them apart (``LayerScale``)."""
     found: dict[str, tuple[str, str]] = {}  # identity -> (name from the ops, features)
     for w in walked:
-        stage = w.kind
-        if not hasattr(stage, "code"):
-            continue
-        ops = "".join(dict.fromkeys(op.label for op in stage.ops()))
-        features = (
-            ("Parallel" if any(b.ops or b.paths for b in stage.block) else "")
-            + ("LayerScale" if any(stage.ls(b) for b in stage.block) else "")
-            + ("Scaled" if any(b.scale != 1.0 for b in stage.block) else "")
-            + ("Class" if stage.updates == "cls" else "")
-            + ("Grid" if stage.layout(w.s_in) == "grid" else "")
-        )
-        found.setdefault(stage.identity(w.s_in, m), (ops, features))
+        for stage in w.kind.patterns() if hasattr(w.kind, "patterns") else ():  # a class per kind of block
+            ops = "".join(dict.fromkeys(op.label for op in stage.ops()))
+            features = (
+                ("Parallel" if any(b.ops or b.paths for b in stage.block) else "")
+                + ("LayerScale" if any(stage.ls(b) for b in stage.block) else "")
+                + ("Scaled" if any(b.scale != 1.0 for b in stage.block) else "")
+                + ("Class" if stage.updates == "cls" else "")
+                + ("Grid" if stage.layout(w.s_in) == "grid" else "")
+            )
+            found.setdefault(stage.identity(w.s_in, m), (ops, features))
     names: dict[str, str] = {}
     for identity, (ops, features) in found.items():
         shared = sum(other == ops for other, _ in found.values()) > 1
@@ -98,7 +96,7 @@ def class_names(walked: Sequence[Any], m: Model, head: Part) -> dict[str, str]:
     """Every class name naming gives the model's ops, parallel paths and blocks, and which it names."""
     ops = [p for w in [*(w.kind for w in walked), head] for p in parts(w) if isinstance(p, Op)]
     named = op_names(ops)
-    branches = [b for w in walked for b in getattr(w.kind, "block", ())]
+    branches = [b for w in walked if hasattr(w.kind, "branches") for b in w.kind.branches()]
     paths = {path_class(named[p.op.identity()]) for b in branches for p in b.paths if p.op is not None}
     blocks = dict.fromkeys(block_names(walked, m).values(), "block")
     return dict.fromkeys(named.values(), "op") | dict.fromkeys(sorted(paths), "path") | blocks

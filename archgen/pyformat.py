@@ -12,7 +12,9 @@ def broken(call: str, indent: int) -> str:
         return call
     if call.startswith("*[") and call.endswith("]") and " for " in call:  # a starred list comprehension
         element, _, loop = call[2:-1].rpartition(" for ")
-        return "*[\n    " + broken(element, indent + 4).replace("\n", "\n    ") + f"\n    for {loop}\n]"
+        # ``a if c else b`` (a cycle's blocks): each operand on its own line, the keywords leading
+        lines = "\n".join(broken(o, indent + 4) for o in _conditional(element))
+        return "*[\n    " + lines.replace("\n", "\n    ") + f"\n    for {loop}\n]"
     if "(" not in call or not call.endswith(")"):
         return call
     head, _, inner = call.partition("(")
@@ -38,3 +40,15 @@ def _top_level(args: str) -> list[str]:
             items.append(args[start:i].strip())
             start = i + 1
     return [*items, args[start:].strip()]
+
+
+def _conditional(expr: str) -> list[str]:
+    """``a if c else b`` as ``["a", "if c", "else b"]`` (a chain of them likewise); ``[expr]`` for any other
+    expression. Only keywords outside brackets count."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(expr):
+        depth += (ch in "([{") - (ch in ")]}")
+        if depth == 0 and i > start and (expr.startswith(" if ", i) or expr.startswith(" else ", i)):
+            parts.append(expr[start:i])
+            start = i + 1
+    return [*parts, expr[start:]]

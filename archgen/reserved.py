@@ -46,6 +46,7 @@ MODULE_NAMES = frozenset(
         "sincos_2d",
         "sincos_pos_embed",
         # classes of fixed name
+        "ConvEmbed",
         "ConvPatchEmbed",
         "ConvStem",
         "Downsample",
@@ -60,6 +61,7 @@ MODULE_NAMES = frozenset(
         "AttentionPoolLatent",
         "relative_position_index",
         "PatchEmbed",
+        "PlainConvEmbed",
         "RotaryEmbedding",
         # libraries the weights path imports where it runs
         "huggingface_hub",

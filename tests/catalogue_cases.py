@@ -51,8 +51,9 @@ REQUIRED: dict[str, Any] = {
     "feedforward": {"kind": "mlp"},
     "block": [{"op": "mhsa"}, {"op": "mlp"}],
 }
-# Optional fields a part's defaults need filled in to work at all (a stage of attention blocks needs heads).
-WANTED = ("heads", "mlp_ratio")
+# Optional fields a part's defaults need filled in to work at all (a stage of attention blocks needs heads, and
+# a block unless it has a cycle of them).
+WANTED = ("heads", "mlp_ratio", "block")
 # Candidates for a number that has no default, tried in order; the first the field's bounds allow is used.
 NUMBERS = (1.0e-5, 2, 3, 4, 0.5, 16)
 NAME = "alt"  # a name for an optional attribute-name field
@@ -118,7 +119,7 @@ def bases(model: type[BaseModel]) -> list[dict[str, Any]]:
     Literal such as a norm's or a part's `kind`)."""
     out: list[dict[str, Any]] = [{}]
     for name, field in model.model_fields.items():
-        if not field.is_required() and not (name in WANTED and field.default is None):
+        if not field.is_required() and not (name in WANTED and field.default in (None, ())):
             continue
         tp = _resolved(field.annotation)
         if name in REQUIRED:
@@ -406,6 +407,16 @@ def _structures() -> Iterator[Case]:
     ]
     for option, mapping in parallel:
         yield Case("branch", "seq", option, put(_seq([{"op": "mhsa"}, {"op": "mlp"}]), path, mapping), path)
+    # blocks that differ within a stage: a cycle of patterns, on the sequence (a grid op wrapped) and on the grid
+    attention, local = [{"op": "mhsa"}, {"op": "mlp"}], [{"op": {"kind": "lsa", "ws": 3}}, {"op": "mlp"}]
+    unpadded = [{"op": {"kind": "lsa", "ws": 4}}, {"op": "mlp"}]  # the 8x8 grid in 2x2 windows
+    outlook = {"block": [{"op": "outlook"}, {"op": "mlp", "layerscale": {"init": 0.1}}]}
+    for where, data, cycle in [
+        ("seq", _seq(attention), [{"block": attention}, outlook]),
+        ("grid", _grid(attention[1:]), [{"block": local}, {"block": [{"op": "mlp"}]}, {"block": unpadded}]),
+    ]:
+        stage = {"key": "blocks", **STAGE, "depth": 4, "cycle": cycle}
+        yield Case("stage", where, f"cycle={len(cycle)}", put(data, ("stages", 0), stage), ("stages", 0))
 
 
 def catalogue_names(annotation: Any) -> list[str]:

@@ -129,6 +129,21 @@ def randomised(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+def timm_pair(name: str, **kwargs: object) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """timm's model of spec ``name`` (perturbed so that no two parameters are alike) and ours with its weights,
+    both eval; ``kwargs`` go to both constructors."""
+    import timm
+
+    path = ROOT / "specs" / f"{name}.yaml"
+    ref = timm.create_model(ir_of(path).spec.reference.model, pretrained=False, **kwargs).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ours = factory(path)(**kwargs).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
 def assert_close_to_scale(name: str, ours: torch.Tensor, ref: torch.Tensor, tol: float = 1e-5) -> None:
     """Max absolute difference within ``tol`` of the output scale (max |ref|, at least 1)."""
     scale = ref.abs().max().item()
@@ -270,6 +285,8 @@ PROOF_MODELS = frozenset(
         # issue 20: hierarchical families
         "pvt_v2_b0",
         "pvt_v2_b2_li",
+        "twins_svt_small",
+        "twins_pcpvt_small",
     }
 )
 

@@ -101,6 +101,7 @@ def test_reserved_names_cover_what_every_generated_file_binds(path: Path) -> Non
     unreserved = _module_level_names(tree) - own - reserved.MODULE_NAMES
     assert not unreserved, f"{path.stem}: add {sorted(unreserved)} to archgen.reserved.MODULE_NAMES"
     stages = {s.key.partition(".")[0] for s in spec.stages}
+    stages |= {s.insert.key.partition(".")[0] for s in spec.stages if getattr(s, "insert", None) is not None}
     attrs = _model_attributes(tree, spec.class_name) - stages - reserved.NN_MODULE - reserved.MODEL_ATTRS
     unreserved = {a for a in attrs if not a.startswith("_")}
     assert not unreserved, f"{path.stem}: add {sorted(unreserved)} to archgen.reserved.MODEL_ATTRS"

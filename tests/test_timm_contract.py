@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SPECS, factory, ir_of, module_of
+from conftest import timm_pair as _pair
 
 timm = pytest.importorskip("timm")
 from timm.data import resolve_data_config  # noqa: E402
@@ -21,18 +22,6 @@ CFG_FIELDS = ("tag", "hf_hub_id", "num_classes", "input_size", "pool_size", "fix
 
 def _spec(name: str) -> Path:
     return ROOT / "specs" / f"{name}.yaml"
-
-
-def _pair(name: str, **kwargs: object) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """timm's model (perturbed so that no two parameters are alike) and ours with its weights, both eval."""
-    spec = ir_of(_spec(name)).spec
-    ref = timm.create_model(spec.reference.model, pretrained=False, **kwargs).eval()
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    ours = factory(_spec(name))(**kwargs).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
 
 
 @pytest.mark.parametrize("path", TIMM_SPECS, ids=[p.stem for p in TIMM_SPECS])

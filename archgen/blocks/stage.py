@@ -10,10 +10,11 @@ prefix tokens (CaiT), continue another stage's block container (DeepViT's last r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from archgen.base import Model, Op, OpCtx, Part, Row, StageKey, Step, Strict, Tokens
 from archgen.blocks.drop_path import DropPath
@@ -24,6 +25,7 @@ from archgen.memory import T, Tape
 from archgen.naming import path_class
 from archgen.norms import LAYERNORM, Norm, NormValue
 from archgen.pyformat import def_line
+from archgen.reserved import check_stage_key
 
 if TYPE_CHECKING:  # the catalogue resolves the op union at import time
     OpSlot = Op
@@ -34,6 +36,11 @@ Attr = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)]
 ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop", "grid")
 RATES = {"attn_drop": "attn_drop_rate", "proj_drop": "proj_drop_rate"}
 TYPES = {"drop_path": "float", "attn_drop": "float", "proj_drop": "float", "grid": "tuple[int, int]"}
+
+
+def _kind(value: object) -> object:
+    """An op written as its bare kind name (`op: mlp`) is the op with its defaults."""
+    return {"kind": value} if isinstance(value, str) else value
 
 
 class LayerScaleSpec(Strict):
@@ -99,16 +106,13 @@ class Branch(Strict):
     )
     keys: BranchKeys = Field(default=BranchKeys(), description="Attribute names where the reference's differ.")
 
-    @field_validator("op", mode="before")
-    @classmethod
-    def _shorthand(cls, value: object) -> object:
-        return {"kind": value} if isinstance(value, str) else value
+    _shorthand = field_validator("op", mode="before")(lambda value: _kind(value))
 
     @field_validator("ops", mode="before")
     @classmethod
     def _shorthands(cls, value: object) -> object:
         if isinstance(value, (list, tuple)):
-            return [{"kind": v} if isinstance(v, str) else v for v in value]
+            return [_kind(v) for v in value]
         return value
 
     @model_validator(mode="after")
@@ -181,8 +185,28 @@ def _header(args: tuple[str, ...]) -> str:
     return def_line("__init__", f"self, {typed}", "None", 4)
 
 
+class Insert(Strict):
+    """A residual op run once between two blocks of a stage, ``x = x + op(x)``, its module stored outside the
+    blocks' container (Twins' conditional position encoding: `pos_block.i` after each stage's first block)."""
+
+    after: int = Field(ge=1, le=1000, description="How many of the stage's blocks run before it (Twins: 1).")
+    key: Annotated[
+        str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[0-9]+)?$", max_length=60), AfterValidator(check_stage_key)
+    ] = Field(description="Its attribute path: `pos_block.0` (an entry of a ModuleList of the model) or a name.")
+    op: OpSlot = Field(description="The op; a bare kind name (`op: peg`) takes its defaults.")
+
+    _shorthand = field_validator("op", mode="before")(lambda value: _kind(value))
+
+
+class Pattern(Strict):
+    """One block of a stage's ``cycle``: its residual branches, in order."""
+
+    block: tuple[Branch, ...] = Field(min_length=1, max_length=8, description="The residual branches, in order.")
+
+
 class Blocks(Step):
-    """``depth`` identical residual blocks stored as ``<key>.0`` … ``<key>.<depth-1>``."""
+    """``depth`` residual blocks stored as ``<key>.0`` … ``<key>.<depth-1>``: copies of one ``block``, or
+    blocks that take the patterns of a ``cycle`` in turn (Twins-SVT: local, global, local, ...)."""
 
     slot = "stage"
 
@@ -201,7 +225,18 @@ class Blocks(Step):
     mlp_ratio: float | None = Field(
         default=None, gt=0, le=64, description="Feed-forward hidden width = int(width * mlp_ratio)."
     )
-    block: tuple[Branch, ...] = Field(min_length=1, max_length=8, description="The residual branches, in order.")
+    block: tuple[Branch, ...] = Field(
+        default=(), max_length=8, description="The residual branches, in order (every block the same)."
+    )
+    cycle: tuple[Pattern, ...] = Field(
+        default=(),
+        max_length=8,
+        description="Blocks that differ within the stage, instead of `block`: block j takes pattern "
+        "j % len(cycle), each pattern its own block class (Twins-SVT alternates local and global attention).",
+    )
+    insert: Insert | None = Field(
+        default=None, description="A residual op between two of the blocks (Twins' position encoding, `peg`)."
+    )
     layerscale: LayerScaleSpec | None = Field(
         default=None, description="LayerScale on every branch that sets none of its own (CaiT, DeiT III)."
     )
@@ -228,6 +263,40 @@ class Blocks(Step):
         "(CeiT declares `norm2` first); it orders state_dict keys, hence optimizer states.",
     )
 
+    @model_validator(mode="after")
+    def _block_or_cycle(self) -> Blocks:
+        if bool(self.block) == bool(self.cycle):
+            raise ValueError("give exactly one of `block` (one block, repeated) and `cycle` (two or more)")
+        if self.cycle and len(self.cycle) < 2:
+            raise ValueError("`cycle` alternates two or more patterns; a single one is `block`")
+        if self.cycle and self.order is not None:
+            raise ValueError("`order` names one block's modules: it does not apply to a `cycle`")
+        if self.insert is not None:
+            if self.insert.after > self.depth:
+                raise ValueError(f"`insert.after` is {self.insert.after}, but the stage has {self.depth} blocks")
+            if self.continues is not None or self.collect_cls or self.updates == "cls":
+                raise ValueError("`insert` runs between the blocks of a stage that updates all tokens in its own "
+                                 "container and collects no class tokens")  # fmt: skip
+            if self.insert.key.partition(".")[0] == self.key.partition(".")[0]:
+                raise ValueError(f"`insert.key` '{self.insert.key}' must lie outside the blocks' container")
+        return self
+
+    def patterns(self) -> tuple[Blocks, ...]:
+        """The stage as one stage per kind of block it holds: itself, or one per pattern of its cycle. A
+        pattern keeps the cycle, so that every block runs on the layout all of them share."""
+        if not self.block:
+            return tuple(self.model_copy(update={"block": p.block}) for p in self.cycle)
+        return (self,)
+
+    def branches(self) -> tuple[Branch, ...]:
+        """Every branch of the stage's blocks (of all patterns of a cycle)."""
+        return self.block or tuple(b for p in self.cycle for b in p.block)
+
+    def pattern(self, j: int) -> Blocks:
+        """The stage whose block is block ``j``."""
+        kinds = self.patterns()
+        return kinds[j % len(kinds)]
+
     @field_validator("joins")
     @classmethod
     def _once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -240,7 +309,7 @@ class Blocks(Step):
     def layout(self, s: Tokens) -> str:
         """The layout the blocks run on: a sequence if any op reads one (grid ops then see the patches as
         a grid inside the block), the grid if the ops read grids or single tokens and no prefix token is in."""
-        reads = {op.reads for op in self.ops()}
+        reads = {op.reads for op in self.every_op()}
         if "seq" in reads or self.updates == "cls" or self.collect_cls or s.prefix:
             return "seq"
         return "grid" if "grid" in reads else s.layout
@@ -249,12 +318,18 @@ class Blocks(Step):
         return self.layout(s)
 
     def ops(self) -> tuple[Op, ...]:
-        return tuple(op for b in self.block for op in b.all_ops())
+        return tuple(op for b in self.branches() for op in b.all_ops())
 
     @property
     def takes_rope(self) -> bool:
         """Whether the blocks take the model's rotary table (an op of theirs rotates q and k with it)."""
-        return any(op.takes_rope for op in self.ops())
+        return any(op.takes_rope for op in self.every_op())
+
+    def every_op(self) -> tuple[Op, ...]:
+        """The ops of every block of the stage; for a pattern of a cycle, of the whole cycle."""
+        branches = [b for p in self.cycle for b in p.block] if self.cycle else self.block
+        inserted = (self.insert.op,) if self.insert is not None else ()
+        return (*(op for b in branches for op in b.all_ops()), *inserted)
 
     @property
     def size_free(self) -> bool:
@@ -323,6 +398,16 @@ class Blocks(Step):
     def out(self, s: Tokens, m: Model) -> Tokens:
         if s.layout == "image":
             raise KindError("kind", "blocks need tokens; a stem makes them")
+        if self.insert is not None:
+            self._check_insert(s)
+        if not self.block:  # a cycle: each pattern must fit (its errors name the pattern)
+            for j, pattern in enumerate(self.patterns()):
+                try:
+                    out = pattern.out(s, m)
+                except KindError as exc:
+                    field = f"cycle[{j}].{exc.field}" if exc.field.startswith("block") else exc.field
+                    raise KindError(field, exc.message) from None
+            return out
         heads = self.resolve_heads(s.dim)
         all_names = self.names()
         names = [a for n in all_names for a in n.modules() if not a.startswith("gamma_")]
@@ -373,6 +458,25 @@ class Blocks(Step):
             raise KindError("order", f"must list each of the block's modules once: {', '.join(names)}")
         return s.with_(collected=s.collected + self.depth) if self.collect_cls else s
 
+    def _check_insert(self, s: Tokens) -> None:
+        op = self.insert.op if self.insert is not None else None
+        assert op is not None
+        if op.takes_rope or self.takes_rope:
+            raise KindError("insert", "runs between blocks that take no rotary table")
+        if op.writes_first:
+            raise KindError("insert.op.kind", f"{op.kind} writes the class token only")
+        if op.reads == "grid" and self.layout(s) == "seq":
+            raise KindError("insert.op.kind", f"{op.kind} needs the blocks on the patch grid: no prefix tokens "
+                            "and no op of theirs reading the sequence")  # fmt: skip
+        if "num_heads" in op.args and not self.resolve_heads(s.dim):
+            raise KindError("heads", f"required by {op.kind} in `insert`: give `heads` or `head_dim`")
+        if "hidden" in op.args and self.hidden(s.dim) < 1:
+            raise KindError("mlp_ratio", f"required by {op.kind} in `insert`")
+        try:
+            op.check(self.ctx(op, s))
+        except KindError as exc:
+            raise KindError(f"insert.op.{exc.field}", exc.message) from None
+
     # --- counts -----------------------------------------------------------------------------------
 
     def _ls_count(self, spec: LayerScaleSpec, name: str, dim: int) -> Count:
@@ -382,6 +486,15 @@ class Blocks(Step):
 
     def count(self, s: Tokens, m: Model) -> Count:
         self.out(s, m)
+        kinds = [p.block_count(s) for p in self.patterns()]
+        blocks = Count.group(self.key, [kinds[j % len(kinds)].renamed(str(j)) for j in range(self.depth)])
+        if self.insert is None:
+            return blocks
+        op = self.insert.op  # a module of the model beside the blocks' container: the step's two attributes
+        return Count.group("", [blocks, op.count(self.ctx(op, s)).renamed(self.insert.key)])
+
+    def block_count(self, s: Tokens) -> Count:
+        """One block's modules (of a stage whose blocks are all alike: a pattern of a cycle)."""
         parts: list[Count] = []
         for b, n in zip(self.block, self.names(), strict=True):
             written = self.written(b, s) * s.dim
@@ -414,13 +527,12 @@ class Blocks(Step):
         order = self.order
         if order is not None:  # the block's modules in declaration order, as the module lists them
             parts.sort(key=lambda c: order.index(c.name) if c.name in order else len(order))
-        block = Count.group("", parts)
-        return Count.group(self.key, block.repeat([str(i) for i in range(self.depth)]))
+        return Count.group("", parts)
 
     def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
-        forward = _ClassForward(self, s) if self.updates == "cls" else _Forward(self, s)
+        forwards = [_ClassForward(p, s) if self.updates == "cls" else _Forward(p, s) for p in self.patterns()]
 
-        def block(x: T) -> T:
+        def block(forward: _Forward, x: T) -> T:
             if not tape.checkpointing:
                 return forward.trace(tape, x)
             tape.save(x)  # a checkpointed block keeps its inputs and recomputes the rest in backward
@@ -429,7 +541,17 @@ class Blocks(Step):
             with tape.unrecorded():
                 return forward.trace(tape, x)
 
-        x, tape.blocks = tape.repeat(x, self.depth, block)
+        if len(forwards) == 1 and self.insert is None:
+            x, tape.blocks = tape.repeat(x, self.depth, lambda x: block(forwards[0], x))
+            return x
+        per_block = []  # a cycle or an insert: every block traced (they save different bytes)
+        for j in range(self.depth):
+            before = tape.total
+            x = block(forwards[j % len(forwards)], x)
+            if self.insert is not None and j + 1 == self.insert.after:  # x + op(x), counted with this block
+                x = tape.pointwise(x, self.insert.op.memory(tape, x, self.ctx(self.insert.op, s)))
+            per_block.append(tape.total - before)
+        tape.blocks = per_block
         return x
 
     def row(self, s: Tokens, m: Model) -> Row:
@@ -437,10 +559,12 @@ class Blocks(Step):
             kinds = [op.kind for op in b.all_ops()]
             return kinds[0] if len(kinds) == 1 else f"({' | '.join(kinds)})"
 
-        ops = " + ".join(branch(b) for b in self.block)
+        ops = " / ".join(" + ".join(branch(b) for b in p.block) for p in self.patterns())
         notes = [f"{self.updates} only" if self.updates == "cls" else ""]
-        notes.append("LayerScale" if any(self.ls(b) or any(self.ls(p) for p in b.paths) for b in self.block) else "")
+        scaled = any(self.ls(b) or any(self.ls(p) for p in b.paths) for b in self.branches())
+        notes.append("LayerScale" if scaled else "")
         notes.append("collects cls" if self.collect_cls else "")
+        notes.append(f"{self.insert.op.kind} after {self.insert.after}" if self.insert is not None else "")
         extra = ", ".join(n for n in notes if n)
         heads = self.resolve_heads(s.dim)
         return Row(f"{ops} ({extra})" if extra else ops, str(self.depth), str(heads) if heads else "-")
@@ -448,13 +572,23 @@ class Blocks(Step):
     def num_blocks(self) -> int:
         return self.depth if self.stochastic_depth else 0
 
+    def no_weight_decay(self) -> tuple[str, ...]:
+        """The insert's parameters where its op says so (a position encoding)."""
+        if self.insert is None:
+            return ()
+        return tuple(f"{self.insert.key}.{name}" for name in self.insert.op.no_weight_decay())
+
+    def trunc_normal(self) -> tuple[str, ...]:
+        return ()  # the blocks' and the insert's modules take their own initialisation
+
     # --- code -------------------------------------------------------------------------------------
 
     def helpers(self) -> tuple[Part, ...]:
         drop = (DropPath(),) if self.stochastic_depth else ()
-        branches = [*self.block, *(p for b in self.block for p in b.paths)]
+        branches = [*self.branches(), *(p for b in self.branches() for p in b.paths)]
         ls = (LayerScale(),) if any((s := self.ls(b)) and s.keys == "ls" for b in branches) else ()
-        return (*drop, *ls, *self.ops())
+        inserted = (self.insert.op,) if self.insert is not None else ()
+        return (*drop, *ls, *self.ops(), *inserted)
 
     def identity(self, s: Tokens, m: Model) -> str:
         """Everything that shapes the block class: stages with equal identities share one class."""
@@ -466,13 +600,30 @@ class Blocks(Step):
         used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.stochastic_depth else set())
         return tuple(a for a in ARGS if a in used)
 
-    def entry(self, s: Tokens, name: str, offset: int, grid: str = "") -> str:
-        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``;
-        ``grid``: the patch grid as code of the image size (``(H // 16, W // 16)``)."""
+    def entry(self, s: Tokens, name: Callable[[Blocks], str], offset: int, grid: str = "") -> str:
+        """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``, a
+        cycle's ``A(...) if i % 2 == 0 else B(...)``; ``name`` gives a pattern's class name, ``grid`` the
+        patch grid as code of the image size (``(H // 16, W // 16)``)."""
+        values = self._values(s, offset, grid)
+        kinds = self.patterns()
+        calls = [f"{name(p)}({', '.join(values[a] for a in p.args(s))})" for p in kinds]
+        element = calls[-1]
+        for j in reversed(range(len(kinds) - 1)):
+            element = f"{calls[j]} if i % {len(kinds)} == {j} else {element}"
+        i = "i" if self.stochastic_depth or len(kinds) > 1 else "_"
+        return f"*[{element} for {i} in range({self.depth})]"
+
+    def _values(self, s: Tokens, offset: int, grid: str) -> dict[str, str]:
+        """Code of each constructor argument a block (or the insert's op) takes."""
         values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
-        values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]", "grid": grid}
-        args = ", ".join(values[a] for a in self.args(s))
-        return f"*[{name}({args}) for {'i' if self.stochastic_depth else '_'} in range({self.depth})]"
+        drop_path = "dpr[i]" if offset == 0 else f"dpr[{offset} + i]"
+        return values | RATES | {"drop_path": drop_path, "grid": grid}
+
+    def inserted(self, s: Tokens, name: str, grid: str = "") -> str:
+        """The insert's module as constructed (``PosConv(64)``), given its op's class name."""
+        assert self.insert is not None
+        values = self._values(s, 0, grid)
+        return f"{name}({', '.join(values[a] for a in self.insert.op.args)})"
 
     def _ls_module(self, spec: LayerScaleSpec, name: str) -> tuple[str, str] | str:
         """A LayerScale module (name, expression), or the line setting CaiT's bare parameter."""
