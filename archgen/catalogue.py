@@ -31,6 +31,7 @@ from archgen.mixers.reattention import ReAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
 from archgen.rope.axial import AxialRope
 from archgen.rope.mixed import MixedRope
+from archgen.stages.conv_pool import ConvPool
 from archgen.stages.downsample import ConvDownsample
 from archgen.stages.lca import LayerClassAttention
 from archgen.stages.norm import TokenNorm
@@ -59,6 +60,7 @@ KINDS: tuple[type[Part], ...] = (
     MixedRope,
     Blocks,
     ConvDownsample,
+    ConvPool,
     LayerClassAttention,
     MultiHeadAttention,
     TalkingHeadsAttention,
