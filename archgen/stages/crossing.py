@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from archgen.base import Model, Step, Tokens
+from archgen.base import Step, Tokens
 from archgen.counting import Count, linear
 from archgen.errors import KindError
 from archgen.memory import T, Tape
