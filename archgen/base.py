@@ -136,6 +136,7 @@ class Part(Strict):
     """Base of every part. Subclasses set ``kind: Literal[...]`` and ``slot``."""
 
     slot: ClassVar[str]
+    also: ClassVar[tuple[str, ...]] = ()  # further slots it fills (a conv embedding: the stem and a stage step)
     # the part's class defines `init_weights()`, its reference's initialisation, which the model runs after
     # its generic one (trunc_normal linears); may be a property where it depends on the part's options
     own_init: ClassVar[bool] = False
@@ -171,6 +172,11 @@ class Step(Part):
     def grid_stride(self) -> int:
         """How many times smaller this step makes the patch grid's side (a downsample's stride)."""
         return 1
+
+    def grid_offset(self) -> int:
+        """What the step adds to the grid's side before dividing by its stride (a padded conv's
+        ``2 * padding - kernel + stride``)."""
+        return 0
 
     def out(self, s: Tokens, m: Model) -> Tokens:
         """The state after this step; raise ``KindError`` for hyper-parameters that do not fit."""

@@ -28,6 +28,7 @@ from archgen.mixers.fused_attn_mlp import FusedAttentionMlp
 from archgen.mixers.mhsa import MultiHeadAttention
 from archgen.mixers.outlook import OutlookAttention
 from archgen.mixers.reattention import ReAttention
+from archgen.mixers.sra import SpatialReductionAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
 from archgen.rope.axial import AxialRope
 from archgen.rope.mixed import MixedRope
@@ -36,6 +37,7 @@ from archgen.stages.downsample import ConvDownsample
 from archgen.stages.lca import LayerClassAttention
 from archgen.stages.norm import TokenNorm
 from archgen.stages.reshape import Reshape
+from archgen.stems.conv_embed import ConvEmbed
 from archgen.stems.conv_patch_embed import ConvPatchEmbed
 from archgen.stems.i2t import ImageToTokens
 from archgen.stems.patch_embed import PatchEmbed
@@ -52,6 +54,7 @@ KINDS: tuple[type[Part], ...] = (
     ConvStem,
     ImageToTokens,
     ConvPatchEmbed,
+    ConvEmbed,
     LearnedPosEmbed,
     LearnedPosEmbed2d,
     SinCosPosEmbed,
@@ -66,6 +69,7 @@ KINDS: tuple[type[Part], ...] = (
     TalkingHeadsAttention,
     ReAttention,
     OutlookAttention,
+    SpatialReductionAttention,
     ClassAttention,
     FusedAttentionMlp,
     Mlp,
@@ -86,7 +90,7 @@ DEFAULT_KIND = {"stage": "blocks"}  # a stage mapping without `kind:` is a stage
 
 
 def of_slot(slot: str) -> tuple[type[Part], ...]:
-    return tuple(k for k in KINDS if k.slot == slot)
+    return tuple(k for k in KINDS if k.slot == slot or slot in k.also)
 
 
 def slot_type(slot: str) -> Any:

@@ -427,7 +427,11 @@ def _grids(walked: list[Walked]) -> list[Grid | None]:
     grid: Grid | None = None
     for w in walked:
         grids.append(grid)
-        grid = w.kind.grid() if isinstance(w.kind, Stem) else grid and grid.downsampled(w.kind.grid_stride())
+        if w.s_in.layout == "image":  # a stem (a conv embedding may also stand later, on the grid)
+            assert isinstance(w.kind, Stem)
+            grid = w.kind.grid()
+        else:
+            grid = grid and grid.downsampled(w.kind.grid_stride(), w.kind.grid_offset())
     return grids
 
 

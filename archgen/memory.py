@@ -580,6 +580,14 @@ class Tape:
         size = (pool_size(h, kernel, stride, 0, ceil_mode), pool_size(w, kernel, stride, 0, ceil_mode))
         return self._conv_layout((b, c, *size), x, x.itemsize)
 
+    def adaptive_avg_pool2d(self, x: T, size: int) -> T:
+        """adaptive_avg_pool2d to ``size`` x ``size``: its backward reads the input. To 1 x 1 torch takes the
+        mean over the grid instead, which saves nothing (channels-last input: a channels-last result)."""
+        b, c, _, _ = x.shape
+        if size != 1:
+            self.save(x)
+        return self._conv_layout((b, c, size, size), x, x.itemsize)
+
     def max_pool2d(self, x: T, kernel: int, stride: int, padding: int) -> T:
         """max_pool2d: saves its input and the int64 index of every maximum."""
         b, c, h, w = x.shape

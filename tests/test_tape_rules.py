@@ -497,6 +497,21 @@ def test_avg_pool2d(p: Precision, ceil_mode: bool, layout: Layout) -> None:
     )
 
 
+@rule("adaptive_avg_pool2d")
+@each_precision
+@pytest.mark.parametrize("size", [1, 3, 7])
+@pytest.mark.parametrize("layout", [contiguous, channels_last], ids=["contiguous", "channels_last"])
+def test_adaptive_avg_pool2d(p: Precision, size: int, layout: Layout) -> None:
+    check_op(
+        f"adaptive_avg_pool2d {size}",
+        p,
+        (2, 3, 7, 10),
+        lambda x: F.adaptive_avg_pool2d(x, size),
+        lambda tape, t: tape.adaptive_avg_pool2d(t, size),
+        layout,
+    )
+
+
 @rule("max_pool2d")
 @each_precision
 @pytest.mark.parametrize("layout", [contiguous, channels_last], ids=["contiguous", "channels_last"])

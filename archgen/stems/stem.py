@@ -21,14 +21,17 @@ class Grid:
 
     def code(self, size: str) -> str:
         """The expression for an image side named ``size``: ``img_size // 16``, ``(H + 3) // 16``."""
-        value = f"({size} + {self.offset})" if self.offset else size
+        sign = "+" if self.offset > 0 else "-"
+        value = f"({size} {sign} {abs(self.offset)})" if self.offset else size
         return f"{value} // {self.stride}" if self.stride != 1 else value
 
     def at(self, size: int) -> int:
         return (size + self.offset) // self.stride
 
-    def downsampled(self, stride: int) -> Grid:
-        return Grid(self.offset, self.stride * stride)
+    def downsampled(self, stride: int, offset: int = 0) -> Grid:
+        """The grid after a step making ``(side + offset) // stride`` of each side: floor divisions nest as
+        ``((a + o1) // s1 + o2) // s2 == (a + o1 + o2 * s1) // (s1 * s2)``."""
+        return Grid(self.offset + offset * self.stride, self.stride * stride)
 
 
 class Stem(Step):
