@@ -222,6 +222,8 @@ PROOF_MODELS = frozenset(
         "aimv2_large_patch14_224",
         "vit_base_patch16_xp_224",
         "vit_small_patch16_18x2_224",
+        "pit_ti_224",
+        "pit_xs_distilled_224",
     }
 )
 
