@@ -15,7 +15,7 @@ head                   linear on cls       -      256  -      1000 classes
 @224: params 4,847,272  MACs 699,059,456 (0.70 G)  [analytic]
 
 Published (printed precision; a deviation is explained in the spec):
-  @224 params 4.9M [naver-ai/pit README (model performance table)]: UNEXPLAINED (+1.1%)
+  @224 params 4.9M [naver-ai/pit README (model performance table)]: deviation (+1.1%)
   @224 macs 0.71G [naver-ai/pit README (model performance table)]: deviation (+1.6%)
 """
 
