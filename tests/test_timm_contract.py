@@ -83,7 +83,9 @@ def test_forward_intermediates_equal_timms(name: str, kwargs: dict) -> None:
         torch.testing.assert_close(v, u, rtol=0, atol=2e-5, msg=f"{name}: intermediate {i}")
 
 
-@pytest.mark.parametrize(("name", "indices"), [("deit_ti", [1, 4]), ("cait_xxs24", 2), ("volo_d1", [0, 1]), ("pit_ti_224", [0, 1])])
+@pytest.mark.parametrize(
+    ("name", "indices"), [("deit_ti", [1, 4]), ("cait_xxs24", 2), ("volo_d1", [0, 1]), ("pit_ti_224", [0, 1])]
+)
 def test_pruned_model_gives_timms_intermediates(name: str, indices: object) -> None:
     ref, ours = _pair(name)
     kept = ref.prune_intermediate_layers(indices, prune_norm=True)
