@@ -221,23 +221,27 @@ def resolve(loaded: LoadedSpec) -> IR:
     spec = loaded.spec
     stages = _stages(loaded)
     late = _late_tokens(loaded)
+    shared = ("prefix_tokens", "shared")
+    if spec.prefix_tokens.shared and not spec.prefix_tokens.cls:
+        raise loaded.error(shared, "the one parameter is `cls_token`: set `cls: true`", inputs=[("prefix_tokens",)])
     if spec.prefix_tokens.shared and late:
-        raise loaded.error(("prefix_tokens", "shared"), "one parameter joins at once: no stage may join a group")
+        raise loaded.error(shared, "one parameter joins at once: no stage may join a group", inputs=[("stages",)])
     early = tuple(g for g, _ in spec.prefix_tokens.sizes() if g not in late)
-    shared = spec.prefix_tokens.shared
     steps = [Placed(spec.stem, ("stem",))]
     pos = spec.pos_embed
     before = getattr(pos, "before", None)
     if pos is not None and before is None:
         first = pos.joins_first(early)
-        if shared and first and first != early:
-            raise loaded.error(("prefix_tokens", "shared"), "one parameter joins at once: the position table "
-                               f"covers {', '.join(first)} alone")  # fmt: skip
-        steps += [Placed(JoinTokens(groups=first, shared=shared), ("prefix_tokens",))] if first else []
+        if spec.prefix_tokens.shared and first and first != early:
+            raise loaded.error(shared, f"one parameter joins at once: the position table covers {', '.join(first)} "
+                               "alone", inputs=[("pos_embed",), ("prefix_tokens",)])  # fmt: skip
+        steps += (
+            [Placed(JoinTokens(groups=first, shared=spec.prefix_tokens.shared), ("prefix_tokens",))] if first else []
+        )
         steps.append(Placed(pos, ("pos_embed",)))
         early = tuple(g for g in early if g not in first)
     if early:
-        steps.append(Placed(JoinTokens(groups=early, shared=shared), ("prefix_tokens",)))
+        steps.append(Placed(JoinTokens(groups=early, shared=spec.prefix_tokens.shared), ("prefix_tokens",)))
     if spec.norm_pre is not None:
         steps.append(Placed(TokenNorm(key="norm_pre", norm=spec.norm_pre), ("norm_pre",)))
     for placed in stages:
@@ -254,7 +258,7 @@ def resolve(loaded: LoadedSpec) -> IR:
         steps.append(Placed(TokenNorm(key="norm", norm=spec.norm, covers=spec.norm_covers), ("norm",)))
     elif spec.norm_covers != "all":
         why = "has no final norm" if spec.norm is None else "norms the pooled tokens (fc_norm)"
-        raise loaded.error(("norm_covers",), f"the model {why}: leave norm_covers out")
+        raise loaded.error(("norm_covers",), f"the model {why}: leave norm_covers out", inputs=[("head",), ("norm",)])
     model = Model(
         in_chans=spec.in_chans,
         num_classes=spec.num_classes,

@@ -153,12 +153,6 @@ class PrefixTokens(Strict):
         "distillation tokens.",
     )
 
-    @model_validator(mode="after")
-    def _shared_has_cls(self) -> PrefixTokens:
-        if self.shared and not self.cls:
-            raise ValueError("shared: the one parameter is `cls_token`; set `cls: true`")
-        return self
-
     def sizes(self) -> tuple[tuple[str, int], ...]:
         """Each group present and its token count, in sequence order."""
         counts = {"cls": int(self.cls), "dist": int(self.dist), "reg": self.reg}
