@@ -86,9 +86,9 @@ KNOWN_DEVIATIONS = {
     ("vit_g14_dinov2", 518, "params", "1100M", DINOV2_README + ", ViT-g/14"),
     ("vit_g14_reg4_dinov2", 518, "params", "1100M", DINOV2_README + ", ViT-g/14 with registers"),
     ("aimv2_h14", 224, "params", "0.6G", AIMV2_README.format(224, "aimv2-huge-patch14-224", "0.6B")),
-    ("pit_ti_224", 224, "params", "4.9M", PIT_README),
-    ("pit_ti_224", 224, "macs", "0.71G", PIT_README),
-    ("pit_b_224", 224, "macs", "12.5G", PIT_README),
+    ("pit_ti", 224, "params", "4.9M", PIT_README),
+    ("pit_ti", 224, "macs", "0.71G", PIT_README),
+    ("pit_b", 224, "macs", "12.5G", PIT_README),
 }
 
 

@@ -62,8 +62,8 @@ CASES = [
     ("volo_d1", {"indices": [0, 3], "norm": True}),
     ("volo_d1", {"indices": 2, "intermediates_only": True}),
     # PiT: stage outputs at strides 8, 16, 32 (prefix tokens dropped); its final norm reads the class tokens alone
-    ("pit_ti_224", {"indices": [0, 2], "norm": True}),
-    ("pit_ti_224", {"indices": 1, "stop_early": True, "intermediates_only": True}),
+    ("pit_ti", {"indices": [0, 2], "norm": True}),
+    ("pit_ti", {"indices": 1, "stop_early": True, "intermediates_only": True}),
 ]
 
 
@@ -84,7 +84,7 @@ def test_forward_intermediates_equal_timms(name: str, kwargs: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "indices"), [("deit_ti", [1, 4]), ("cait_xxs24", 2), ("volo_d1", [0, 1]), ("pit_ti_224", [0, 1])]
+    ("name", "indices"), [("deit_ti", [1, 4]), ("cait_xxs24", 2), ("volo_d1", [0, 1]), ("pit_ti", [0, 1])]
 )
 def test_pruned_model_gives_timms_intermediates(name: str, indices: object) -> None:
     ref, ours = _pair(name)
