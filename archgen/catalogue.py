@@ -35,6 +35,7 @@ from archgen.mixers.sra import SpatialReductionAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
 from archgen.rope.axial import AxialRope
 from archgen.rope.mixed import MixedRope
+from archgen.stages.conv_pool import ConvPool
 from archgen.stages.downsample import ConvDownsample
 from archgen.stages.lca import LayerClassAttention
 from archgen.stages.norm import TokenNorm
@@ -66,6 +67,7 @@ KINDS: tuple[type[Part], ...] = (
     MixedRope,
     Blocks,
     ConvDownsample,
+    ConvPool,
     LayerClassAttention,
     StageNorm,
     MultiHeadAttention,

@@ -225,17 +225,27 @@ def resolve(loaded: LoadedSpec) -> IR:
     spec = loaded.spec
     stages = _stages(loaded)
     late = _late_tokens(loaded)
+    shared = ("prefix_tokens", "shared")
+    if spec.prefix_tokens.shared and not spec.prefix_tokens.cls:
+        raise loaded.error(shared, "the one parameter is `cls_token`: set `cls: true`", inputs=[("prefix_tokens",)])
+    if spec.prefix_tokens.shared and late:
+        raise loaded.error(shared, "one parameter joins at once: no stage may join a group", inputs=[("stages",)])
     early = tuple(g for g, _ in spec.prefix_tokens.sizes() if g not in late)
     steps = [Placed(spec.stem, ("stem",))]
     pos = spec.pos_embed
     before = getattr(pos, "before", None)
     if pos is not None and before is None:
         first = pos.joins_first(early)
-        steps += [Placed(JoinTokens(groups=first), ("prefix_tokens",))] if first else []
+        if spec.prefix_tokens.shared and first and first != early:
+            raise loaded.error(shared, f"one parameter joins at once: the position table covers {', '.join(first)} "
+                               "alone", inputs=[("pos_embed",), ("prefix_tokens",)])  # fmt: skip
+        steps += (
+            [Placed(JoinTokens(groups=first, shared=spec.prefix_tokens.shared), ("prefix_tokens",))] if first else []
+        )
         steps.append(Placed(pos, ("pos_embed",)))
         early = tuple(g for g in early if g not in first)
     if early:
-        steps.append(Placed(JoinTokens(groups=early), ("prefix_tokens",)))
+        steps.append(Placed(JoinTokens(groups=early, shared=spec.prefix_tokens.shared), ("prefix_tokens",)))
     if spec.norm_pre is not None:
         steps.append(Placed(TokenNorm(key="norm_pre", norm=spec.norm_pre), ("norm_pre",)))
     for placed in stages:
@@ -249,7 +259,10 @@ def resolve(loaded: LoadedSpec) -> IR:
         raise loaded.error(("pos_embed", "before"), f"no stage has key '{before}'")
     fc_norm = spec.norm if spec.head.takes_norm() else None
     if spec.norm is not None and fc_norm is None:
-        steps.append(Placed(TokenNorm(key="norm", norm=spec.norm), ("norm",)))
+        steps.append(Placed(TokenNorm(key="norm", norm=spec.norm, covers=spec.norm_covers), ("norm",)))
+    elif spec.norm_covers != "all":
+        why = "has no final norm" if spec.norm is None else "norms the pooled tokens (fc_norm)"
+        raise loaded.error(("norm_covers",), f"the model {why}: leave norm_covers out", inputs=[("head",), ("norm",)])
     model = Model(
         in_chans=spec.in_chans,
         num_classes=spec.num_classes,

@@ -262,7 +262,8 @@ def emit(ir: IR) -> dict[str, str]:
     init_lines.append(str(head.init(head_ctx)).strip("\n"))
     methods = [str(_macros(c.k).methods(c)).strip("\n") for c in ctxs if hasattr(_macros(c.k), "methods")]
     forwards = live([f for f in step_lines if f], ("h", "w"))
-    has_norm = any(isinstance(w.kind, TokenNorm) and w.kind.final for w in walked)
+    # norm=True normalises a tap only where the final norm reads every token (PiT's reads the class tokens)
+    has_norm = any(isinstance(w.kind, TokenNorm) and w.kind.final and w.kind.covers == "all" for w in walked)
     taps = features.taps(walked, spec.img_size, final.dim if has_norm else None)
     intermediates = _intermediates(taps, walked, ctxs, step_lines, ir.head.needs()) if taps else []
     code = [*classes.text.values(), *forwards, *intermediates, *methods]

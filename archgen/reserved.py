@@ -50,6 +50,10 @@ MODULE_NAMES = frozenset(
         "ConvPatchEmbed",
         "ConvStem",
         "Downsample",
+        "PrefixDownsample",
+        "Pooling",
+        "GridPooling",
+        "PlainConvEmbed",
         "DropPath",
         "I2T",
         "Image2Tokens",
@@ -61,7 +65,6 @@ MODULE_NAMES = frozenset(
         "AttentionPoolLatent",
         "relative_position_index",
         "PatchEmbed",
-        "PlainConvEmbed",
         "RotaryEmbedding",
         # libraries the weights path imports where it runs
         "huggingface_hub",

@@ -176,6 +176,11 @@ class PrefixTokens(Strict):
     cls: bool = Field(default=False, description="A class token `cls_token` (ViT).")
     dist: bool = Field(default=False, description="A distillation token `dist_token` (DeiT distilled).")
     reg: int = Field(default=0, ge=0, le=64, description="Register tokens, one parameter `reg_token` (1, reg, dim).")
+    shared: bool = Field(
+        default=False,
+        description="All prefix tokens in one parameter `cls_token` (1, n, dim), as PiT keeps its class and "
+        "distillation tokens.",
+    )
 
     def sizes(self) -> tuple[tuple[str, int], ...]:
         """Each group present and its token count, in sequence order."""
@@ -224,5 +229,10 @@ class Spec(Strict):
         description="Stages, in order. A child spec may give a mapping from stage key to the fields it changes.",
     )
     norm: NormValue = Field(default=None, description="Final norm of every token, `norm` (none: no final norm).")
+    norm_covers: Literal["all", "prefix"] = Field(
+        default="all",
+        description="Tokens the final norm reads: `all`, or `prefix`: the prefix tokens alone, the patch tokens "
+        "dropped (PiT normalises its class and distillation tokens only).",
+    )
     head: HeadSlot = Field(description="Classifier head(s).")
     published: tuple[Published, ...] = Field(default=(), max_length=64, description="Numbers the literature prints.")

@@ -358,11 +358,14 @@ def _every_case(kind: type[Part], folder: Path) -> Iterator[Case]:
             for where, (data, path) in op_homes(op).items():
                 yield Case(kind.tag(), where, option, put(data, path, mapping), path)
         return
-    homes = [(data, path) for data, path in _contexts(kind.slot) if _fits_in(put(data, path, base), folder)]
+    contexts = _contexts(kind.slot)
+    homes = [(data, path) for data, path in contexts if _fits_in(put(data, path, base), folder)]
     assert homes, f"{kind.tag()}: no test context fits its defaults; add one to tests/catalogue_cases.py"
-    data, path = homes[0]
-    where = "grid" if data["name"] == "grid" else "seq"
     for option, mapping in all_:
+        # an option its home refuses is tried where it fits (prefix tokens crossing a downsample need them)
+        fits = [(d, p) for d, p in contexts if option != "default" and _fits_in(put(d, p, mapping), folder)]
+        data, path = homes[0] if not fits or _fits_in(put(*homes[0], mapping), folder) else fits[0]
+        where = "grid" if data["name"] == "grid" else "seq"
         yield Case(kind.tag(), where, option, put(data, path, mapping), path)
 
 

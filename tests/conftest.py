@@ -287,6 +287,8 @@ PROOF_MODELS = frozenset(
         "pvt_v2_b2_li",
         "twins_svt_small",
         "twins_pcpvt_small",
+        "pit_ti_224",
+        "pit_xs_distilled_224",
     }
 )
 

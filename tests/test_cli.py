@@ -304,7 +304,10 @@ def test_show_prints_the_merged_spec() -> None:
     data = yaml.safe_load(proc.stdout)
     # dim from deit_s, patch from vit_b16, the rest the part's defaults
     assert data["stem"] == {"kind": "patch_embed", "patch_size": 16, "dim": 384, "bias": True, "norm": None}
-    assert data["prefix_tokens"] == {"cls": True, "dist": True, "reg": 0} and data["head"]["kind"] == "distilled"
+    assert (
+        data["prefix_tokens"] == {"cls": True, "dist": True, "reg": 0, "shared": False}
+        and data["head"]["kind"] == "distilled"
+    )
 
 
 def test_diff_shows_spec_code_and_count_delta() -> None:

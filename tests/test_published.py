@@ -22,6 +22,7 @@ AIMV2_README = "apple/ml-aim README.md, table 'AIMv2 with {}px', #params of {} (
 
 # (spec, img_size, quantity, printed, source): every published number that our exact count does not
 # reproduce within printed precision. Each has a `deviation:` explanation in its spec.
+PIT_README = "naver-ai/pit README (model performance table)"
 KNOWN_DEVIATIONS = {
     ("vit_b16", 224, "params", "86M", "ViT paper Table 1"),
     ("vit_b16", 224, "macs", "17.5G", "CoAtNet Table 13"),
@@ -86,6 +87,9 @@ KNOWN_DEVIATIONS = {
     ("vit_g14_dinov2", 518, "params", "1100M", DINOV2_README + ", ViT-g/14"),
     ("vit_g14_reg4_dinov2", 518, "params", "1100M", DINOV2_README + ", ViT-g/14 with registers"),
     ("aimv2_h14", 224, "params", "0.6G", AIMV2_README.format(224, "aimv2-huge-patch14-224", "0.6B")),
+    ("pit_ti", 224, "params", "4.9M", PIT_README),
+    ("pit_ti", 224, "macs", "0.71G", PIT_README),
+    ("pit_b", 224, "macs", "12.5G", PIT_README),
 }
 
 

@@ -52,6 +52,9 @@ CASES = [
     ("volo_d1", {"indices": 2, "intermediates_only": True}),
     ("pvtv2_b0", {}),  # a pyramid: each stage's normed output at strides 4 to 32, NCHW
     ("pvtv2_b0", {"indices": [0, 2], "stop_early": True}),
+    # PiT: stage outputs at strides 8, 16, 32 (prefix tokens dropped); its final norm reads the class tokens alone
+    ("pit_ti", {"indices": [0, 2], "norm": True}),
+    ("pit_ti", {"indices": 1, "stop_early": True, "intermediates_only": True}),
 ]
 
 
@@ -71,7 +74,7 @@ def test_forward_intermediates_equal_timms(name: str, kwargs: dict) -> None:
         torch.testing.assert_close(v, u, rtol=0, atol=2e-5, msg=f"{name}: intermediate {i}")
 
 
-PRUNED = [("deit_ti", [1, 4]), ("cait_xxs24", 2), ("volo_d1", [0, 1]), ("pvtv2_b0", [1])]
+PRUNED = [("deit_ti", [1, 4]), ("cait_xxs24", 2), ("volo_d1", [0, 1]), ("pvtv2_b0", [1]), ("pit_ti", [0, 1])]
 
 
 @pytest.mark.parametrize(("name", "indices"), PRUNED)

@@ -8,18 +8,21 @@ from typing import Literal
 
 from archgen.base import Model, Step, Tokens
 from archgen.counting import Count
+from archgen.errors import KindError
 from archgen.memory import T, Tape
 from archgen.norms import Norm
 
 
 class TokenNorm(Step):
-    """``key`` is ``norm`` (after the last stage) or ``norm_pre`` (before the first)."""
+    """``key`` is ``norm`` (after the last stage) or ``norm_pre`` (before the first). A final norm that
+    ``covers`` the prefix tokens alone drops the patch tokens (PiT hands only its class tokens to the head)."""
 
     slot = "internal"
 
     kind: Literal["token_norm"] = "token_norm"
     key: Literal["norm", "norm_pre"]
     norm: Norm
+    covers: Literal["all", "prefix"] = "all"
 
     @property
     def label(self) -> str:
@@ -35,10 +38,14 @@ class TokenNorm(Step):
         return self.key == "norm"
 
     def out(self, s: Tokens, m: Model) -> Tokens:
-        return s
+        if self.covers == "all":
+            return s
+        if not s.prefix:
+            raise KindError("norm_covers", "no prefix tokens reach the final norm")
+        return s.with_(h=0, w=0)
 
     def count(self, s: Tokens, m: Model) -> Count:
-        return self.norm.count(self.key, s.dim, s.n * s.dim)
+        return self.norm.count(self.key, s.dim, self.out(s, m).n * s.dim)
 
     def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
-        return self.norm.memory(tape, x)
+        return self.norm.memory(tape, x if self.covers == "all" else x[:, : s.prefix])

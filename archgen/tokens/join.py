@@ -24,6 +24,16 @@ class JoinTokens(Step):
 
     kind: Literal["join"] = "join"
     groups: tuple[Literal["cls", "dist", "reg"], ...] = Field(description="Token groups joining here.")
+    shared: bool = Field(default=False, description="The groups are one parameter, `cls_token` (PiT).")
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The groups that have a parameter of their own: the first holds the others when they are shared."""
+        return self.groups[:1] if self.shared else self.groups
+
+    def size(self, group: str, m: Model) -> int:
+        """Tokens in the parameter of ``group`` (all the groups' when they share it)."""
+        return sum(m.size(g) for g in self.groups) if self.shared else m.size(group)
 
     def needs(self, s: Tokens) -> str | None:
         return "seq"
@@ -35,7 +45,7 @@ class JoinTokens(Step):
         return s.with_(groups=groups, prefix=sum(m.size(g) for g in groups))
 
     def count(self, s: Tokens, m: Model) -> Count:
-        return Count.group("", [parameter(f"{g}_token", m.size(g) * s.dim) for g in self.groups])
+        return Count.group("", [parameter(f"{g}_token", self.size(g, m) * s.dim) for g in self.params])
 
     def memory(self, tape: Tape, x: T, s: Tokens, m: Model) -> T:
         o = self.out(s, m)
@@ -43,7 +53,7 @@ class JoinTokens(Step):
         return tape.cat([tokens, x], dim=1)
 
     def no_weight_decay(self) -> tuple[str, ...]:
-        return tuple(f"{g}_token" for g in self.groups)
+        return tuple(f"{g}_token" for g in self.params)
 
     def pieces(self, s: Tokens, m: Model) -> list[str]:
         """The tensors concatenated, in sequence order: new tokens by name, tokens already in as slices."""
@@ -51,7 +61,7 @@ class JoinTokens(Step):
         at = 0
         for g in self.out(s, m).groups:
             if g in self.groups:
-                parts.append(g)
+                parts += [g] if g in self.params else []
                 continue
             end = at + m.size(g)
             last = parts[-1] if parts else None
