@@ -25,11 +25,19 @@ def test_model_contract(path: Path) -> None:
     assert model.num_features == model.head_hidden_size == final.dim
     size = ir.spec.img_size
     assert model.pretrained_cfg["input_size"] == (ir.spec.in_chans, *size), f"{path.stem}: cfg input_size"
-    assert model.pretrained_cfg["fixed_input_size"] is True, f"{path.stem}: takes only its img_size"
+    # a model whose every part takes any size (no position table: PVT-v2) is not fixed to its img_size
+    fixed = any(not w.kind.size_free for w in ir.walk(size))
+    assert model.pretrained_cfg["fixed_input_size"] is fixed, f"{path.stem}: fixed_input_size"
     x = _input(path)
     with torch.no_grad():
         feats = model.forward_features(x)
-        assert tuple(feats.shape) == (2, final.n, final.dim)
+        # what the head reads: tokens (B, N, C), a grid (B, H, W, C: Swin) or a feature map (B, C, H, W: PVT-v2)
+        shape = {
+            "seq": (final.n, final.dim),
+            "grid": (final.h, final.w, final.dim),
+            "image": (final.dim, final.h, final.w),
+        }
+        assert tuple(feats.shape) == (2, *shape[final.layout]), f"{path.stem}: forward_features"
         assert tuple(model.forward_head(feats, pre_logits=True).shape) == (2, model.head_hidden_size)
         # no classifier (num_classes 0: an encoder such as DINOv2's) gives the pooled features, as in timm
         assert tuple(model(x).shape) == (2, ir.spec.num_classes or final.dim)
