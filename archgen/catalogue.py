@@ -29,11 +29,13 @@ from archgen.mixers.mhsa import MultiHeadAttention
 from archgen.mixers.outlook import OutlookAttention
 from archgen.mixers.reattention import ReAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
+from archgen.mixers.window_attention import WindowAttention
 from archgen.rope.axial import AxialRope
 from archgen.rope.mixed import MixedRope
 from archgen.stages.downsample import ConvDownsample
 from archgen.stages.lca import LayerClassAttention
 from archgen.stages.norm import TokenNorm
+from archgen.stages.patch_merging import PatchMerging
 from archgen.stages.reshape import Reshape
 from archgen.stems.conv_patch_embed import ConvPatchEmbed
 from archgen.stems.i2t import ImageToTokens
@@ -59,11 +61,13 @@ KINDS: tuple[type[Part], ...] = (
     MixedRope,
     Blocks,
     ConvDownsample,
+    PatchMerging,
     LayerClassAttention,
     MultiHeadAttention,
     TalkingHeadsAttention,
     ReAttention,
     OutlookAttention,
+    WindowAttention,
     ClassAttention,
     FusedAttentionMlp,
     Mlp,

@@ -31,8 +31,10 @@ if TYPE_CHECKING:  # the catalogue resolves the op union at import time
 
 Attr = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)]
 # Block constructor arguments in order; the rates come from the model's constructor, `grid` (the patch grid
-# (h, w) of the stage, for an op whose weights depend on it: a relative position table) from the stage.
-ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop", "grid")
+# (h, w) of the stage, for an op whose weights depend on it: a relative position table) from the stage, and
+# `index` (the block's position in its stage, for an op that differs from block to block: Swin's shifted
+# windows at odd positions) from the stage's loop.
+ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop", "grid", "index")
 RATES = {"attn_drop": "attn_drop_rate", "proj_drop": "proj_drop_rate"}
 TYPES = {"drop_path": "float", "attn_drop": "float", "proj_drop": "float", "grid": "tuple[int, int]"}
 
@@ -468,8 +470,10 @@ class Blocks(Step):
         ``side``: the patch grid's side as code of the image side (``img_size // 16``)."""
         values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
         values |= RATES | {"drop_path": "dpr[i]" if offset == 0 else f"dpr[{offset} + i]", "grid": f"({side}, {side})"}
+        values["index"] = "i"
         args = ", ".join(values[a] for a in self.args(s))
-        return f"*[{name}({args}) for {'i' if self.stochastic_depth else '_'} in range({self.depth})]"
+        loop = "i" if {"drop_path", "index"} & set(self.args(s)) else "_"
+        return f"*[{name}({args}) for {loop} in range({self.depth})]"
 
     def _ls_module(self, spec: LayerScaleSpec, name: str) -> tuple[str, str] | str:
         """A LayerScale module (name, expression), or the line setting CaiT's bare parameter."""

@@ -25,6 +25,15 @@ class AvgPoolHead(Head):
         default=True, description="Apply the final norm after pooling, as `fc_norm` (timm's default for avg)."
     )
 
+    classifier: Literal["head", "head.fc"] = Field(
+        default="head",
+        description="Key of the classifier: `head`, or `head.fc` inside a `head` module (timm's ClassifierHead, "
+        "as Swin stores it).",
+    )
+
+    def classifiers(self) -> tuple[str, ...]:
+        return (self.classifier,)
+
     def takes_norm(self) -> bool:
         return self.fc_norm
 
