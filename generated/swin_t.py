@@ -16,6 +16,10 @@ layers.3.blocks      window_attention + mlp             2      768  24     7x7
 head                 linear on the mean of the patches  -      768  -      1000 classes
 
 @224: params 28,288,354  MACs 4,490,566,656 (4.49 G)  [analytic]
+
+Published (printed precision; a deviation is explained in the spec):
+  @224 params 28M [Swin paper Table 1(a)]: ok (-1.0%)
+  @224 macs 4.5G [Swin paper Table 1(a)]: ok (+0.2%)
 """
 
 import contextlib

@@ -222,6 +222,8 @@ PROOF_MODELS = frozenset(
         "aimv2_large_patch14_224",
         "vit_base_patch16_xp_224",
         "vit_small_patch16_18x2_224",
+        "swin_tiny_patch4_window7_224",
+        "swin_base_patch4_window12_384",
     }
 )
 
