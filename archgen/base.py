@@ -172,6 +172,10 @@ class Step(Part):
         """How many times smaller this step makes the patch grid's side (a downsample's stride)."""
         return 1
 
+    def grid_ceil(self) -> bool:
+        """Whether the downsample rounds the grid's side up (it pads an odd side) rather than down."""
+        return False
+
     def out(self, s: Tokens, m: Model) -> Tokens:
         """The state after this step; raise ``KindError`` for hyper-parameters that do not fit."""
         raise NotImplementedError

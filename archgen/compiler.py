@@ -72,7 +72,7 @@ class IR:
         for index, placed in enumerate([*self.steps, None]):
             step = placed.kind if placed is not None else None
             path = placed.path if placed is not None else ("head",)
-            need = "seq" if step is None else (step.needs(s) if s.layout != "image" else None)
+            need = self.head.needs(s) if step is None else (step.needs(s) if s.layout != "image" else None)
             try:
                 if step is not None and s.layout != "image" and not s.patches and not isinstance(step, TokenNorm):
                     raise KindError("kind", "no patch tokens are left here (lca hands on the class token alone); "

@@ -426,7 +426,11 @@ def _grids(walked: list[Walked]) -> list[Grid | None]:
     grid: Grid | None = None
     for w in walked:
         grids.append(grid)
-        grid = w.kind.grid() if isinstance(w.kind, Stem) else grid and grid.downsampled(w.kind.grid_stride())
+        grid = (
+            w.kind.grid()
+            if isinstance(w.kind, Stem)
+            else grid and grid.downsampled(w.kind.grid_stride(), w.kind.grid_ceil())
+        )
     return grids
 
 

@@ -271,7 +271,9 @@ class SwinTransformer(nn.Module):
         self.layers[1].downsample = PatchMerging(96, 192)
         self.layers[1].blocks = nn.Sequential(
             *[
-                Block(192, 6, 768, dpr[2 + i], attn_drop_rate, proj_drop_rate, (img_size // 8, img_size // 8), i)
+                Block(
+                    192, 6, 768, dpr[2 + i], attn_drop_rate, proj_drop_rate, ((img_size + 4) // 8, (img_size + 4) // 8), i
+                )
                 for i in range(2)
             ]
         )
@@ -279,7 +281,9 @@ class SwinTransformer(nn.Module):
         self.layers[2].downsample = PatchMerging(192, 384)
         self.layers[2].blocks = nn.Sequential(
             *[
-                Block(384, 12, 1536, dpr[4 + i], attn_drop_rate, proj_drop_rate, (img_size // 16, img_size // 16), i)
+                Block(
+                    384, 12, 1536, dpr[4 + i], attn_drop_rate, proj_drop_rate, ((img_size + 12) // 16, (img_size + 12) // 16), i
+                )
                 for i in range(18)
             ]
         )
@@ -287,7 +291,9 @@ class SwinTransformer(nn.Module):
         self.layers[3].downsample = PatchMerging(384, 768)
         self.layers[3].blocks = nn.Sequential(
             *[
-                Block(768, 24, 3072, dpr[22 + i], attn_drop_rate, proj_drop_rate, (img_size // 32, img_size // 32), i)
+                Block(
+                    768, 24, 3072, dpr[22 + i], attn_drop_rate, proj_drop_rate, ((img_size + 28) // 32, (img_size + 28) // 32), i
+                )
                 for i in range(2)
             ]
         )
@@ -351,7 +357,6 @@ class SwinTransformer(nn.Module):
         x = self.layers[3].downsample(x)  # (B, 7, 7, 768)
         x = self._run(self.layers[3].blocks, x)  # (B, 7, 7, 768)
         x = self.norm(x)  # (B, 7, 7, 768)
-        x = x.flatten(1, 2)  # (B, 49, 768)
         return x
 
     def forward_intermediates(
@@ -398,7 +403,6 @@ class SwinTransformer(nn.Module):
         if last == 3 and (intermediates_only or stop_early):
             return intermediates if intermediates_only else (x, intermediates)
         x = self.norm(x)  # (B, 7, 7, 768)
-        x = x.flatten(1, 2)  # (B, 49, 768)
         return x, intermediates
 
     def prune_intermediate_layers(
@@ -415,7 +419,7 @@ class SwinTransformer(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
-            x = x.mean(dim=1)  # mean of the 49 patch tokens: (B, 768)
+            x = x.mean(dim=(1, 2))  # mean of the 7x7 patch grid: (B, 768)
         x = self.head_drop(x)
         return x if pre_logits else self.head.fc(x)
 

@@ -34,6 +34,10 @@ class AvgPoolHead(Head):
     def classifiers(self) -> tuple[str, ...]:
         return (self.classifier,)
 
+    def needs(self, s: Tokens) -> str:
+        """A grid stays one (forward_features returns it as the reference's does: timm's Swin, NHWC)."""
+        return s.layout if s.layout == "grid" else "seq"
+
     def takes_norm(self) -> bool:
         return self.fc_norm
 
@@ -42,7 +46,8 @@ class AvgPoolHead(Head):
             raise KindError("kind", "average pooling needs patch tokens")
 
     def inputs(self, tape: Tape, x: T, s: Tokens, fc_norm: Norm | None) -> dict[str, T]:
-        pooled = tape.mean(x[:, s.prefix :], dim=1)
+        patches = x.flatten(1, 2) if s.layout == "grid" else x[:, s.prefix :]  # the mean saves nothing
+        pooled = tape.mean(patches, dim=1)
         return {"head": fc_norm.memory(tape, pooled) if fc_norm else pooled}
 
     def row(self, s: Tokens, m: Model) -> Row:

@@ -24,6 +24,10 @@ class Head(Part):
         """Whether the final norm runs after pooling, as ``fc_norm``, instead of on every token."""
         return False
 
+    def needs(self, s: Tokens) -> str:
+        """The token layout ``forward_head`` reads (the compiler converts the last step's output to it)."""
+        return "seq"
+
     def check(self, s: Tokens, m: Model) -> None:
         """Raise ``KindError`` when the head needs tokens the sequence does not have."""
 

@@ -33,6 +33,9 @@ class PatchMerging(Step):
     def grid_stride(self) -> int:
         return 2
 
+    def grid_ceil(self) -> bool:
+        return True
+
     def width(self, s: Tokens) -> int:
         return self.dim if self.dim is not None else 2 * s.dim
 

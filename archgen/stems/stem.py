@@ -27,8 +27,11 @@ class Grid:
     def at(self, size: int) -> int:
         return (size + self.offset) // self.stride
 
-    def downsampled(self, stride: int) -> Grid:
-        return Grid(self.offset, self.stride * stride)
+    def downsampled(self, stride: int, ceil: bool = False) -> Grid:
+        """The grid after a downsample by ``stride``; ``ceil``: a partial cell at the end counts (a padding
+        downsample), and ceil(n / k) = (n + k - 1) // k folds into the offset as well."""
+        offset = self.offset + self.stride * (stride - 1) if ceil else self.offset
+        return Grid(offset, self.stride * stride)
 
 
 class Stem(Step):
