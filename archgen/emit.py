@@ -226,7 +226,8 @@ def emit(ir: IR) -> dict[str, str]:
         ctx.rope_run, ctx.rope_block = ropes.get(id(w), ("", ""))
         ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
-            side = grid.code("img_size") if grid is not None else ""
+            # the stage's init names its patch grid `grid` (stage.j2); a stage continuing a container writes it out
+            side = "" if grid is None else grid.code("img_size") if w.container is not None else "grid"
             entry = w.kind.entry(w.s_in, classes.blocks[w.kind.identity(w.s_in, model)], w.offset, side)
             if w.container is not None:  # continues a container: its blocks join that stage's entries
                 containers[w.container].members.append(entry)
@@ -316,7 +317,7 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("hf_hub_id", ref.hf_hub_id if timm else None),
         ("num_classes", ref.num_classes if timm and ref.num_classes is not None else spec.num_classes),
         ("input_size", (spec.in_chans, *([ref.img_size] * 2 if timm and ref.img_size else [spec.img_size] * 2))),
-        ("pool_size", None),  # forward_features returns tokens, not a feature map
+        ("pool_size", _pool_size(ir, ref.img_size if timm and ref.img_size else spec.img_size)),
         ("fixed_input_size", True),  # without dynamic_img_size=True, the model takes its img_size only
         ("mean", pre.mean),
         ("std", pre.std),
@@ -326,6 +327,12 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("first_conv", spec.stem.first_conv),
         ("classifier", heads[0] if len(heads) == 1 else heads),
     ]
+
+
+def _pool_size(ir: IR, img_size: int) -> tuple[int, int] | None:
+    """The grid forward_features returns (a hierarchical model's last feature map, NHWC), or None for tokens."""
+    final = ir.final(img_size)
+    return (final.h, final.w) if final.layout == "grid" else None
 
 
 def _prefixes(classifiers: tuple[str, ...]) -> str:

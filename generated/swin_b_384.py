@@ -38,7 +38,7 @@ pretrained_cfg = {
     "hf_hub_id": "timm/swin_base_patch4_window12_384.ms_in22k_ft_in1k",
     "num_classes": 1000,
     "input_size": (3, 384, 384),
-    "pool_size": None,
+    "pool_size": (12, 12),
     "fixed_input_size": True,
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
@@ -261,41 +261,27 @@ class SwinTransformer(nn.Module):
         self.patch_embed = PatchEmbed(patch_size=4, in_chans=in_chans, dim=128)
         self.layers = nn.ModuleList()
         self.layers.append(nn.ModuleDict())
+        grid = img_size // 4  # 96 at 384
         self.layers[0].blocks = nn.Sequential(
-            *[
-                Block(128, 4, 512, dpr[i], attn_drop_rate, proj_drop_rate, (img_size // 4, img_size // 4), i)
-                for i in range(2)
-            ]
+            *[Block(128, 4, 512, dpr[i], attn_drop_rate, proj_drop_rate, (grid, grid), i) for i in range(2)]
         )
         self.layers.append(nn.ModuleDict())
         self.layers[1].downsample = PatchMerging(128, 256)
+        grid = (img_size + 4) // 8  # 48 at 384
         self.layers[1].blocks = nn.Sequential(
-            *[
-                Block(
-                    256, 8, 1024, dpr[2 + i], attn_drop_rate, proj_drop_rate, ((img_size + 4) // 8, (img_size + 4) // 8), i
-                )
-                for i in range(2)
-            ]
+            *[Block(256, 8, 1024, dpr[2 + i], attn_drop_rate, proj_drop_rate, (grid, grid), i) for i in range(2)]
         )
         self.layers.append(nn.ModuleDict())
         self.layers[2].downsample = PatchMerging(256, 512)
+        grid = (img_size + 12) // 16  # 24 at 384
         self.layers[2].blocks = nn.Sequential(
-            *[
-                Block(
-                    512, 16, 2048, dpr[4 + i], attn_drop_rate, proj_drop_rate, ((img_size + 12) // 16, (img_size + 12) // 16), i
-                )
-                for i in range(18)
-            ]
+            *[Block(512, 16, 2048, dpr[4 + i], attn_drop_rate, proj_drop_rate, (grid, grid), i) for i in range(18)]
         )
         self.layers.append(nn.ModuleDict())
         self.layers[3].downsample = PatchMerging(512, 1024)
+        grid = (img_size + 28) // 32  # 12 at 384
         self.layers[3].blocks = nn.Sequential(
-            *[
-                Block(
-                    1024, 32, 4096, dpr[22 + i], attn_drop_rate, proj_drop_rate, ((img_size + 28) // 32, (img_size + 28) // 32), i
-                )
-                for i in range(2)
-            ]
+            *[Block(1024, 32, 4096, dpr[22 + i], attn_drop_rate, proj_drop_rate, (grid, grid), i) for i in range(2)]
         )
         self.norm = nn.LayerNorm(1024, eps=1e-05)
         self.head_drop = nn.Dropout(drop_rate)

@@ -38,7 +38,7 @@ pretrained_cfg = {
     "hf_hub_id": "timm/swin_tiny_patch4_window7_224.ms_in1k",
     "num_classes": 1000,
     "input_size": (3, 224, 224),
-    "pool_size": None,
+    "pool_size": (7, 7),
     "fixed_input_size": True,
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
@@ -261,41 +261,27 @@ class SwinTransformer(nn.Module):
         self.patch_embed = PatchEmbed(patch_size=4, in_chans=in_chans, dim=96)
         self.layers = nn.ModuleList()
         self.layers.append(nn.ModuleDict())
+        grid = img_size // 4  # 56 at 224
         self.layers[0].blocks = nn.Sequential(
-            *[
-                Block(96, 3, 384, dpr[i], attn_drop_rate, proj_drop_rate, (img_size // 4, img_size // 4), i)
-                for i in range(2)
-            ]
+            *[Block(96, 3, 384, dpr[i], attn_drop_rate, proj_drop_rate, (grid, grid), i) for i in range(2)]
         )
         self.layers.append(nn.ModuleDict())
         self.layers[1].downsample = PatchMerging(96, 192)
+        grid = (img_size + 4) // 8  # 28 at 224
         self.layers[1].blocks = nn.Sequential(
-            *[
-                Block(
-                    192, 6, 768, dpr[2 + i], attn_drop_rate, proj_drop_rate, ((img_size + 4) // 8, (img_size + 4) // 8), i
-                )
-                for i in range(2)
-            ]
+            *[Block(192, 6, 768, dpr[2 + i], attn_drop_rate, proj_drop_rate, (grid, grid), i) for i in range(2)]
         )
         self.layers.append(nn.ModuleDict())
         self.layers[2].downsample = PatchMerging(192, 384)
+        grid = (img_size + 12) // 16  # 14 at 224
         self.layers[2].blocks = nn.Sequential(
-            *[
-                Block(
-                    384, 12, 1536, dpr[4 + i], attn_drop_rate, proj_drop_rate, ((img_size + 12) // 16, (img_size + 12) // 16), i
-                )
-                for i in range(6)
-            ]
+            *[Block(384, 12, 1536, dpr[4 + i], attn_drop_rate, proj_drop_rate, (grid, grid), i) for i in range(6)]
         )
         self.layers.append(nn.ModuleDict())
         self.layers[3].downsample = PatchMerging(384, 768)
+        grid = (img_size + 28) // 32  # 7 at 224
         self.layers[3].blocks = nn.Sequential(
-            *[
-                Block(
-                    768, 24, 3072, dpr[10 + i], attn_drop_rate, proj_drop_rate, ((img_size + 28) // 32, (img_size + 28) // 32), i
-                )
-                for i in range(2)
-            ]
+            *[Block(768, 24, 3072, dpr[10 + i], attn_drop_rate, proj_drop_rate, (grid, grid), i) for i in range(2)]
         )
         self.norm = nn.LayerNorm(768, eps=1e-05)
         self.head_drop = nn.Dropout(drop_rate)
