@@ -29,7 +29,8 @@ def test_model_contract(path: Path) -> None:
     x = _input(path)
     with torch.no_grad():
         feats = model.forward_features(x)
-        assert tuple(feats.shape) == (2, final.n, final.dim)
+        tokens = (final.h, final.w) if final.layout == "grid" else (final.n,)  # Swin returns its NHWC grid
+        assert tuple(feats.shape) == (2, *tokens, final.dim)
         assert tuple(model.forward_head(feats, pre_logits=True).shape) == (2, model.head_hidden_size)
         # no classifier (num_classes 0: an encoder such as DINOv2's) gives the pooled features, as in timm
         assert tuple(model(x).shape) == (2, ir.spec.num_classes or final.dim)
