@@ -49,6 +49,7 @@ MODULE_NAMES = frozenset(
         "ConvPatchEmbed",
         "ConvStem",
         "Downsample",
+        "PatchMerging",
         "DropPath",
         "I2T",
         "Image2Tokens",
@@ -59,6 +60,7 @@ MODULE_NAMES = frozenset(
         "QuickGELU",
         "AttentionPoolLatent",
         "relative_position_index",
+        "shifted_window_mask",
         "PatchEmbed",
         "RotaryEmbedding",
         # libraries the weights path imports where it runs
