@@ -185,6 +185,10 @@ class Step(Part):
         ``2 * padding - kernel + stride``)."""
         return 0
 
+    def grid_ceil(self) -> bool:
+        """Whether the downsample rounds the grid's side up (it pads an odd side) rather than down."""
+        return False
+
     def out(self, s: Tokens, m: Model) -> Tokens:
         """The state after this step; raise ``KindError`` for hyper-parameters that do not fit."""
         raise NotImplementedError

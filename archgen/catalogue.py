@@ -33,12 +33,14 @@ from archgen.mixers.peg import PosConv
 from archgen.mixers.reattention import ReAttention
 from archgen.mixers.sra import SpatialReductionAttention
 from archgen.mixers.talking_heads import TalkingHeadsAttention
+from archgen.mixers.window_attention import WindowAttention
 from archgen.rope.axial import AxialRope
 from archgen.rope.mixed import MixedRope
 from archgen.stages.conv_pool import ConvPool
 from archgen.stages.downsample import ConvDownsample
 from archgen.stages.lca import LayerClassAttention
 from archgen.stages.norm import TokenNorm
+from archgen.stages.patch_merging import PatchMerging
 from archgen.stages.reshape import Reshape
 from archgen.stages.stage_norm import StageNorm
 from archgen.stems.conv_embed import ConvEmbed
@@ -68,6 +70,7 @@ KINDS: tuple[type[Part], ...] = (
     Blocks,
     ConvDownsample,
     ConvPool,
+    PatchMerging,
     LayerClassAttention,
     StageNorm,
     MultiHeadAttention,
@@ -77,6 +80,7 @@ KINDS: tuple[type[Part], ...] = (
     LocallyGroupedAttention,
     SpatialReductionAttention,
     PosConv,
+    WindowAttention,
     ClassAttention,
     FusedAttentionMlp,
     Mlp,

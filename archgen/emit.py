@@ -232,7 +232,8 @@ def emit(ir: IR) -> dict[str, str]:
         ctx.rope_run, ctx.rope_block = ropes.get(id(w), ("", ""))
         ctxs.append(ctx)
         if hasattr(w.kind, "entry"):
-            pair = grid.pair() if grid is not None else ""
+            # the stage's init names its patch grid `grid` (stage.j2); a stage continuing a container writes it out
+            pair = "" if grid is None else grid.pair() if w.container is not None else "grid"
             entry = w.kind.entry(w.s_in, lambda k, w=w: classes.blocks[k.identity(w.s_in, model)], w.offset, pair)
             if w.container is not None:  # continues a container: its blocks join that stage's entries
                 containers[w.container].members.append(entry)
@@ -471,7 +472,7 @@ def _grids(walked: list[Walked]) -> list[Grid | None]:
             assert isinstance(w.kind, Stem)
             grid = w.kind.grid()
         else:
-            grid = grid and grid.downsampled(w.kind.grid_stride(), w.kind.grid_offset())
+            grid = grid and grid.downsampled(w.kind.grid_stride(), w.kind.grid_offset(), w.kind.grid_ceil())
     return grids
 
 

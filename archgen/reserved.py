@@ -54,6 +54,7 @@ MODULE_NAMES = frozenset(
         "Pooling",
         "GridPooling",
         "PlainConvEmbed",
+        "PatchMerging",
         "DropPath",
         "I2T",
         "Image2Tokens",
@@ -64,6 +65,7 @@ MODULE_NAMES = frozenset(
         "QuickGELU",
         "AttentionPoolLatent",
         "relative_position_index",
+        "shifted_window_mask",
         "PatchEmbed",
         "RotaryEmbedding",
         # libraries the weights path imports where it runs

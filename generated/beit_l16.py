@@ -264,8 +264,9 @@ class Beit(nn.Module):
         dpr = [drop_path_rate * i / 23 for i in range(24)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=1024)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 1024))
+        grid = (H // 16, W // 16)  # 14x14 at 224
         self.blocks = nn.Sequential(
-            *[Block(1024, 16, 4096, dpr[i], attn_drop_rate, proj_drop_rate, (H // 16, W // 16)) for i in range(24)]
+            *[Block(1024, 16, 4096, dpr[i], attn_drop_rate, proj_drop_rate, grid) for i in range(24)]
         )
         self.fc_norm = nn.LayerNorm(1024, eps=1e-06)
         self.head_drop = nn.Dropout(drop_rate)

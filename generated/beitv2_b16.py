@@ -265,8 +265,9 @@ class Beit(nn.Module):
         dpr = [drop_path_rate * i / 11 for i in range(12)]
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=768)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 768))
+        grid = (H // 16, W // 16)  # 14x14 at 224
         self.blocks = nn.Sequential(
-            *[Block(768, 12, 3072, dpr[i], attn_drop_rate, proj_drop_rate, (H // 16, W // 16)) for i in range(12)]
+            *[Block(768, 12, 3072, dpr[i], attn_drop_rate, proj_drop_rate, grid) for i in range(12)]
         )
         self.fc_norm = nn.LayerNorm(768, eps=1e-06)
         self.head_drop = nn.Dropout(drop_rate)

@@ -50,6 +50,7 @@ REQUIRED: dict[str, Any] = {
     "key": "extra",
     "feedforward": {"kind": "mlp"},
     "block": [{"op": "mhsa"}, {"op": "mlp"}],
+    "window": 3,  # on the 8x8 grid: padded to 9x9 windows, shifted by 1 in odd blocks
 }
 # Optional fields a part's defaults need filled in to work at all (a stage of attention blocks needs heads, and
 # a block unless it has a cycle of them).

@@ -289,6 +289,8 @@ PROOF_MODELS = frozenset(
         "twins_pcpvt_small",
         "pit_ti_224",
         "pit_xs_distilled_224",
+        "swin_tiny_patch4_window7_224",
+        "swin_base_patch4_window12_384",
     }
 )
 

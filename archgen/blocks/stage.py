@@ -32,8 +32,10 @@ if TYPE_CHECKING:  # the catalogue resolves the op union at import time
 
 Attr = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=40)]
 # Block constructor arguments in order; the rates come from the model's constructor, `grid` (the patch grid
-# (h, w) of the stage, for an op whose weights depend on it: a relative position table) from the stage.
-ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop", "grid")
+# (h, w) of the stage, for an op whose weights depend on it: a relative position table) from the stage, and
+# `index` (the block's position in its stage, for an op that differs from block to block: Swin's shifted
+# windows at odd positions) from the stage's loop.
+ARGS = ("dim", "num_heads", "hidden", "drop_path", "attn_drop", "proj_drop", "grid", "index")
 RATES = {"attn_drop": "attn_drop_rate", "proj_drop": "proj_drop_rate"}
 TYPES = {"drop_path": "float", "attn_drop": "float", "proj_drop": "float", "grid": "tuple[int, int]"}
 
@@ -610,14 +612,15 @@ class Blocks(Step):
         element = calls[-1]
         for j in reversed(range(len(kinds) - 1)):
             element = f"{calls[j]} if i % {len(kinds)} == {j} else {element}"
-        i = "i" if self.stochastic_depth or len(kinds) > 1 else "_"
+        uses_i = self.stochastic_depth or len(kinds) > 1 or any("index" in p.args(s) for p in kinds)
+        i = "i" if uses_i else "_"
         return f"*[{element} for {i} in range({self.depth})]"
 
     def _values(self, s: Tokens, offset: int, grid: str) -> dict[str, str]:
         """Code of each constructor argument a block (or the insert's op) takes."""
         values = {"dim": str(s.dim), "num_heads": str(self.resolve_heads(s.dim)), "hidden": str(self.hidden(s.dim))}
         drop_path = "dpr[i]" if offset == 0 else f"dpr[{offset} + i]"
-        return values | RATES | {"drop_path": drop_path, "grid": grid}
+        return values | RATES | {"drop_path": drop_path, "grid": grid, "index": "i"}
 
     def inserted(self, s: Tokens, name: str, grid: str = "") -> str:
         """The insert's module as constructed (``PosConv(64)``), given its op's class name."""

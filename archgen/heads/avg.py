@@ -30,6 +30,14 @@ class AvgPoolHead(Head):
         description="What forward_features returns and the pooling averages: the token sequence (B, N, C), the "
         "patch grid (B, H, W, C: timm's Swin) or a feature map (B, C, H, W: timm's PVT-v2).",
     )
+    classifier: Literal["head", "head.fc"] = Field(
+        default="head",
+        description="Key of the classifier: `head`, or `head.fc` inside a `head` module (timm's ClassifierHead, "
+        "as Swin stores it).",
+    )
+
+    def classifiers(self) -> tuple[str, ...]:
+        return (self.classifier,)
 
     def needs(self) -> str:
         return self.layout

@@ -32,9 +32,11 @@ class Grid:
     def at(self, size: int) -> int:
         return (size + self.offset) // self.stride
 
-    def downsampled(self, stride: int, offset: int = 0) -> Grid:
-        """The grid after a step making ``(side + offset) // stride`` of each side: floor divisions nest as
-        ``((a + o1) // s1 + o2) // s2 == (a + o1 + o2 * s1) // (s1 * s2)``."""
+    def downsampled(self, stride: int, offset: int = 0, ceil: bool = False) -> Grid:
+        """The grid after a step making ``(side + offset) // stride`` of each side, or with ``ceil`` its ceiling (a
+        padding downsample: a partial cell at the end counts): floor divisions nest as
+        ``((a + o1) // s1 + o2) // s2 == (a + o1 + o2 * s1) // (s1 * s2)`` and ceil(n / k) = (n + k - 1) // k."""
+        offset += stride - 1 if ceil else 0
         return Grid(self.offset + offset * self.stride, self.stride * stride)
 
 

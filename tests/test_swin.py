@@ -1,0 +1,144 @@
+"""Swin: window attention and patch merging on non-square and odd grids against timm's modules (outputs,
+windows, shifts, masks) and against our own counts and tape; the whole model at sizes that pad and that clamp
+the window; and its features (forward_intermediates, feature_info) against timm's."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import timm
+import torch
+from timm.models.swin_transformer import PatchMerging as TimmPatchMerging
+from timm.models.swin_transformer import SwinTransformerBlock
+from torch.utils.flop_counter import FlopCounterMode
+
+from archgen.base import Model, OpCtx, Tokens
+from archgen.memory import Tape
+from archgen.mixers.window_attention import WindowAttention
+from archgen.stages.patch_merging import PatchMerging
+from conftest import ROOT, assert_close_to_scale, assert_counts_exact, ir_of, module_of, randomised
+
+SWIN_T = ROOT / "specs" / "swin_t.yaml"
+DIM, HEADS = 64, 2
+MODEL = Model(in_chans=3, num_classes=0, norm_eps=1e-5, token_sizes=(), total_depth=0)
+
+
+def _saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves during ``module(x)`` (parameters and buffers excluded)."""
+    skip = {t.untyped_storage()._cdata for t in [*module.parameters(), *module.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage()._cdata not in skip:
+            seen.setdefault(t.untyped_storage()._cdata, t.untyped_storage().nbytes())
+        return t.detach()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module.train()(x)
+    return sum(seen.values())
+
+
+def _macs(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """MACs on the meta device, as the model-level checks count them (torch's CPU flash-attention kernel has
+    no FlopCounterMode formula; on meta, attention runs as its counted matmuls)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        copy.deepcopy(module).to("meta")(x.to("meta"))
+    return counter.get_total_flops() // 2
+
+
+# (grid, block index): shifted along both sides and padded; clamped to the grid along one side, so shifted
+# along the other only; unshifted and padded; one window holding the whole grid
+CASES = [((10, 15), 1), ((5, 12), 1), ((10, 15), 0), ((6, 4), 1)]
+
+
+@pytest.mark.parametrize(("grid", "index"), CASES, ids=[f"{h}x{w}-block{i}" for (h, w), i in CASES])
+def test_window_attention_equals_timms_on_non_square_grids(grid: tuple[int, int], index: int) -> None:
+    ours = module_of(SWIN_T).WindowAttention(DIM, HEADS, 0.0, 0.0, grid, index)
+    ref = SwinTransformerBlock(DIM, grid, num_heads=HEADS, window_size=7, shift_size=0 if index % 2 == 0 else 3)
+    randomised(ref)
+    ours.load_state_dict(ref.attn.state_dict(), strict=True)
+    where = f"{grid} block {index}"
+    assert (ours.window, ours.shift) == (ref.window_size, ref.shift_size), where
+    if ref.attn_mask is None:
+        assert ours.attn_mask is None, where
+    else:
+        assert torch.equal(ours.attn_mask, ref.attn_mask), f"{where}: attention mask"
+    x = torch.randn(2, *grid, DIM)
+    with torch.no_grad():
+        assert_close_to_scale(where, ours.eval()(x), ref.eval()._attn(x))
+    op = WindowAttention(kind="window_attention", window=7)
+    c = OpCtx(DIM, HEADS, 0, Tokens(DIM, *grid, "grid"))
+    count = op.count(c)
+    assert count.params == sum(p.numel() for p in ours.parameters()), f"{where}: params"
+    assert count.macs == _macs(ours, x[:1]), f"{where}: MACs"
+    tape = Tape(4)
+    op.memory(tape, tape.input((2, *grid, DIM)), c)
+    assert tape.total == _saved_bytes(ours, x), f"{where}: activation bytes"
+
+
+@pytest.mark.parametrize("grid", [(7, 10), (6, 4)], ids=["7x10", "6x4"])
+def test_patch_merging_equals_timms_on_odd_and_non_square_grids(grid: tuple[int, int]) -> None:
+    ours = module_of(SWIN_T).PatchMerging(DIM, 2 * DIM)
+    ref = randomised(TimmPatchMerging(DIM))
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, *grid, DIM)
+    with torch.no_grad():
+        assert_close_to_scale(f"patch merging {grid}", ours.eval()(x), ref(x))
+    step = PatchMerging(kind="patch_merging", key="downsample")
+    s = Tokens(DIM, *grid, "grid")
+    out = step.out(s, MODEL)
+    assert (out.h, out.w, out.dim) == (-(-grid[0] // 2), -(-grid[1] // 2), 2 * DIM), f"{grid}: output grid"
+    count = step.count(s, MODEL)
+    assert count.params == sum(p.numel() for p in ours.parameters()), f"{grid}: params"
+    assert count.macs == _macs(ours, x[:1]), f"{grid}: MACs"
+    tape = Tape(4)
+    step.memory(tape, tape.input((2, *grid, DIM)), s, MODEL)
+    assert tape.total == _saved_bytes(ours, x), f"{grid}: activation bytes"
+
+
+def test_every_block_windows_and_shifts_as_timms() -> None:
+    """Blocks at odd positions shift by half a window; the last stage's 7x7 grid is one unshifted window."""
+    with torch.device("meta"):
+        ours = module_of(SWIN_T).swin_t()
+        ref = timm.create_model("swin_tiny_patch4_window7_224")
+    for i, (stage, theirs) in enumerate(zip(ours.layers, ref.layers, strict=True)):
+        for j, (block, their) in enumerate(zip(stage.blocks, theirs.blocks, strict=True)):
+            got = (block.attn.window, block.attn.shift)
+            assert got == (their.window_size, their.shift_size), f"layers.{i}.blocks.{j}: window, shift {got}"
+
+
+@pytest.mark.slow
+def test_swin_t_at_a_size_that_pads_the_windows() -> None:
+    """At 240 the grids are 60, 30, 15 and 8: the last two are padded to whole windows (and merging the 15x15
+    grid pads it to 16x16). Outputs equal timm's built at that size; counts exact. (A window clamped to a
+    smaller grid is checked on the op above, 6x4.)"""
+    img_size = 240
+    build = module_of(SWIN_T).swin_t
+    ours = build(img_size=img_size).eval()
+    ref = randomised(timm.create_model("swin_tiny_patch4_window7_224", img_size=img_size))
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1, 3, img_size, img_size)
+    with torch.no_grad():
+        assert_close_to_scale(f"swin_t@{img_size}", ours(x), ref(x))
+    assert_counts_exact("swin_t", ir_of(SWIN_T), build, img_size)
+
+
+@pytest.mark.slow
+def test_features_equal_timms() -> None:
+    ours = module_of(SWIN_T).swin_t().eval()
+    ref = randomised(timm.create_model("swin_tiny_patch4_window7_224"))
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert ours.feature_info == ref.feature_info
+    x = torch.randn(1, 3, 224, 224)
+    calls = [{"norm": True}, {"indices": [0, 3], "intermediates_only": True}, {"indices": [1], "stop_early": True}]
+    with torch.no_grad():
+        for kwargs in calls:
+            got, want = ours.forward_intermediates(x, **kwargs), ref.forward_intermediates(x, **kwargs)
+            if not kwargs.get("intermediates_only"):
+                assert_close_to_scale(f"final {kwargs}", got[0], want[0])
+                got, want = got[1], want[1]
+            assert [t.shape for t in got] == [t.shape for t in want], f"{kwargs}: shapes"
+            for i, (a, b) in enumerate(zip(got, want, strict=True)):
+                assert_close_to_scale(f"{kwargs} tap {i}", a, b)
+        assert_close_to_scale("forward_features (NHWC)", ours.forward_features(x), ref.forward_features(x))
