@@ -109,7 +109,13 @@ def test_sweep_takes_height_by_width() -> None:
 
 # --- non-square parity with timm ---------------------------------------------------------------------------
 
-PARITY = [("deit_s", (224, 320)), ("volo_d1", (224, 320)), ("cait_xxs24", (192, 288)), ("vit_b16_reg4_gap", (256, 192))]
+PARITY = [
+    ("deit_s", (224, 320)),
+    ("volo_d1", (224, 320)),
+    ("cait_xxs24", (192, 288)),
+    ("vit_b16_reg4_gap", (256, 192)),
+    ("swin_t", (224, 448)),  # 56x112 patches: 8x16 windows in stage 1, a 7x14 grid in stage 4
+]
 
 
 def _macs(model: torch.nn.Module, size: tuple[int, int]) -> int:
