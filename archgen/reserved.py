@@ -41,6 +41,8 @@ MODULE_NAMES = frozenset(
         "pretrained_cfg",
         "read_checkpoint",
         "resample_grid_table",
+        "pad_to_even",
+        "resize_relative_table",
         "resample_pos_embed",
         "sincos_1d",
         "sincos_2d",

@@ -112,6 +112,7 @@ class WindowAttention(nn.Module):
         self.window = (min(12, grid[0]), min(12, grid[1]))
         shifted = index % 2 == 1  # the blocks at odd positions in their stage shift (SW-MSA)
         self.shift = tuple(6 if shifted and g > 12 else 0 for g in grid)
+        self.grid = grid
         self.padded = tuple(-(-g // w) * w for g, w in zip(grid, self.window, strict=True))  # in whole windows
         wh, ww = self.window
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
@@ -136,7 +137,7 @@ class WindowAttention(nn.Module):
         (wh, ww), (hp, wp) = self.window, self.padded
         if self.attn_mask is not None:  # the windows straddle the previous block's borders
             x = torch.roll(x, shifts=(-self.shift[0], -self.shift[1]), dims=(1, 2))
-        if (hp, wp) != (H, W):
+        if self.padded != self.grid:  # fixed at construction: torch.fx traces no branch on the input's shape
             x = F.pad(x, (0, 0, 0, wp - W, 0, hp - H))  # (B, hp, wp, C): zeros fill the last windows
         N = wh * ww
         x = x.view(B, hp // wh, wh, wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, N, C)  # (B * windows, N, C)
@@ -187,6 +188,13 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+@torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on shapes
+def pad_to_even(x: torch.Tensor) -> torch.Tensor:
+    """A (B, H, W, C) grid with an odd side completed by a row or column of zeros (a copy only then)."""
+    H, W = x.shape[1:3]
+    return F.pad(x, (0, 0, 0, W % 2, 0, H % 2)) if H % 2 or W % 2 else x
+
+
 class PatchMerging(nn.Module):
     """Each 2x2 cell of the token grid as one token of 4C (in the order (0, 0), (1, 0), (0, 1), (1, 1)),
     normed and projected to out_dim."""
@@ -198,8 +206,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # an odd side: zeros complete the last cells
+        x = pad_to_even(x)  # (B, H + H % 2, W + W % 2, C)
         x = x.reshape(B, (H + 1) // 2, 2, (W + 1) // 2, 2, C).permute(0, 1, 3, 4, 2, 5)  # (B, h, w, 2, 2, C)
         x = x.flatten(3)  # (B, H / 2, W / 2, 4C)
         return self.reduction(self.norm(x))
