@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import re
 import sys
 import types
@@ -163,9 +162,12 @@ def timm_size_kwargs(model: str, img_size: int) -> dict[str, int]:
     being told (timm's PVT-v2 has no position table and no such argument)."""
     import timm
 
-    with torch.device("meta"):
-        ref = timm.create_model(model, pretrained=False)
-    return {"img_size": img_size} if "img_size" in inspect.signature(type(ref).__init__).parameters else {}
+    try:
+        with torch.device("meta"):
+            timm.create_model(model, pretrained=False, img_size=img_size)
+    except TypeError:  # the constructor has no such argument (a subclass passing **kwargs on takes it)
+        return {}
+    return {"img_size": img_size}
 
 
 def compile_data(data: dict, folder: Path) -> tuple[IR, str, types.ModuleType]:
@@ -307,10 +309,24 @@ def _later(stem: str) -> tuple[str, bool, int] | None:
 
 
 @cache
+def _big(stem: str) -> bool:
+    """A spec in specs/ above LARGE parameters whose reference is timm's (so the meta check can compare them)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,59}", stem) or not (path := ROOT / "specs" / f"{stem}.yaml").is_file():
+        return False
+    spec = ir_of(path).spec
+    timm = spec.reference is not None and spec.reference.package == "timm"
+    return timm and ir_of(path).count(spec.img_size).params > LARGE
+
+
+@cache
 def size_variant(stem: str) -> bool:
-    """A spec checked on the meta device only (see SEED_FAMILIES)."""
+    """A spec checked on the meta device only: the other sizes of the later families (see SEED_FAMILIES), and any
+    model above LARGE parameters but the smallest named model of its family (its smaller siblings, the same
+    templates with other numbers, take the CPU checks: ViT-L/H, CaiT-M, VOLO-D4/D5, CLIP ViT-L, SO400M)."""
     later = _later(stem)
-    return later is not None and not later[1]
+    if later is not None and not later[1]:
+        return True
+    return _big(stem) and stem not in representatives()
 
 
 @cache
@@ -327,12 +343,12 @@ def representatives() -> frozenset[str]:
 def meta_checked(stem: str, test: str) -> bool:
     """Whether per-spec ``test`` leaves spec ``stem`` to the meta-device checks: size variants take only
     META_TESTS; the other named models of a later family also take CPU parity and the MAC count."""
-    later = _later(stem)
-    if later is None or test in META_TESTS:
+    if test in META_TESTS:
         return False
-    if not later[1]:
+    if size_variant(stem):
         return True
-    return stem not in representatives() and test not in NAMED_TESTS
+    later = _later(stem)
+    return later is not None and stem not in representatives() and test not in NAMED_TESTS
 
 
 SIZE_VARIANTS = [p for p in SPECS if size_variant(p.stem)]

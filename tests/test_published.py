@@ -24,6 +24,61 @@ AIMV2_README = "apple/ml-aim README.md, table 'AIMv2 with {}px', #params of {} (
 # reproduce within printed precision. Each has a `deviation:` explanation in its spec.
 PIT_README = "naver-ai/pit README (model performance table)"
 KNOWN_DEVIATIONS = {
+    ("pvtv2_b0", 224, "params", "3.4M", "whai362/PVT classification/README.md (Model Zoo, #Params)"),
+    ("pvtv2_b1", 224, "params", "13.1M", "whai362/PVT classification/README.md (Model Zoo, #Params)"),
+    (
+        "pvtv2_b2",
+        224,
+        "macs",
+        "4.04G",
+        "whai362/PVT classification/README.md (Calculating FLOPS & Params, get_flops.py pvt_v2_b2)",
+    ),
+    (
+        "pvtv2_b5",
+        224,
+        "macs",
+        "11.8G",
+        "PVT v2 paper Table 2 (arXiv:2106.13797), as listed on Papers with Code "
+        "(filed there under PVTv2-B4, next to the 82M and 83.8% of B5)",
+    ),
+    (
+        "twins_pcpvt_base",
+        224,
+        "macs",
+        "6.4G",
+        "Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)",
+    ),
+    (
+        "twins_pcpvt_large",
+        224,
+        "macs",
+        "9.5G",
+        "Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)",
+    ),
+    (
+        "twins_pcpvt_large",
+        224,
+        "params",
+        "60.9M",
+        "Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)",
+    ),
+    (
+        "twins_pcpvt_small",
+        224,
+        "macs",
+        "3.7G",
+        "Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)",
+    ),
+    ("twins_svt_base", 224, "macs", "8.3G", "Meituan-AutoML/Twins README, model zoo (ALT-GVT-Base)"),
+    ("twins_svt_large", 224, "macs", "14.8G", "Meituan-AutoML/Twins README, model zoo (ALT-GVT-Large)"),
+    (
+        "twins_svt_large",
+        224,
+        "params",
+        "99.2M",
+        "Twins paper, arXiv:2104.13840 (ImageNet-1K results, as issue 20 cites them)",
+    ),
+    ("twins_svt_small", 224, "macs", "2.8G", "Meituan-AutoML/Twins README, model zoo (ALT-GVT-Small)"),
     ("swin_b_384", 384, "macs", "47.0G", "Swin paper Table 1(a)"),
     ("vit_b16", 224, "params", "86M", "ViT paper Table 1"),
     ("vit_b16", 224, "macs", "17.5G", "CoAtNet Table 13"),
