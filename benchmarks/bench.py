@@ -137,7 +137,7 @@ def main() -> None:
             for model in (ours, ref):
                 if model is not None:
                     model.train(mode == "train")
-            x = torch.randn(batch, ir.spec.in_chans, size, size, device=args.device, dtype=dtype)
+            x = torch.randn(batch, ir.spec.in_chans, *size, device=args.device, dtype=dtype)
             print(f"| {name} | {label} | {mode} | {batch} | {compare(ours, ref, steps, x, args)} |", flush=True)
 
 
