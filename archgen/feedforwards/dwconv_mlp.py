@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, conv2d, linear
+from archgen.feedforwards.depthwise import DepthwiseKernel
 from archgen.memory import T, Tape
 from archgen.norms import Act, Activated, act_field
 
@@ -28,16 +29,9 @@ class DwConvMlp(Activated, Op):
     kind: Literal["dwconv_mlp"] = Field(
         description="MLP with a depthwise conv between its linears (timm PVT-v2 `mlp.fc1`, `mlp.dwconv`, `mlp.fc2`)."
     )
-    kernel_size: int = Field(default=3, ge=1, le=15, description="Side of the depthwise conv (odd).")
+    kernel_size: DepthwiseKernel = 3
     relu: bool = Field(default=False, description="A ReLU before the depthwise conv (PVT-v2-li's `extra_relu`).")
     act: Act = act_field(what="Activation after the depthwise conv")
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError("the depthwise kernel must be odd to keep the grid size")
-        return value
 
     def count(self, c: OpCtx) -> Count:
         n = c.s.patches

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, conv2d, norm
+from archgen.feedforwards.depthwise import DepthwiseKernel
 from archgen.memory import T, Tape
 from archgen.norms import Act, Activated, act_field
 
@@ -28,15 +29,8 @@ class LeFF(Activated, Op):
     label = "LeFF"
 
     kind: Literal["leff"] = Field(description="Locally-enhanced feed-forward (official CeiT `leff`).")
-    kernel_size: int = Field(default=3, ge=1, le=15, description="Side of the depthwise conv (odd).")
+    kernel_size: DepthwiseKernel = 3
     act: Act = act_field(what="Activation after the first two convs")
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError("the depthwise kernel must be odd to keep the grid size")
-        return value
 
     def count(self, c: OpCtx) -> Count:
         at = (c.s.h, c.s.w)
