@@ -16,10 +16,11 @@ import itertools
 import linecache
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, model_entrypoint, register_model
 
 from archgen import features, specs
 from archgen.build import compile_path
@@ -69,10 +70,16 @@ def instance_cfg(ir: IR, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"input_size": (ir.spec.in_chans, *size), "fixed_input_size": fixed}
 
 
-def register(path: Path) -> str:
-    """Register the spec at ``path`` with timm under its name; returns the name."""
+def register(path: Path) -> str | None:
+    """Register the spec at ``path`` with timm under its name; returns the name, or None where timm has a model of
+    that name itself (replacing it would also replace the reference every spec is checked against)."""
     ir = compile_path(path)
     name, ref = ir.spec.name, ir.spec.reference
+    if is_model(name) and model_entrypoint(name).__module__ != __name__:
+        warnings.warn(
+            f"{path}: timm has its own model {name!r}, which archgen leaves in place: rename the spec", stacklevel=2
+        )
+        return None
     cfg = {k: v for k, v in pretrained_cfg(ir) if k not in ("architecture", "tag")} | instance_cfg(ir, {})
     tag = ref.tag if ref is not None and ref.package == "timm" and ref.tag else None
     default_cfgs.update(generate_default_cfgs({f"{name}.{tag}" if tag else name: cfg}))
@@ -99,7 +106,7 @@ def register_all() -> list[str]:
     seen: dict[str, Path] = {}
     for folder in reversed(specs.search_dirs()):
         seen.update({p.stem: p for p in sorted(folder.glob("*.yaml"))})
-    return [register(path) for path in seen.values()]
+    return [name for path in seen.values() if (name := register(path)) is not None]
 
 
 registered = register_all()

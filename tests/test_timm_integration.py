@@ -21,6 +21,9 @@ import archgen.timm  # noqa: E402, F401  (registers the specs)
 
 def test_every_spec_is_a_timm_model() -> None:
     assert {p.stem for p in SPECS} <= set(timm.list_models())
+    # archgen's own entrypoints: a spec named as a timm model would replace timm's, the reference it is checked on
+    theirs = {p.stem for p in SPECS if timm.models.model_entrypoint(p.stem).__module__ != "archgen.timm"}
+    assert not theirs, f"specs named as timm's own models: {sorted(theirs)}"
     assert timm.list_models("ceit*") == ["ceit_b", "ceit_s", "ceit_t"]
     assert timm.models.get_pretrained_cfg("volo_d1").hf_hub_id == "timm/volo_d1_224.sail_in1k"
 

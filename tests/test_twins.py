@@ -20,35 +20,35 @@ SIZE = 160  # grids of 40, 20, 10 and 5 patches a side: none a multiple of the 7
 def test_features_equal_timms() -> None:
     """Stage outputs at strides 4 to 32, NCHW, the last one normed on request; feature_info as timm's (whose
     module names `block.i` name no module: ours name the stages' entries `blocks.i`); pruning as timm's."""
-    ref, ours = timm_pair("twins_svt_small", img_size=SIZE)
+    ref, ours = timm_pair("twins_svt_s", img_size=SIZE)
     ranks = [(f["num_chs"], f["reduction"]) for f in ours.feature_info]
-    assert ranks == [(f["num_chs"], f["reduction"]) for f in ref.feature_info], "twins_svt_small: feature_info"
+    assert ranks == [(f["num_chs"], f["reduction"]) for f in ref.feature_info], "twins_svt_s: feature_info"
     assert all(ours.get_submodule(f["module"]) is ours.blocks[i] for i, f in enumerate(ours.feature_info))
     x = torch.randn(1, 3, SIZE, SIZE)
     for kwargs in ({}, {"indices": [0, 3], "norm": True}, {"indices": 2, "intermediates_only": True}):
         with torch.no_grad():
             a, b = ref.forward_intermediates(x, **kwargs), ours.forward_intermediates(x, **kwargs)
         if not kwargs.get("intermediates_only"):
-            torch.testing.assert_close(b[0], a[0], rtol=0, atol=2e-5, msg=f"twins_svt_small {kwargs}: features")
+            torch.testing.assert_close(b[0], a[0], rtol=0, atol=2e-5, msg=f"twins_svt_s {kwargs}: features")
             a, b = a[1], b[1]
-        assert [tuple(t.shape) for t in b] == [tuple(t.shape) for t in a], f"twins_svt_small {kwargs}"
+        assert [tuple(t.shape) for t in b] == [tuple(t.shape) for t in a], f"twins_svt_s {kwargs}"
         for i, (u, v) in enumerate(zip(a, b, strict=True)):
-            torch.testing.assert_close(v, u, rtol=0, atol=2e-5, msg=f"twins_svt_small {kwargs}: intermediate {i}")
+            torch.testing.assert_close(v, u, rtol=0, atol=2e-5, msg=f"twins_svt_s {kwargs}: intermediate {i}")
     kept = ref.prune_intermediate_layers([0, 1], prune_norm=True)
     assert ours.prune_intermediate_layers([0, 1], prune_norm=True) == kept
-    assert list(ours.state_dict()) == list(ref.state_dict()), "twins_svt_small pruned: state_dict keys"
+    assert list(ours.state_dict()) == list(ref.state_dict()), "twins_svt_s pruned: state_dict keys"
     with torch.no_grad():
         a = ref.forward_intermediates(x, kept, intermediates_only=True)
         b = ours.forward_intermediates(x, kept, intermediates_only=True)
     for u, v in zip(a, b, strict=True):
-        torch.testing.assert_close(v, u, rtol=0, atol=2e-5, msg="twins_svt_small pruned")
+        torch.testing.assert_close(v, u, rtol=0, atol=2e-5, msg="twins_svt_s pruned")
 
 
 def test_position_encodings_take_no_weight_decay_as_in_timm() -> None:
     with torch.device("meta"):
         ref = timm.create_model("twins_pcpvt_small", pretrained=False)
-        ours = factory(ROOT / "specs" / "twins_pcpvt_small.yaml")()
-    assert ours.no_weight_decay() == ref.no_weight_decay(), "twins_pcpvt_small: no_weight_decay"
+        ours = factory(ROOT / "specs" / "twins_pcpvt_s.yaml")()
+    assert ours.no_weight_decay() == ref.no_weight_decay(), "twins_pcpvt_s: no_weight_decay"
 
 
 def _inserted(insert: dict, depth: int = 3, block: list | None = None) -> dict:
