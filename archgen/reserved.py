@@ -41,7 +41,7 @@ MODULE_NAMES = frozenset(
         "pretrained_cfg",
         "read_checkpoint",
         "resample_grid_table",
-        "pad_to_even",
+        "pad_to_multiple",
         "resize_relative_table",
         "resample_pos_embed",
         "sincos_1d",

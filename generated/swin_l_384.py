@@ -189,10 +189,10 @@ class Block(nn.Module):
 
 
 @torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on shapes
-def pad_to_even(x: torch.Tensor) -> torch.Tensor:
-    """A (B, H, W, C) grid with an odd side completed by a row or column of zeros (a copy only then)."""
+def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """A (B, H, W, C) grid completed with zeros at the bottom and right to sides that m divides (a copy only then)."""
     H, W = x.shape[1:3]
-    return F.pad(x, (0, 0, 0, W % 2, 0, H % 2)) if H % 2 or W % 2 else x
+    return F.pad(x, (0, 0, 0, -W % m, 0, -H % m)) if H % m or W % m else x
 
 
 class PatchMerging(nn.Module):
@@ -206,7 +206,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        x = pad_to_even(x)  # (B, H + H % 2, W + W % 2, C)
+        x = pad_to_multiple(x, 2)  # (B, H + H % 2, W + W % 2, C)
         x = x.reshape(B, (H + 1) // 2, 2, (W + 1) // 2, 2, C).permute(0, 1, 3, 4, 2, 5)  # (B, h, w, 2, 2, C)
         x = x.flatten(3)  # (B, H / 2, W / 2, 4C)
         return self.reduction(self.norm(x))

@@ -79,6 +79,13 @@ class DropPath(nn.Module):
         return x * keep / (1.0 - self.p)
 
 
+@torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on shapes
+def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """A (B, H, W, C) grid completed with zeros at the bottom and right to sides that m divides (a copy only then)."""
+    H, W = x.shape[1:3]
+    return F.pad(x, (0, 0, 0, -W % m, 0, -H % m)) if H % m or W % m else x
+
+
 class LocallyGroupedAttention(nn.Module):
     """Self-attention inside each 7x7 window of the patch grid (Twins' LSA); a grid whose sides are not
     multiples of 7 is zero-padded at the bottom and right, and the padding dropped before `proj`."""
@@ -95,8 +102,7 @@ class LocallyGroupedAttention(nn.Module):
         B, H, W, C = x.shape
         ws = 7  # window side
         h, w = -(-H // ws), -(-W // ws)  # windows down and across
-        if (h * ws, w * ws) != (H, W):
-            x = F.pad(x, (0, 0, 0, w * ws - W, 0, h * ws - H))  # zeros at the bottom and right
+        x = pad_to_multiple(x, ws)  # (B, h * ws, w * ws, C): zeros at the bottom and right
         x = x.reshape(B, h, ws, w, ws, C).transpose(2, 3).reshape(B * h * w, ws * ws, C)  # (B * windows, ws*ws, C)
         qkv = self.qkv(x).reshape(B * h * w, ws * ws, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B * windows, heads, ws*ws, head_dim)

@@ -332,3 +332,14 @@ def test_dynamic_img_size_computes_the_fixed_table_of_that_size(name: str) -> No
     x = torch.randn(1, 3, 160, 160)
     with torch.no_grad():
         assert torch.equal(dynamic(x), built(x)), name
+
+
+@pytest.mark.parametrize("name", ["swin_t", "pvtv2_b0", "pit_ti", "twins_svt_s"])
+def test_hierarchical_families_trace_with_torch_fx(name: str) -> None:
+    """timm's FX convention for the pyramids: window padding, odd-side merging and Twins' window padding branch
+    on shapes inside torch.fx-wrapped helpers, so the traced graph computes what the module does."""
+    model = randomised(factory(ROOT / "specs" / f"{name}.yaml")())
+    x = torch.randn(1, 3, *ir_of(ROOT / "specs" / f"{name}.yaml").spec.img_size)
+    with torch.no_grad():
+        got, expected = _fx(model)(x)["out"], model(x)
+    assert torch.equal(got, expected), f"{name}: traced max |diff| {(got - expected).abs().max():.3g}"
