@@ -336,7 +336,7 @@ def pretrained_cfg(ir: IR) -> list[tuple[str, Any]]:
         ("num_classes", ref.num_classes if timm and ref.num_classes is not None else spec.num_classes),
         ("input_size", (spec.in_chans, *size)),
         ("pool_size", _pool_size(ir, size)),
-        ("fixed_input_size", not size_free(ir)),
+        ("fixed_input_size", ref.fixed_input_size if timm and ref.fixed_input_size is not None else not size_free(ir)),
         ("mean", pre.mean),
         ("std", pre.std),
         ("crop_pct", pre.crop_pct),

@@ -27,9 +27,19 @@ def op_names(ops: Sequence[Op]) -> dict[str, str]:
             names.update(dict.fromkeys(variants, base))
             continue
         fields = [dict(ast.literal_eval(identity)) for identity in variants]
+        taken: set[str] = set()
         for identity, values in zip(variants, fields, strict=True):
-            names[identity] = base + _words(values, fields)
+            names[identity] = _unique(base + _words(values, fields), taken)
     return names
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, numbered where words could not tell two definitions apart (an unset option beside ``False``)."""
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name}{i}", i + 1
+    taken.add(out)
+    return out
 
 
 def _words(values: dict[str, Any], variants: list[dict[str, Any]]) -> str:
@@ -69,13 +79,10 @@ def block_names(walked: Sequence[Any], m: Model) -> dict[str, str]:
             )
             found.setdefault(stage.identity(w.s_in, m), (ops, features))
     names: dict[str, str] = {}
+    taken: set[str] = set()
     for identity, (ops, features) in found.items():
         shared = sum(other == ops for other, _ in found.values()) > 1
-        base = (features if shared else "") + ops + "Block"
-        name, i = base, 2
-        while name in names.values():
-            name, i = f"{base}{i}", i + 1
-        names[identity] = name
+        names[identity] = _unique((features if shared else "") + ops + "Block", taken)
     return names
 
 

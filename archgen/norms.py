@@ -31,6 +31,15 @@ class Norm(Strict):
     affine: bool = Field(default=True, description="A learned per-channel weight (and bias, for layernorm).")
     bias: bool | None = Field(default=None, description="LayerNorm's learned bias (default: with `affine`).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_bias(cls, data: Any) -> Any:
+        """An unset bias takes its value (layernorm's follows ``affine``), so one module is one value: ``layernorm``
+        and ``{kind: layernorm, bias: true}`` are the same class in a generated file."""
+        if isinstance(data, dict) and data.get("bias") is None:
+            data = {**data, "bias": data.get("kind") == "layernorm" and data.get("affine", True) is not False}
+        return data
+
     @model_validator(mode="after")
     def _bias(self) -> Norm:
         if self.bias and self.kind == "rmsnorm":
@@ -41,7 +50,7 @@ class Norm(Strict):
 
     @property
     def has_bias(self) -> bool:
-        return self.kind == "layernorm" and self.affine and self.bias is not False
+        return bool(self.bias)
 
     def epsilon(self, m: Model) -> float:
         return self.eps if self.eps is not None else m.norm_eps

@@ -138,6 +138,12 @@ class Reference(Strict):
         default=None,
         description="Resolution the tagged weights were trained at, where not the spec's: `224` or `[H, W]`.",
     )
+    fixed_input_size: bool | None = Field(
+        default=None,
+        description="What the tagged weights' pretrained_cfg says of the input size, where it differs from the "
+        "architecture (timm marks every Twins model fixed, though PCPVT takes any size). The file's "
+        "`pretrained_cfg` repeats the card; a built model's reports what it takes.",
+    )
     hub: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=140)] | None = Field(
         default=None,
         description="Hugging Face hub repository of the tagged weights where timm's pretrained_cfg names another "

@@ -41,7 +41,7 @@ pretrained_cfg = {
     "num_classes": 1000,
     "input_size": (3, 224, 224),
     "pool_size": None,
-    "fixed_input_size": False,
+    "fixed_input_size": True,
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
     "crop_pct": 0.9,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 import types
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from archgen import specs
 from archgen.compiler import IR, resolve
@@ -18,6 +20,12 @@ from archgen.emit import emit
 from archgen.errors import SpecError
 from archgen.geometry import size_of, size_text
 from archgen.loader import dump_yaml
+
+# The suite draws the same hypothesis examples on every run, so a CI run passes or fails on the code alone;
+# HYPOTHESIS_PROFILE=explore draws new ones (and replays failures from the local example database).
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))

@@ -49,6 +49,30 @@ def test_different_compositions_get_classes_named_for_what_differs(tmp_path: Pat
         assert module.mixed()(torch.randn(1, 3, 32, 32)).shape == (1, 4)
 
 
+def test_ops_whose_norms_differ_in_one_parameter_get_one_distinct_class_each(tmp_path: Path) -> None:
+    """An unset norm bias is layernorm's default (one module, one class); `bias: false` and an rmsnorm differ.
+    (A property-test draw once named two of these alike: an unset option and `False` gave the same word.)"""
+    norms = ["layernorm", {"kind": "layernorm", "bias": True}, {"kind": "layernorm", "bias": False}, "rmsnorm"]
+    stages = [
+        {"key": f"s{i}", "depth": 1, "heads": 2, "mlp_ratio": 2.0,
+         "block": [{"op": {"kind": "mhsa", "norm": norm}}, {"op": "mlp"}]}
+        for i, norm in enumerate(norms)
+    ]  # fmt: skip
+    data = {
+        "name": "norms", "family": "test", "title": "norms", "paper": "test", "class_name": "Norms",
+        "img_size": 32, "in_chans": 3, "num_classes": 4, "norm_eps": 1.0e-6,
+        "stem": {"kind": "patch_embed", "patch_size": 8, "dim": 16},
+        "prefix_tokens": {"cls": True}, "pos_embed": {"kind": "learned"},
+        "stages": stages, "norm": {"kind": "layernorm"}, "head": {"kind": "token"},
+    }  # fmt: skip
+    ir, text, module = compile_data(data, tmp_path)
+    attention = [n for n in _classes(text) if n.startswith("Attention")]
+    assert len(attention) == len(set(attention)) == 3, attention
+    blocks = [re.findall(rf"self\.s{i} = nn\.Sequential\(\*\[(\w+)\(", text) for i in range(4)]
+    assert blocks[0] == blocks[1] and len({b[0] for b in blocks}) == 3, blocks
+    assert_counts_exact("norms", ir, module.norms, 32)
+
+
 def test_a_model_of_one_composition_has_one_plain_block_class() -> None:
     text = source_of(ROOT / "specs" / "deit_s.yaml")
     assert [n for n in _classes(text) if n.endswith("Block")] == ["Block"]
