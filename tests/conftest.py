@@ -28,6 +28,13 @@ settings.register_profile("explore", print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A worker of `pytest -n` takes its share of the cores: torch's own threads would otherwise oversubscribe them.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+# A worker holds up to two models of 300M parameters (a reference and ours, in float32) and their activations.
+WORKER_MEMORY = 4 << 30
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 HYBRIDS = sorted((ROOT / "tests" / "hybrids").glob("*.yaml"))
 ALL = SPECS + HYBRIDS
@@ -405,3 +412,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         spec = re.split(r"[-@]", item.callspec.id)[0] if hasattr(item, "callspec") else None
         if item.path.name in SLOW_FILES or name in SLOW_TESTS or (name in PER_SPEC_TESTS and spec not in FAST_SPECS):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker per core, as many as the memory holds."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 2 * WORKER_MEMORY
+    return max(1, min(os.cpu_count() or 1, memory // WORKER_MEMORY))

@@ -18,6 +18,9 @@ import tomllib
 
 from conftest import ROOT
 
+# one worker of `pytest -n` runs the module: its module-scoped fixture is built once
+pytestmark = pytest.mark.xdist_group("install")
+
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

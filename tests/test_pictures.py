@@ -21,6 +21,9 @@ from archgen.render import PNG_DPI, render
 from archgen.sweep import Budget, sweep
 from conftest import ROOT, ir_of
 
+# one worker of `pytest -n` runs the module: its module-scoped fixture is built once
+pytestmark = pytest.mark.xdist_group("pictures")
+
 SVG = "{http://www.w3.org/2000/svg}"
 # What pictures.py may write: shapes and plain text with presentation attributes.
 TAGS = {"svg", "rect", "circle", "line", "polyline", "text", "title", "defs", "marker", "path"}
