@@ -262,6 +262,18 @@ class Op(Part):
     size_free: ClassVar[bool] = False
 
     @property
+    def fixed_grid(self) -> str | None:
+        """Why the op runs only on the grid it was built for (the model then refuses dynamic_img_size and
+        set_input_size), or None."""
+        return None
+
+    @property
+    def fixed_resize(self) -> str | None:
+        """Why set_input_size cannot rebuild the op as its reference does (inputs of other sizes may still run under
+        dynamic_img_size), or None."""
+        return self.fixed_grid
+
+    @property
     def takes_rope(self) -> bool:
         """Whether the op's forward takes the model's rotary table as a second argument (``op(x, rope)``)."""
         return False

@@ -288,6 +288,8 @@ def emit(ir: IR) -> dict[str, str]:
             inits=[i for i in init_lines if i],
             feature_info=_feature_info(taps),
             size_free=size_free(ir),
+            fixed_grid=sorted({p.fixed_grid for w in walked for p in _parts(w.kind) if isinstance(p, Op)} - {None}),
+            fixed_resize=sorted({p.fixed_resize for w in walked for p in _parts(w.kind) if isinstance(p, Op)} - {None}),
             grid_h=spec.stem.grid().code("H"),
             grid_w=spec.stem.grid().code("W"),
             resize=_resize(walked, ctxs),

@@ -42,6 +42,7 @@ MODULE_NAMES = frozenset(
         "read_checkpoint",
         "resample_grid_table",
         "pad_to_multiple",
+        "window_mask",
         "resize_relative_table",
         "resample_pos_embed",
         "sincos_1d",

@@ -170,7 +170,8 @@ class Attention(nn.Module):
         bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, heads, N, head_dim)
-        pos_bias = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1)  # (heads, N, N)
+        # (heads, N, N), contiguous: the attention kernel reads the bias row by row
+        pos_bias = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1).contiguous()
         x = F.scaled_dot_product_attention(
             q, k, v, attn_mask=pos_bias.unsqueeze(0), dropout_p=self.attn_drop if self.training else 0.0
         )
@@ -256,6 +257,8 @@ class Beit(nn.Module):
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = 768  # forward_features' and pre-logits' width
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
+        if dynamic_img_size:
+            raise ValueError("dynamic_img_size: a relative position bias is built for one grid (build at img_size)")
         self.global_pool = "avg"
         self.grad_checkpointing = False
         # the weights' data config, with this instance's input size and whether it takes others
@@ -295,10 +298,8 @@ class Beit(nn.Module):
         return H // 16, W // 16
 
     def set_input_size(self, img_size: int | tuple[int, int]) -> None:
-        """Make img_size, a side or (H, W), the model's input size."""
-        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        H, W = self.img_size
-        self.pretrained_cfg["input_size"] = (3, H, W)
+        """timm's API, refused here: a part of this model cannot be rebuilt for another size as its reference does."""
+        raise NotImplementedError("set_input_size: a relative position bias is built for one grid (build at img_size)")
 
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():

@@ -143,8 +143,11 @@ class LeFF(nn.Module):
 
 @torch.fx.wrap  # torch.fx records the call as one step: an integer square root is Python on a shape
 def grid_side(patches: int) -> int:
-    """The side of a square grid of `patches` tokens."""
-    return math.isqrt(patches)
+    """The side of a square grid of `patches` tokens (CeiT's rule: the block's grid ops take square inputs only)."""
+    side = math.isqrt(patches)
+    if side * side != patches:
+        raise ValueError(f"{patches} patch tokens are no square grid: this block's grid ops take square inputs only")
+    return side
 
 
 class LeFFBlock(nn.Module):

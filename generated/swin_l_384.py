@@ -86,6 +86,14 @@ def relative_position_index(h: int, w: int) -> torch.Tensor:
     return dy * (2 * w - 1) + dx
 
 
+@torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on shapes
+def pad_to_multiple(x: torch.Tensor, m: tuple[int, int]) -> torch.Tensor:
+    """A (B, H, W, C) grid completed with zeros at the bottom and right to sides that m = (mh, mw) divide (a copy
+    only then)."""
+    H, W = x.shape[1:3]
+    return F.pad(x, (0, 0, 0, -W % m[1], 0, -H % m[0])) if H % m[0] or W % m[1] else x
+
+
 def shifted_window_mask(grid: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
     """(windows, N, N): 0 for two patches of one window that were neighbours before the grid was rolled by
     `shift`, -100 for two that the roll brought together from opposite edges (they must not attend)."""
@@ -101,6 +109,15 @@ def shifted_window_mask(grid: tuple[int, int], window: tuple[int, int], shift: t
     return (region[:, :, None] != region[:, None, :]).float() * -100.0
 
 
+@torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on shapes
+def window_mask(
+    built: torch.Tensor, grid: tuple[int, int], padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]
+) -> torch.Tensor:
+    """The mask built for the padded grid `grid`, or for an input of another size (dynamic_img_size), one for
+    its padded grid `padded` (window and shift stay as built, as in timm)."""
+    return built if tuple(padded) == grid else shifted_window_mask(padded, window, shift).to(built)
+
+
 class WindowAttention(nn.Module):
     def __init__(
         self, dim: int, num_heads: int, attn_drop: float, proj_drop: float, grid: tuple[int, int], index: int
@@ -112,7 +129,6 @@ class WindowAttention(nn.Module):
         self.window = (min(12, grid[0]), min(12, grid[1]))
         shifted = index % 2 == 1  # the blocks at odd positions in their stage shift (SW-MSA)
         self.shift = tuple(6 if shifted and g > 12 else 0 for g in grid)
-        self.grid = grid
         self.padded = tuple(-(-g // w) * w for g, w in zip(grid, self.window, strict=True))  # in whole windows
         wh, ww = self.window
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
@@ -134,17 +150,19 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        (wh, ww), (hp, wp) = self.window, self.padded
+        wh, ww = self.window
         if self.attn_mask is not None:  # the windows straddle the previous block's borders
             x = torch.roll(x, shifts=(-self.shift[0], -self.shift[1]), dims=(1, 2))
-        if self.padded != self.grid:  # fixed at construction: torch.fx traces no branch on the input's shape
-            x = F.pad(x, (0, 0, 0, wp - W, 0, hp - H))  # (B, hp, wp, C): zeros fill the last windows
+        x = pad_to_multiple(x, self.window)  # (B, hp, wp, C): zeros fill the last windows
+        hp, wp = x.shape[1:3]
         N = wh * ww
         x = x.view(B, hp // wh, wh, wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, N, C)  # (B * windows, N, C)
         q, k, v = self.qkv(x).reshape(-1, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        mask = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1).unsqueeze(0)
+        # (1, heads, N, N), contiguous: the attention kernel reads the bias row by row
+        mask = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1).contiguous()[None]
         if self.attn_mask is not None:  # (B * windows, heads, N, N): the bias and each window's mask
-            mask = (mask + self.attn_mask.unsqueeze(1)).repeat(B, 1, 1, 1)
+            shifted = window_mask(self.attn_mask, self.padded, (hp, wp), self.window, self.shift)  # (windows, N, N)
+            mask = (mask + shifted.unsqueeze(1)).repeat(B, 1, 1, 1)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0)
         x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(-1, N, C)))  # (B * windows, N, C)
         x = x.view(B, hp // wh, wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, C)
@@ -188,13 +206,6 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-@torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on shapes
-def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
-    """A (B, H, W, C) grid completed with zeros at the bottom and right to sides that m divides (a copy only then)."""
-    H, W = x.shape[1:3]
-    return F.pad(x, (0, 0, 0, -W % m, 0, -H % m)) if H % m or W % m else x
-
-
 class PatchMerging(nn.Module):
     """Each 2x2 cell of the token grid as one token of 4C (in the order (0, 0), (1, 0), (0, 1), (1, 1)),
     normed and projected to out_dim."""
@@ -206,7 +217,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        x = pad_to_multiple(x, 2)  # (B, H + H % 2, W + W % 2, C)
+        x = pad_to_multiple(x, (2, 2))  # (B, H + H % 2, W + W % 2, C)
         x = x.reshape(B, (H + 1) // 2, 2, (W + 1) // 2, 2, C).permute(0, 1, 3, 4, 2, 5)  # (B, h, w, 2, 2, C)
         x = x.flatten(3)  # (B, H / 2, W / 2, 4C)
         return self.reduction(self.norm(x))
@@ -317,10 +328,8 @@ class SwinTransformer(nn.Module):
         return H // 4, W // 4
 
     def set_input_size(self, img_size: int | tuple[int, int]) -> None:
-        """Make img_size, a side or (H, W), the model's input size."""
-        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        H, W = self.img_size
-        self.pretrained_cfg["input_size"] = (3, H, W)
+        """timm's API, refused here: a part of this model cannot be rebuilt for another size as its reference does."""
+        raise NotImplementedError("set_input_size: timm rescales the windows with the grid (build at img_size)")
 
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():

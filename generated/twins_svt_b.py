@@ -80,10 +80,11 @@ class DropPath(nn.Module):
 
 
 @torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on shapes
-def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
-    """A (B, H, W, C) grid completed with zeros at the bottom and right to sides that m divides (a copy only then)."""
+def pad_to_multiple(x: torch.Tensor, m: tuple[int, int]) -> torch.Tensor:
+    """A (B, H, W, C) grid completed with zeros at the bottom and right to sides that m = (mh, mw) divide (a copy
+    only then)."""
     H, W = x.shape[1:3]
-    return F.pad(x, (0, 0, 0, -W % m, 0, -H % m)) if H % m or W % m else x
+    return F.pad(x, (0, 0, 0, -W % m[1], 0, -H % m[0])) if H % m[0] or W % m[1] else x
 
 
 class LocallyGroupedAttention(nn.Module):
@@ -102,7 +103,7 @@ class LocallyGroupedAttention(nn.Module):
         B, H, W, C = x.shape
         ws = 7  # window side
         h, w = -(-H // ws), -(-W // ws)  # windows down and across
-        x = pad_to_multiple(x, ws)  # (B, h * ws, w * ws, C): zeros at the bottom and right
+        x = pad_to_multiple(x, (ws, ws))  # (B, h * ws, w * ws, C): zeros at the bottom and right
         x = x.reshape(B, h, ws, w, ws, C).transpose(2, 3).reshape(B * h * w, ws * ws, C)  # (B * windows, ws*ws, C)
         qkv = self.qkv(x).reshape(B * h * w, ws * ws, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B * windows, heads, ws*ws, head_dim)

@@ -196,6 +196,16 @@ def compile_data(data: dict, folder: Path) -> tuple[IR, str, types.ModuleType]:
     return ir, text, module
 
 
+def shallow(path: Path, folder: Path, depth: int = 2) -> types.ModuleType:
+    """The generated module of a child of ``path`` whose stages hold at most ``depth`` blocks each: every part and
+    placement of the spec, for checks whose cost grows with the graph (export, tracing) and not with the weights."""
+    ir = ir_of(path)
+    walked = ir.walk(ir.spec.img_size)
+    stages = {w.kind.key: {"depth": depth} for w in walked if getattr(w.kind, "depth", 0) > depth}
+    _, _, module = compile_data({"extends": path.stem, "name": f"{path.stem}_shallow", "stages": stages}, folder)
+    return module
+
+
 def assert_counts_exact(label: str, ir: IR, build, img_size: int | tuple[int, int]) -> None:
     """Analytic params == sum(numel) and analytic MACs == FlopCounterMode / 2, on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode

@@ -13,8 +13,19 @@ from catalogue_cases import WITH_CLS, refusal, spec
 from test_cli import archgen
 from torch.utils.flop_counter import FlopCounterMode
 
+from archgen.base import Op
 from archgen.geometry import parse_size, size_code, size_of, size_text, size_value
-from conftest import ROOT, assert_close_to_scale, assert_counts_exact, compile_data, factory, ir_of
+from archgen.naming import parts
+from conftest import (
+    ROOT,
+    assert_close_to_scale,
+    assert_counts_exact,
+    compile_data,
+    factory,
+    family_smallest,
+    ids,
+    ir_of,
+)
 
 SPECS = ROOT / "specs"
 
@@ -170,3 +181,25 @@ def test_dynamic_non_square_input_and_set_input_size_equal_timm() -> None:
     assert ours.img_size == (160, 288) and ours.pretrained_cfg["input_size"] == (3, 160, 288)
     with torch.no_grad():
         assert_close_to_scale("deit_s set_input_size 160x288", ours(x), ref(x))
+
+
+@pytest.mark.parametrize("path", family_smallest(), ids=ids(family_smallest()))
+def test_dynamic_img_size_runs_or_is_refused_in_one_line(path: Path) -> None:
+    """With dynamic_img_size, a non-square input of another size runs to logits, or the model says in one line
+    why not: a part built for one grid refuses the flag itself (BEiT's relative bias), a block that recovers a
+    square side from the token count refuses the input (CeiT's rule)."""
+    ir = ir_of(path)
+    H, W = ir.spec.img_size
+    reasons = {p.fixed_grid for w in ir.walk(ir.spec.img_size) for p in parts(w.kind) if isinstance(p, Op)}
+    with torch.device("meta"):
+        if reasons - {None}:
+            with pytest.raises(ValueError, match=r"^dynamic_img_size: "):
+                factory(path)(dynamic_img_size=True)
+            return
+        model = factory(path)(dynamic_img_size=True).eval()
+        try:
+            out = model(torch.empty(2, ir.spec.in_chans, H + 32, W + 64))
+        except ValueError as e:
+            assert "no square grid" in str(e) and "\n" not in str(e), f"{path.stem}: {e}"
+            return
+    assert out.shape == (2, model.num_classes or model.num_features), path.stem  # logits, or pooled features

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ast
-import builtins
 import keyword
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,10 @@ def test_reserved_nn_module_names_are_torchs() -> None:
     """The frozen list (count never imports torch) holds every public attribute of an nn.Module today."""
     public = {n for n in dir(torch.nn.Module()) if not n.startswith("_")}
     assert public <= reserved.NN_MODULE, f"add {sorted(public - reserved.NN_MODULE)} to NN_MODULE"
-    assert set(dir(builtins)) == reserved.BUILTINS and set(keyword.kwlist) == reserved.KEYWORDS
+    # a fresh interpreter's builtins: an extension imported by another test may have added its own (pybind11's)
+    fresh = subprocess.run([sys.executable, "-c", "import builtins; print(*dir(builtins))"], capture_output=True,
+                           text=True, check=True, timeout=60).stdout.split()  # fmt: skip
+    assert set(fresh) == reserved.BUILTINS and set(keyword.kwlist) == reserved.KEYWORDS
 
 
 def _spec(**changes: object) -> dict:

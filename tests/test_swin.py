@@ -142,3 +142,18 @@ def test_features_equal_timms() -> None:
             for i, (a, b) in enumerate(zip(got, want, strict=True)):
                 assert_close_to_scale(f"{kwargs} tap {i}", a, b)
         assert_close_to_scale("forward_features (NHWC)", ours.forward_features(x), ref.forward_features(x))
+
+
+@pytest.mark.parametrize("size", [(256, 320), (200, 232)], ids=["256x320", "200x232"])
+def test_dynamic_img_size_equals_timms(size: tuple[int, int]) -> None:
+    """Built at 224 with dynamic_img_size, as timm's: other (padded, non-square) inputs keep the windows and
+    shifts as built and take a mask made for their grid. Outputs equal timm's; set_input_size, which timm
+    answers by rescaling the windows, is refused in one line rather than done otherwise."""
+    ours = module_of(SWIN_T).swin_t(dynamic_img_size=True).eval()
+    ref = randomised(timm.create_model("swin_tiny_patch4_window7_224", dynamic_img_size=True))
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        assert_close_to_scale(f"swin_t dynamic@{size}", ours(x), ref(x))
+    with pytest.raises(NotImplementedError, match="rescales the windows"):
+        ours.set_input_size(size)

@@ -61,6 +61,12 @@ class MultiHeadAttention(Op):
         return (*ARGS, "grid") if self.rel_pos_bias else ARGS
 
     @property
+    def fixed_grid(self) -> str | None:
+        if not self.rel_pos_bias:
+            return None
+        return "a relative position bias is built for one grid (build at img_size)"  # timm's Beit: no dynamic size
+
+    @property
     def class_token(self) -> bool:
         """The table has the class token's 3 rows (cls to patch, patch to cls, cls to cls) as in BEiT."""
         return self.rel_pos_bias is True

@@ -52,6 +52,10 @@ class WindowAttention(Op):
     qkv_bias: bool = Field(default=True, description="Bias of the fused `qkv` projection.")
 
     @property
+    def fixed_resize(self) -> str | None:
+        return "timm rescales the windows with the grid (build at img_size)"
+
+    @property
     def args(self) -> tuple[str, ...]:  # type: ignore[override]
         return (*ARGS, "index") if self.shift == "alternate" else ARGS
 
