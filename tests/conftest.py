@@ -196,6 +196,16 @@ def compile_data(data: dict, folder: Path) -> tuple[IR, str, types.ModuleType]:
     return ir, text, module
 
 
+def fixed_grid(path: Path) -> str | None:
+    """Why the spec's model refuses dynamic_img_size (a part built for one grid), or None."""
+    from archgen.base import Op
+    from archgen.naming import parts
+
+    ir = ir_of(path)
+    reasons = {p.fixed_grid for w in ir.walk(ir.spec.img_size) for p in parts(w.kind) if isinstance(p, Op)}
+    return min(reasons - {None}, default=None)
+
+
 def shallow(path: Path, folder: Path, depth: int = 2) -> types.ModuleType:
     """The generated module of a child of ``path`` whose stages hold at most ``depth`` blocks each: every part and
     placement of the spec, for checks whose cost grows with the graph (export, tracing) and not with the weights."""
