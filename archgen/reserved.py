@@ -36,7 +36,7 @@ MODULE_NAMES = frozenset(
         "feature_map",
         "feature_take_indices",
         "fold_windows",
-        "grid_side",
+        "token_grid",
         "load_pretrained",
         "pretrained_cfg",
         "read_checkpoint",

@@ -141,20 +141,31 @@ class LeFF(nn.Module):
         return x.permute(0, 2, 3, 1)  # (B, H, W, C)
 
 
-@torch.fx.wrap  # torch.fx records the call as one step: an integer square root is Python on a shape
-def grid_side(patches: int) -> int:
-    """The side of a square grid of `patches` tokens (CeiT's rule: the block's grid ops take square inputs only)."""
+@torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on a shape
+def token_grid(patches: int, built: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) of `patches` patch tokens: the grid the block was built for, or for another count (an input of
+    another size, dynamic_img_size) the square they make, as CeiT's code finds it."""
+    if patches == built[0] * built[1]:
+        return built
     side = math.isqrt(patches)
     if side * side != patches:
-        raise ValueError(f"{patches} patch tokens are no square grid: this block's grid ops take square inputs only")
-    return side
+        raise ValueError(f"{patches} patch tokens: an input of another size than built must give a square grid")
+    return side, side
 
 
 class LeFFBlock(nn.Module):
     def __init__(
-        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
+        self,
+        dim: int,
+        num_heads: int,
+        hidden: int,
+        drop_path: float,
+        attn_drop: float,
+        proj_drop: float,
+        grid: tuple[int, int],
     ) -> None:
         super().__init__()
+        self.grid = grid  # the patch tokens' (h, w) at the size the block is built for
         # declared in the reference's order, which is its state_dict (and optimizer state) order
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
@@ -163,10 +174,10 @@ class LeFFBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        side = grid_side(x.shape[1] - 1)  # the patch tokens form a square grid
+        h, w = token_grid(x.shape[1] - 1, self.grid)  # the patch tokens' grid
         x = x + self.drop_path(self.attn(self.norm1(x)))
         y = self.norm2(x)
-        grid = self.leff(y[:, 1:].unflatten(1, (side, side))).flatten(1, 2)
+        grid = self.leff(y[:, 1:].unflatten(1, (h, w))).flatten(1, 2)
         y = torch.cat((y[:, :1], grid), dim=1)  # prefix tokens pass leff unchanged
         return x + self.drop_path(y)
 
@@ -274,8 +285,9 @@ class CeiT(nn.Module):
         self.pos_grid = ((H + 3) // 16, (W + 3) // 16)  # the table's patch grid: 14x14 at 224
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.pos_grid[0] * self.pos_grid[1], 384))
         self.register_load_state_dict_pre_hook(self._resample_pos_embed)
+        grid = ((H + 3) // 16, (W + 3) // 16)  # 14x14 at 224
         self.blocks = nn.Sequential(
-            *[LeFFBlock(384, 6, 1536, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(12)]
+            *[LeFFBlock(384, 6, 1536, dpr[i], attn_drop_rate, proj_drop_rate, grid) for i in range(12)]
         )
         self.pos_layer_embed = nn.Parameter(torch.zeros(1, 12, 384))  # one per block
         self.lca = LCABlock(384, 6, 1536, attn_drop_rate, proj_drop_rate)

@@ -22,7 +22,7 @@ from archgen import specs
 from archgen.compiler import IR, resolve
 from archgen.emit import emit
 from archgen.errors import SpecError
-from conftest import ROOT, assert_close_to_scale, bn_keys, randomised
+from conftest import ROOT, assert_close_to_scale, assert_counts_exact, bn_keys, randomised
 from plain_ops import batch_norm, conv, gelu, layer_norm
 
 # spec -> (width, heads): the official ceit_{tiny,small,base}_patch16_224 registrations
@@ -137,25 +137,29 @@ def attention(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, heads: int, 
     return out @ sd[f"{p}.proj.weight"].T + sd[f"{p}.proj.bias"]
 
 
-def leff(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> torch.Tensor:
+def leff(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, grid: tuple[int, int] | None = None) -> torch.Tensor:
     """Eqs. (7)-(11): patch tokens -> grid; 1x1 expand, BN, GELU; depthwise, BN, GELU; 1x1 reduce, BN
-    (the official code has no GELU after the last BN); the class token is passed on unchanged."""
+    (the official code has no GELU after the last BN); the class token is passed on unchanged. The grid is
+    (h, w) where given, else the square the official code finds from the token count."""
     b, n, c = x.shape
     side = math.isqrt(n - 1)
+    h, w = grid or (side, side)
     cls, tokens = x[:, :1], x[:, 1:]
-    grid = tokens.reshape(b, side, side, c)  # token t sits at row t // side, column t % side
-    y = torch.einsum("bijc,oc->boij", grid, sd[f"{p}.conv1.weight"][:, :, 0, 0])
+    grid_ = tokens.reshape(b, h, w, c)  # token t sits at row t // w, column t % w
+    y = torch.einsum("bijc,oc->boij", grid_, sd[f"{p}.conv1.weight"][:, :, 0, 0])
     y = gelu(batch_norm(y + sd[f"{p}.conv1.bias"].view(1, -1, 1, 1), sd, f"{p}.bn1"))
     y = gelu(batch_norm(depthwise(y, sd[f"{p}.conv2.weight"], sd[f"{p}.conv2.bias"]), sd, f"{p}.bn2"))
     y = torch.einsum("bhij,oh->bijo", y, sd[f"{p}.conv3.weight"][:, :, 0, 0]) + sd[f"{p}.conv3.bias"]
     y = batch_norm(y.permute(0, 3, 1, 2), sd, f"{p}.bn3").permute(0, 2, 3, 1)
-    return torch.cat([cls, y.reshape(b, side * side, c)], dim=1)
+    return torch.cat([cls, y.reshape(b, h * w, c)], dim=1)
 
 
-def ceit_block(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, heads: int) -> torch.Tensor:
+def ceit_block(
+    x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, heads: int, grid: tuple[int, int] | None = None
+) -> torch.Tensor:
     y = layer_norm(x, sd[f"{p}.norm1.weight"], sd[f"{p}.norm1.bias"])
     x = x + attention(y, sd, f"{p}.attn", heads, slice(None))
-    return x + leff(layer_norm(x, sd[f"{p}.norm2.weight"], sd[f"{p}.norm2.bias"]), sd, f"{p}.leff")
+    return x + leff(layer_norm(x, sd[f"{p}.norm2.weight"], sd[f"{p}.norm2.bias"]), sd, f"{p}.leff", grid)
 
 
 def lca(cls_tokens: list[torch.Tensor], sd: dict[str, torch.Tensor], heads: int) -> torch.Tensor:
@@ -168,12 +172,14 @@ def lca(cls_tokens: list[torch.Tensor], sd: dict[str, torch.Tensor], heads: int)
     return x + hidden @ sd["lca.feedforward.fc2.weight"].T + sd["lca.feedforward.fc2.bias"]
 
 
-def ceit_forward(img: torch.Tensor, sd: dict[str, torch.Tensor], heads: int, depth: int = 12) -> torch.Tensor:
+def ceit_forward(
+    img: torch.Tensor, sd: dict[str, torch.Tensor], heads: int, depth: int = 12, grid: tuple[int, int] | None = None
+) -> torch.Tensor:
     x = i2t(img, sd)
     x = torch.cat([sd["cls_token"].expand(x.shape[0], -1, -1), x], dim=1) + sd["pos_embed"]
     cls_tokens = []
     for i in range(depth):
-        x = ceit_block(x, sd, f"blocks.{i}", heads)
+        x = ceit_block(x, sd, f"blocks.{i}", heads, grid)
         cls_tokens.append(x[:, 0])
     x = layer_norm(lca(cls_tokens, sd, heads), sd["norm.weight"], sd["norm.bias"])[:, 0]
     return x @ sd["head.weight"].T + sd["head.bias"]
@@ -319,3 +325,16 @@ def test_leff_passes_every_prefix_token(tmp_path: Path) -> None:
         mid = x + block.attn(block.norm1(x))
         out = block(x)
     assert_close_to_scale("two prefix tokens", out[:, :2], mid[:, :2] + block.norm2(mid)[:, :2])
+
+
+def test_non_square_model_equals_rederivation() -> None:
+    """Built at 64x96 (a 4x6 patch grid), each LeFF block takes the grid it was built for: CeiT's code finds a
+    square side from the token count, which a non-square grid does not have. Counts exact at that size too."""
+    torch.manual_seed(0)
+    build = factory("ceit_t")
+    model = randomised(build(img_size=(64, 96)))
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        assert_close_to_scale("ceit_t@64x96 logits", model(x), ceit_forward(x, sd, heads=3, grid=(4, 6)))
+    assert_counts_exact("ceit_t", ir_of("ceit_t"), build, (64, 96))

@@ -185,8 +185,9 @@ def test_dynamic_non_square_input_and_set_input_size_equal_timm() -> None:
 @pytest.mark.parametrize("path", family_smallest(), ids=ids(family_smallest()))
 def test_dynamic_img_size_runs_or_is_refused_in_one_line(path: Path) -> None:
     """With dynamic_img_size, a non-square input of another size runs to logits, or the model says in one line
-    why not: a part built for one grid refuses the flag itself (BEiT's relative bias), a block that recovers a
-    square side from the token count refuses the input (CeiT's rule)."""
+    why not: a part built for one grid refuses the flag itself (BEiT's relative bias); a block of grid ops on a
+    sequence (CeiT's LeFF), which finds the grid of another token count as a square (CeiT's rule), refuses a
+    non-square one."""
     ir = ir_of(path)
     H, W = ir.spec.img_size
     with torch.device("meta"):
@@ -198,6 +199,6 @@ def test_dynamic_img_size_runs_or_is_refused_in_one_line(path: Path) -> None:
         try:
             out = model(torch.empty(2, ir.spec.in_chans, H + 32, W + 64))
         except ValueError as e:
-            assert "no square grid" in str(e) and "\n" not in str(e), f"{path.stem}: {e}"
+            assert "must give a square grid" in str(e) and "\n" not in str(e), f"{path.stem}: {e}"
             return
     assert out.shape == (2, model.num_classes or model.num_features), path.stem  # logits, or pooled features

@@ -172,7 +172,7 @@ class BlockCode:
     args: tuple[str, ...]  # constructor arguments: dim, num_heads, hidden, drop_path
     init: tuple[str, ...]
     forward: tuple[str, ...]
-    square: bool = False  # the forward finds the side of the square patch grid (grid_side)
+    square: bool = False  # the forward finds the patch tokens' (h, w) (token_grid)
     paths: tuple[PathCode, ...] = ()  # classes of parallel paths the block holds
     rope: bool = False  # the forward takes the model's rotary table for its attention
 
@@ -447,8 +447,6 @@ class Blocks(Step):
                 if op.reads == "grid" and self.updates == "cls":
                     why = "changes the patch tokens only; a stage with `updates: cls` writes the class token alone"
                     raise KindError(f"{where}.kind", f"{op.kind} {why}")
-                if op.reads == "grid" and s.h != s.w and self.layout(s) == "seq":
-                    raise KindError(f"{where}.kind", f"{op.kind} needs the patches as a square grid, not {s.h}x{s.w}")
                 try:
                     op.check(self.ctx(op, s))
                 except KindError as exc:
@@ -595,12 +593,19 @@ class Blocks(Step):
     def identity(self, s: Tokens, m: Model) -> str:
         """Everything that shapes the block class: stages with equal identities share one class."""
         fields = {"block", "layerscale", "updates", "stochastic_depth", "order"}
-        wraps = self.layout(s) == "seq" and any(op.reads == "grid" for op in self.ops())
-        return repr((self.model_dump(include=fields), self.layout(s), s.prefix if wraps else 0, m.norm_eps))
+        return repr((self.model_dump(include=fields), self.layout(s), s.prefix if self.wraps(s) else 0, m.norm_eps))
+
+    def wraps(self, s: Tokens) -> bool:
+        """Whether the block reads a sequence and runs grid ops on its patch tokens (they need their (h, w))."""
+        return self.layout(s) == "seq" and any(op.reads == "grid" for op in self.ops())
+
+    def grid_in_block(self, s: Tokens) -> bool:
+        """Whether the block's own forward (not only a parallel path's) runs a grid op on the patch tokens."""
+        return self.wraps(s) and any(op.reads == "grid" for b in self.branches() if not b.paths for op in b.all_ops())
 
     def args(self, s: Tokens) -> tuple[str, ...]:
         used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.stochastic_depth else set())
-        return tuple(a for a in ARGS if a in used)
+        return tuple(a for a in ARGS if a in used | ({"grid"} if self.wraps(s) else set()))
 
     def entry(self, s: Tokens, name: Callable[[Blocks], str], offset: int, grid: str = "") -> str:
         """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``, a
@@ -678,6 +683,8 @@ class Blocks(Step):
         init = attrs + [f"self.{name} = {expr}" for name, expr in modules]
         if self.order is not None:
             init.insert(0, "# declared in the reference's order, which is its state_dict (and optimizer state) order")
+        if self.grid_in_block(s):
+            init.insert(0, GRID_LINE)
         if self.stochastic_depth and not all(b.paths for b in self.block):
             init.append("self.drop_path = DropPath(drop_path)")
         forward = _ClassForward(self, s) if self.updates == "cls" else _Forward(self, s)
@@ -693,11 +700,11 @@ class Blocks(Step):
         init.append(f"self.{attr} = {op_name[op.identity()]}({', '.join(op.args)})")
         lines: list[str] = []
         normed = "self.norm(x)" if p.norm is not None else "x"
-        if op.reads == "grid" and _Forward(self, s).wraps:  # the patches as a grid, prefix tokens unchanged
-            prefix = s.prefix
-            lines.append(f"side = grid_side(x.shape[1]{f' - {prefix}' if prefix else ''})")
+        if op.reads == "grid" and self.wraps(s):  # the patches as a grid, prefix tokens unchanged
+            init.insert(0, GRID_LINE)
+            lines.append(_grid_line(s.prefix))
             lines.append(f"y = {normed}")
-            lines.extend(_on_grid(attr, "y", prefix, "y"))
+            lines.extend(_on_grid(attr, "y", s.prefix, "y"))
             expr = "y"
         else:
             expr = f"self.{attr}({normed})"
@@ -708,7 +715,8 @@ class Blocks(Step):
         if self.stochastic_depth:
             init.append("self.drop_path = DropPath(drop_path)")
             expr = f"self.drop_path({expr})"
-        args = tuple(a for a in ARGS if a in {"dim", *op.args} | ({"drop_path"} if self.stochastic_depth else set()))
+        used = {"dim", *op.args} | ({"drop_path"} if self.stochastic_depth else set())
+        args = tuple(a for a in ARGS if a in used | ({"grid"} if op.reads == "grid" and self.wraps(s) else set()))
         return PathCode(path_class(op_name[op.identity()]), args, tuple(init), (*lines, f"return {expr}"))
 
 
@@ -744,13 +752,21 @@ class PathCode:
         return _header(self.args)
 
 
+GRID_LINE = "self.grid = grid  # the patch tokens' (h, w) at the size the block is built for"
+
+
+def _grid_line(prefix: int) -> str:
+    """The line finding the (h, w) of the patch tokens of the block's input ``x``."""
+    return f"h, w = token_grid(x.shape[1]{f' - {prefix}' if prefix else ''}, self.grid)  # the patch tokens' grid"
+
+
 def _on_grid(attr: str, y: str, prefix: int, result: str) -> list[str]:
-    """Lines running grid op ``attr`` on the patch tokens of sequence ``y`` (a square of ``side``), the prefix
-    tokens passing it unchanged; the output in ``result``."""
+    """Lines running grid op ``attr`` on the patch tokens of sequence ``y`` (an (h, w) grid), the prefix tokens
+    passing it unchanged; the output in ``result``."""
     if not prefix:
-        return [f"{result} = self.{attr}({y}.unflatten(1, (side, side))).flatten(1, 2)"]
+        return [f"{result} = self.{attr}({y}.unflatten(1, (h, w))).flatten(1, 2)"]
     return [
-        f"grid = self.{attr}({y}[:, {prefix}:].unflatten(1, (side, side))).flatten(1, 2)",
+        f"grid = self.{attr}({y}[:, {prefix}:].unflatten(1, (h, w))).flatten(1, 2)",
         f"{result} = torch.cat(({y}[:, :{prefix}], grid), dim=1)  # prefix tokens pass {attr} unchanged",
     ]
 
@@ -770,7 +786,7 @@ class _Forward:
 
     def __init__(self, stage: Blocks, s: Tokens) -> None:
         self.stage, self.s = stage, s
-        self.wraps = stage.layout(s) == "seq" and any(op.reads == "grid" for op in stage.ops())
+        self.wraps = stage.wraps(s)
 
     def residual(self, b: Branch, n: Names, expr: str) -> str:
         """The branch output as added to x; a sum of ops stays one term (``x + (a + b)``, the reference's
@@ -881,8 +897,8 @@ class _Forward:
             s = ", ".join(str(v) for v in sorted(scales))
             out.append(f"# scale adjustment (DeepViT): the norms see x * {s}, the branches are divided by it")
         p = self.s.prefix
-        if self.wraps:
-            out.append(f"side = grid_side(x.shape[1]{f' - {p}' if p else ''})  # the patch tokens form a square grid")
+        if self.stage.grid_in_block(self.s):
+            out.append(_grid_line(p))
         for b, n in zip(self.stage.block, self.stage.names(), strict=True):
             residual = self.residual(b, n, self.branch_expr(b, n, out))
             if n.post_norm:
