@@ -13,6 +13,7 @@ from catalogue_cases import WITH_CLS, refusal, spec
 from test_cli import archgen
 from torch.utils.flop_counter import FlopCounterMode
 
+from archgen.errors import SpecError
 from archgen.geometry import parse_size, size_code, size_of, size_text, size_value
 from conftest import (
     ROOT,
@@ -202,3 +203,25 @@ def test_dynamic_img_size_runs_or_is_refused_in_one_line(path: Path) -> None:
             assert "must give a square grid" in str(e) and "\n" not in str(e), f"{path.stem}: {e}"
             return
     assert out.shape == (2, model.num_classes or model.num_features), path.stem  # logits, or pooled features
+
+
+def test_a_patch_size_that_does_not_divide_drops_the_remainder_as_timm(tmp_path: Path) -> None:
+    """`remainder: drop` takes the whole patches (232 = 14 x 16 + 8: 14x14 of them) and leaves the last pixels
+    out, as timm's strided conv does: timm's DeiT-Ti built at 232 loads strictly with equal outputs, counts
+    exact; without the option the size is refused (the default)."""
+    data = {"extends": "deit_ti", "name": "deit_ti_232", "img_size": 232, "stem": {"remainder": "drop"}}
+    ir, text, module = compile_data(data, tmp_path)
+    assert "patch 16x16 (8 px past the last patch left out)" in text  # the file's table says so
+    ours = module.deit_ti_232().eval()
+    ref = timm.create_model("deit_tiny_patch16_224", img_size=232).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 232, 232)
+    with torch.no_grad():
+        assert_close_to_scale("deit_ti@232 (remainder dropped)", ours(x), ref(x))
+    assert_counts_exact("deit_ti_232", ir, module.deit_ti_232, 232)
+    refused = {"extends": "deit_ti", "name": "deit_ti_232r", "img_size": 232}
+    with pytest.raises(SpecError, match="16 does not divide the image size 232"):
+        compile_data(refused, tmp_path)

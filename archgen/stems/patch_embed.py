@@ -27,12 +27,18 @@ class PatchEmbed(Stem):
     norm: NormValue = Field(
         default=None, description="Norm of the tokens inside the stem (timm `patch_embed.norm`: AIMv2, Swin)."
     )
+    remainder: Literal["refuse", "drop"] = Field(
+        default="refuse",
+        description="Where `patch_size` does not divide the image: `refuse` the size, or `drop` the pixels past the "
+        "last whole patch at the bottom and right, as the strided conv does in timm (SO400M/14 at 384: 27x27 "
+        "patches, 6 px left out of each side's 384).",
+    )
 
     def grid(self) -> Grid:
         return Grid(0, self.patch_size)
 
     def out(self, s: Tokens, m: Model) -> Tokens:
-        if s.h % self.patch_size or s.w % self.patch_size:
+        if (s.h % self.patch_size or s.w % self.patch_size) and self.remainder == "refuse":
             raise KindError("patch_size", f"{self.patch_size} does not divide the image size {size_text((s.h, s.w))}")
         return Tokens(self.dim, s.h // self.patch_size, s.w // self.patch_size, "seq")
 
@@ -48,4 +54,6 @@ class PatchEmbed(Stem):
         return self.norm.memory(tape, x) if self.norm is not None else x
 
     def row(self, s: Tokens, m: Model) -> Row:
-        return Row(f"patch {self.patch_size}x{self.patch_size}")
+        left = (s.h % self.patch_size, s.w % self.patch_size)
+        dropped = f" ({size_text(left)} px past the last patch left out)" if any(left) else ""
+        return Row(f"patch {self.patch_size}x{self.patch_size}{dropped}")
