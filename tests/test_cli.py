@@ -303,7 +303,8 @@ def test_show_prints_the_merged_spec() -> None:
     assert proc.returncode == 0, proc.stderr
     data = yaml.safe_load(proc.stdout)
     # dim from deit_s, patch from vit_b16, the rest the part's defaults
-    assert data["stem"] == {"kind": "patch_embed", "patch_size": 16, "dim": 384, "bias": True, "norm": None}
+    assert data["stem"] == {"kind": "patch_embed", "patch_size": 16, "dim": 384, "bias": True, "norm": None,
+                            "remainder": "refuse"}  # fmt: skip
     assert (
         data["prefix_tokens"] == {"cls": True, "dist": True, "reg": 0, "shared": False}
         and data["head"]["kind"] == "distilled"
