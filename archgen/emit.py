@@ -288,8 +288,8 @@ def emit(ir: IR) -> dict[str, str]:
             inits=[i for i in init_lines if i],
             feature_info=_feature_info(taps),
             size_free=size_free(ir),
-            fixed_grid=sorted({p.fixed_grid for w in walked for p in _parts(w.kind) if isinstance(p, Op)} - {None}),
-            fixed_resize=sorted({p.fixed_resize for w in walked for p in _parts(w.kind) if isinstance(p, Op)} - {None}),
+            fixed_grid=fixed_grid(ir),
+            fixed_resize=fixed_resize(ir),
             grid_h=spec.stem.grid().code("H"),
             grid_w=spec.stem.grid().code("W"),
             resize=_resize(walked, ctxs),
@@ -355,6 +355,20 @@ def _pool_size(ir: IR, size: Size) -> tuple[int, int] | None:
         return None
     final = ir.final(size)
     return (final.h, final.w)
+
+
+def _ops(ir: IR) -> list[Op]:
+    return [p for w in ir.walk(ir.spec.img_size) for p in _parts(w.kind) if isinstance(p, Op)]
+
+
+def fixed_grid(ir: IR) -> str | None:
+    """Why the model refuses dynamic_img_size and set_input_size (an op built for one grid), or None."""
+    return min((op.fixed_grid for op in _ops(ir) if op.fixed_grid), default=None)
+
+
+def fixed_resize(ir: IR) -> str | None:
+    """Why the model refuses set_input_size (an op its reference rebuilds otherwise), or None."""
+    return min((op.fixed_resize for op in _ops(ir) if op.fixed_resize), default=None)
 
 
 def size_free(ir: IR) -> bool:

@@ -111,11 +111,15 @@ def shifted_window_mask(grid: tuple[int, int], window: tuple[int, int], shift: t
 
 @torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on shapes
 def window_mask(
-    built: torch.Tensor, grid: tuple[int, int], padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]
+    built: torch.Tensor,
+    built_for: tuple[int, int],
+    padded: tuple[int, int],
+    window: tuple[int, int],
+    shift: tuple[int, int],
 ) -> torch.Tensor:
-    """The mask built for the padded grid `grid`, or for an input of another size (dynamic_img_size), one for
-    its padded grid `padded` (window and shift stay as built, as in timm)."""
-    return built if tuple(padded) == grid else shifted_window_mask(padded, window, shift).to(built)
+    """The mask `built` for the padded grid `built_for`, or for an input of another size (dynamic_img_size), one
+    for its padded grid `padded` (window and shift stay as built, as in timm)."""
+    return built if tuple(padded) == built_for else shifted_window_mask(padded, window, shift).to(built)
 
 
 class WindowAttention(nn.Module):

@@ -17,6 +17,7 @@ from hypothesis import settings
 from archgen import specs
 from archgen.compiler import IR, resolve
 from archgen.emit import emit
+from archgen.emit import fixed_grid as emitted_fixed_grid
 from archgen.errors import SpecError
 from archgen.geometry import size_of, size_text
 from archgen.loader import dump_yaml
@@ -198,12 +199,7 @@ def compile_data(data: dict, folder: Path) -> tuple[IR, str, types.ModuleType]:
 
 def fixed_grid(path: Path) -> str | None:
     """Why the spec's model refuses dynamic_img_size (a part built for one grid), or None."""
-    from archgen.base import Op
-    from archgen.naming import parts
-
-    ir = ir_of(path)
-    reasons = {p.fixed_grid for w in ir.walk(ir.spec.img_size) for p in parts(w.kind) if isinstance(p, Op)}
-    return min(reasons - {None}, default=None)
+    return emitted_fixed_grid(ir_of(path))
 
 
 def shallow(path: Path, folder: Path, depth: int = 2) -> types.ModuleType:
