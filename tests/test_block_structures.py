@@ -1,5 +1,5 @@
 """Block structures against timm's blocks, option by option: the flat fused attention + MLP op (timm's
-ParallelScalingBlock) and res-post-norm (timm's ResPostBlock). Each small model loads the timm model's
+ParallelScalingBlock) and res-post-norm (timm's ResPostBlock; EVA-02-CLIP-E's EvaBlockPostNorm). Each small model loads the timm model's
 state_dict strictly, gives its eval outputs, and is counted exactly (params, MACs, what autograd saves in
 float32, under bf16 autocast, with checkpointing)."""
 
@@ -36,20 +36,20 @@ def _spec(name: str, block: list[dict], norm: str, **stage: object) -> dict:
     }
 
 
-def _exact(label: str, data: dict, ref: torch.nn.Module, tmp_path: Path) -> None:
+def _exact(label: str, data: dict, ref: torch.nn.Module, tmp_path: Path, img: int = 32) -> None:
     ir, _, module = compile_data(data, tmp_path)
     build = getattr(module, data["name"])
     ours = build().eval()
     ref = randomised(ref.eval())
     ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, img, img)
     with torch.no_grad():
         assert_close_to_scale(label, ours(x), ref(x))
-    assert_counts_exact(label, ir, build, 32)
+    assert_counts_exact(label, ir, build, img)
     for amp, autocast in ((None, None), ("bf16", torch.bfloat16)):
         for ckpt in (False, True):
-            saved = saved_activation_bytes(ours, torch.float32, ckpt, 2, 32, autocast=autocast)
-            analytic = ir.memory(32, 2, "float32", ckpt, amp=amp).activation_bytes
+            saved = saved_activation_bytes(ours, torch.float32, ckpt, 2, img, autocast=autocast)
+            analytic = ir.memory(img, 2, "float32", ckpt, amp=amp).activation_bytes
             assert analytic == saved, f"{label} amp={amp} checkpointing={ckpt}: {analytic:,} != saved {saved:,}"
 
 
@@ -118,3 +118,19 @@ def test_res_post_norm_equals_timm_res_post_block(tmp_path: Path) -> None:
         block_fn=ResPostBlock,
     )
     _exact("res-post-norm", data, ref, tmp_path)
+
+
+def test_eva02_clip_e_post_norm_equals_timm_eva_block_post_norm(tmp_path: Path) -> None:
+    """EVA-02-CLIP-E's residual post-norm (timm's EvaBlockPostNorm, `use_post_norm`), on a narrow two-block
+    child of the spec: EVA's fused qkv with q/v bias, a GELU MLP, norms after the ops."""
+    data = {
+        "extends": "eva02_e14_clip",
+        "name": "eva02_e_narrow",
+        "img_size": 28,
+        "stem": {"dim": 64},
+        "stages": {"blocks": {"depth": 2, "heads": 4}},
+    }
+    ref = timm.create_model(
+        "eva02_enormous_patch14_clip_224", pretrained=False, img_size=28, embed_dim=64, depth=2, num_heads=4
+    )
+    _exact("eva02_e14_clip post-norm", data, ref, tmp_path, img=28)
