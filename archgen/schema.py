@@ -54,7 +54,8 @@ ImgSize = Annotated[
 
 Text = Annotated[str, Field(min_length=1, max_length=300)]
 LongText = Annotated[str, Field(min_length=1, max_length=1000)]
-PRINTED = re.compile(r"^(?P<num>[0-9]+(?:\.(?P<frac>[0-9]+))?)(?P<unit>[MG])$")
+PRINTED = re.compile(r"^(?P<num>[0-9]+(?:\.(?P<frac>[0-9]+))?)(?P<unit>[MGB])$")
+UNITS = {"M": 1e6, "G": 1e9, "B": 1e9}  # papers print a billion parameters as B, a billion MACs as G
 
 
 class Published(Strict):
@@ -62,7 +63,7 @@ class Published(Strict):
 
     img_size: ImgSize = Field(description="Resolution the number was measured at: `224` or `[H, W]`.")
     params: Annotated[str, Field(max_length=20)] | None = Field(
-        default=None, description="Parameters as printed, e.g. `86M` or `22.1M`."
+        default=None, description="Parameters as printed, e.g. `86M`, `22.1M` or `1.9B`."
     )
     macs: Annotated[str, Field(max_length=20)] | None = Field(
         default=None, description="Multiply-accumulates as printed, e.g. `17.6G` (papers call these FLOPs)."
@@ -81,7 +82,7 @@ class Published(Strict):
     @classmethod
     def _printed(cls, value: str | None) -> str | None:
         if value is not None and not PRINTED.match(value):
-            raise ValueError("write a printed number with its unit, like 86M or 17.6G")
+            raise ValueError("write a printed number with its unit, like 86M, 1.9B or 17.6G")
         return value
 
     @model_validator(mode="after")
@@ -102,7 +103,7 @@ class Published(Strict):
     def value(self) -> float:
         m = PRINTED.match(self.printed)
         assert m
-        return float(m["num"]) * (1e6 if m["unit"] == "M" else 1e9)
+        return float(m["num"]) * UNITS[m["unit"]]
 
     @property
     def half_ulp(self) -> float:
@@ -110,7 +111,7 @@ class Published(Strict):
         m = PRINTED.match(self.printed)
         assert m
         digits = len(m["frac"] or "")
-        return 0.5 * 10.0**-digits * (1e6 if m["unit"] == "M" else 1e9)
+        return 0.5 * 10.0**-digits * UNITS[m["unit"]]
 
 
 class Reference(Strict):

@@ -324,6 +324,8 @@ PROOF_MODELS = frozenset(
         "pit_xs_distilled_224",
         "swin_tiny_patch4_window7_224",
         "swin_base_patch4_window12_384",
+        # later: BEiT-3's vision path (timm remaps it onto its ViT)
+        "beit3_base_patch16_224",
     }
 )
 

@@ -1,7 +1,7 @@
 """Block structures against timm's blocks, option by option: the flat fused attention + MLP op (timm's
-ParallelScalingBlock) and res-post-norm (timm's ResPostBlock; EVA-02-CLIP-E's EvaBlockPostNorm). Each small model loads the timm model's
-state_dict strictly, gives its eval outputs, and is counted exactly (params, MACs, what autograd saves in
-float32, under bf16 autocast, with checkpointing)."""
+ParallelScalingBlock) and res-post-norm (timm's ResPostBlock; EVA-02-CLIP-E's EvaBlockPostNorm). Each small
+model loads the timm model's state_dict strictly, gives its eval outputs, and is counted exactly (params, MACs,
+what autograd saves in float32, under bf16 autocast, with checkpointing)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ AIMV2_README = "apple/ml-aim README.md, table 'AIMv2 with {}px', #params of {} (
 # reproduce within printed precision. Each has a `deviation:` explanation in its spec.
 PIT_README = "naver-ai/pit README (model performance table)"
 KNOWN_DEVIATIONS = {
+    ("beit3_g14", 224, "params", "1.9B", "Wang et al., arXiv:2208.10442, Table 2 (BEiT-3)"),
     ("pvtv2_b0", 224, "params", "3.4M", "whai362/PVT classification/README.md (Model Zoo, #Params)"),
     ("pvtv2_b1", 224, "params", "13.1M", "whai362/PVT classification/README.md (Model Zoo, #Params)"),
     (
