@@ -207,7 +207,9 @@ def shallow(path: Path, folder: Path, depth: int = 2) -> types.ModuleType:
     placement of the spec, for checks whose cost grows with the graph (export, tracing) and not with the weights."""
     ir = ir_of(path)
     walked = ir.walk(ir.spec.img_size)
-    stages = {w.kind.key: {"depth": depth} for w in walked if getattr(w.kind, "depth", 0) > depth}
+    stages = {
+        w.kind.key: {"depth": depth} for w in walked if hasattr(w.kind, "key") and getattr(w.kind, "depth", 0) > depth
+    }
     _, _, module = compile_data({"extends": path.stem, "name": f"{path.stem}_shallow", "stages": stages}, folder)
     return module
 

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
 import torch
-from test_health import SMALLEST
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from conftest import ir_of, randomised, shallow
+from conftest import ROOT, SPECS, ir_of, meta_checked, randomised, shallow
 
 # onnxruntime (1.32 on Linux) otherwise queues usage telemetry in ~/.cache/Microsoft/DeveloperTools from import
 # on; the variable is read at import, disable_telemetry_events() covers an onnxruntime imported before us.
@@ -20,19 +21,36 @@ ort = pytest.importorskip("onnxruntime", reason="the test extra installs onnxrun
 ort.disable_telemetry_events()
 pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (the test extra installs it)")
 
-FAMILIES = {"vit", "deit", "deit3", "cait", "volo", "ceit", "deepvit"}
-# ONNX export is checked for the seed's families; the later ones are not yet (BEiT's relative position bias,
-# a gather from a parameter table, does not decompose in the dynamo exporter: README, Scale-out).
-EXPORTED = [p for p in SMALLEST if ir_of(p).spec.family in FAMILIES]
+
+def _one_per_family() -> list[Path]:
+    """The smallest spec of each family that takes the CPU checks (the seed's families and the later ones)."""
+    best: dict[str, tuple[int, Path]] = {}
+    for path in SPECS:
+        if meta_checked(path.stem, "test_onnx_export_matches_eager"):
+            continue
+        ir = ir_of(path)
+        entry = (ir.count(ir.spec.img_size).params, path)
+        best[ir.spec.family] = min(best.get(ir.spec.family, entry), entry)
+    return sorted(path for _, path in best.values())
+
+
+EXPORTED = _one_per_family()
+
+
+def masked(path: Path) -> bool:
+    """Whether the model passes its attention a bias or mask (BEiT's relative bias, Swin's windows)."""
+    return "attn_mask=" in (ROOT / "generated" / f"{path.stem}.py").read_text(encoding="utf-8")
+
+
 # max |onnxruntime - eager| <= TOL x max(max |eager|, 1): the same float32 graph run by another kernel
 # library (its own attention, GELU, LayerNorm and matmul blocking, so other summation orders); measured at
-# most 2.9e-6 (vit_s16, output scale 1.6; 0.8e-6 to 2.2e-6 for the others), while a wrong op, a wrong
-# constant or a lost residual moves the logits by a sizeable fraction of their scale.
+# most 1.8e-6 of the output scale (vit_s16: 2.9e-6 at 1.6; beit3_b16: 3.3e-6 at 3.3; 0.5e-6 to 1.2e-6 of it for
+# the others), while a wrong op, a wrong constant or a lost residual moves the logits by a sizeable fraction.
 TOL = 1e-5
 
 
-def test_every_family_is_covered() -> None:
-    assert {ir_of(p).spec.family for p in EXPORTED} == FAMILIES
+def test_every_family_is_exported() -> None:
+    assert {ir_of(p).spec.family for p in EXPORTED} == {ir_of(p).spec.family for p in SPECS}
 
 
 @pytest.mark.parametrize("path", EXPORTED, ids=[p.stem for p in EXPORTED])
@@ -45,7 +63,11 @@ def test_onnx_export_matches_eager(path: Path, tmp_path: Path) -> None:
     x = torch.randn(2, spec.in_chans, *spec.img_size)
     with torch.no_grad():
         expected = model(x)
-    program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+    # With a 4-D mask the CPU flash kernel is traced, and the exporter's decomposition then gives its math twin
+    # other output strides, so the `reshape` after attention fails to replay as a view (pytorch/pytorch#136543).
+    # Tracing the math kernel itself avoids that; the exported graph is the same attention.
+    with sdpa_kernel(SDPBackend.MATH) if masked(path) else contextlib.nullcontext():
+        program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
     proto = program.model_proto
     onnx.checker.check_model(proto)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
