@@ -90,6 +90,7 @@ class Model:
     norm_eps: float
     token_sizes: tuple[tuple[str, int], ...]  # prefix-token groups of the spec and their token counts
     total_depth: int  # blocks that take a stochastic-depth rate
+    schedule: str = "linear"  # how the rates run over them: linear from 0, or uniform
 
     def size(self, group: str) -> int:
         return dict(self.token_sizes)[group]

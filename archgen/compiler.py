@@ -269,6 +269,7 @@ def resolve(loaded: LoadedSpec) -> IR:
         norm_eps=spec.norm_eps,
         token_sizes=spec.prefix_tokens.sizes(),
         total_depth=sum(p.kind.num_blocks() for p in steps),
+        schedule=spec.drop_path_schedule,
     )
     ir = IR(loaded, model, tuple(_with_rope(IR(loaded, model, tuple(steps), spec.head, fc_norm))), spec.head, fc_norm)
     ir.walk(spec.img_size)

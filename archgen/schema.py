@@ -242,4 +242,9 @@ class Spec(Strict):
         "dropped (PiT normalises its class and distillation tokens only).",
     )
     head: HeadSlot = Field(description="Classifier head(s).")
+    drop_path_schedule: Literal["linear", "uniform"] = Field(
+        default="linear",
+        description="Stochastic-depth rates over the blocks that take one: `linear` from 0 to `drop_path_rate` "
+        "(timm's ViT, DeiT, VOLO, ...), or `uniform`: `drop_path_rate` for every block (CaiT).",
+    )
     published: tuple[Published, ...] = Field(default=(), max_length=64, description="Numbers the literature prints.")

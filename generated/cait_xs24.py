@@ -233,8 +233,7 @@ class Cait(nn.Module):
         self.grad_checkpointing = False
         # the weights' data config, with this instance's input size and whether it takes others
         self.pretrained_cfg = dict(pretrained_cfg, input_size=(3, H, W), fixed_input_size=not dynamic_img_size)
-        # stochastic depth grows linearly from 0 to drop_path_rate over the 24 blocks
-        dpr = [drop_path_rate * i / 23 for i in range(24)]
+        dpr = [drop_path_rate] * 24  # every block drops its branches at the same rate
         self.patch_embed = PatchEmbed(patch_size=16, in_chans=in_chans, dim=288)
         self.pos_grid = (H // 16, W // 16)  # the table's patch grid: 14x14 at 224
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], 288))

@@ -86,20 +86,6 @@ class ConvStem(nn.Module):
         return x.permute(0, 2, 3, 1)  # (B, H, W, C): a contiguous channels-last token grid
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: while training, drop a residual branch for a random subset of samples."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
-
-
 @torch.fx.wrap  # torch.fx records the call as one step: it adds into slices of a tensor
 def fold_windows(x: torch.Tensor, H: int, W: int, k: int, p: int, s: int) -> torch.Tensor:
     """Each window's k*k outputs (B, h, w, heads, k*k, d) added back at their pixels of the H x W grid
@@ -158,19 +144,16 @@ class Mlp(nn.Module):
 
 
 class OutlookBlock(nn.Module):
-    def __init__(
-        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, hidden: int, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-05)
         self.attn = OutlookAttention(dim, num_heads, attn_drop, proj_drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-05)
         self.mlp = Mlp(dim, hidden, proj_drop)
-        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
 
 
 class Downsample(nn.Module):
@@ -193,6 +176,20 @@ def resample_grid_table(table: torch.Tensor, grid: tuple[int, int]) -> torch.Ten
         return table
     x = F.interpolate(table.float().permute(0, 3, 1, 2), size=grid, mode="bicubic", antialias=True)
     return x.permute(0, 2, 3, 1).to(table.dtype)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: while training, drop a residual branch for a random subset of samples."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
 
 
 class Attention(nn.Module):
@@ -316,7 +313,7 @@ class VOLO(nn.Module):
         self.patch_embed = ConvStem(in_chans=in_chans, hidden=128, dim=384, patch=4)
         self.network = nn.ModuleList()
         self.network.append(
-            nn.Sequential(*[OutlookBlock(384, 12, 1536, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(12)])
+            nn.Sequential(*[OutlookBlock(384, 12, 1536, attn_drop_rate, proj_drop_rate) for _ in range(12)])
         )
         self.network.append(Downsample(384, 768, stride=2))
         grid = (H // 16, W // 16)  # 14x14 at 224

@@ -386,6 +386,18 @@ def meta_checked(stem: str, test: str) -> bool:
     return later is not None and stem not in representatives() and test not in NAMED_TESTS
 
 
+def one_per_family(test: str) -> list[Path]:
+    """The smallest spec of each family that per-spec ``test`` runs on CPU (see meta_checked)."""
+    best: dict[str, tuple[int, Path]] = {}
+    for path in SPECS:
+        if meta_checked(path.stem, test):
+            continue
+        ir = ir_of(path)
+        entry = (ir.count(ir.spec.img_size).params, path)
+        best[ir.spec.family] = min(best.get(ir.spec.family, entry), entry)
+    return sorted(path for _, path in best.values())
+
+
 SIZE_VARIANTS = [p for p in SPECS if size_variant(p.stem)]
 SLOW_FILES = frozenset({"test_onnx.py", "test_distributed.py", "test_install.py"})
 # Per-spec tests every named model of issue 19 takes on CPU (the smallest of each family takes them all).

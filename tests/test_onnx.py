@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from conftest import ROOT, SPECS, ir_of, meta_checked, randomised, shallow
+from conftest import ROOT, SPECS, ir_of, one_per_family, randomised, shallow
 
 # onnxruntime (1.32 on Linux) otherwise queues usage telemetry in ~/.cache/Microsoft/DeveloperTools from import
 # on; the variable is read at import, disable_telemetry_events() covers an onnxruntime imported before us.
@@ -22,19 +22,7 @@ ort.disable_telemetry_events()
 pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (the test extra installs it)")
 
 
-def _one_per_family() -> list[Path]:
-    """The smallest spec of each family that takes the CPU checks (the seed's families and the later ones)."""
-    best: dict[str, tuple[int, Path]] = {}
-    for path in SPECS:
-        if meta_checked(path.stem, "test_onnx_export_matches_eager"):
-            continue
-        ir = ir_of(path)
-        entry = (ir.count(ir.spec.img_size).params, path)
-        best[ir.spec.family] = min(best.get(ir.spec.family, entry), entry)
-    return sorted(path for _, path in best.values())
-
-
-EXPORTED = _one_per_family()
+EXPORTED = one_per_family("test_onnx_export_matches_eager")
 
 
 def masked(path: Path) -> bool:

@@ -32,6 +32,7 @@ from conftest import (
     fixed_grid,
     ir_of,
     module_of,
+    one_per_family,
     randomised,
     timm_size_kwargs,
 )
@@ -348,3 +349,39 @@ def test_hierarchical_families_trace_with_torch_fx(name: str) -> None:
     with torch.no_grad():
         got, expected = _fx(model)(x)["out"], model(x)
     assert torch.equal(got, expected), f"{name}: traced max |diff| {(got - expected).abs().max():.3g}"
+
+
+def _drop_rates(model: torch.nn.Module) -> dict[str, float]:
+    """Each block's stochastic-depth rate by the block's attribute path (timm holds a DropPath per branch, we one
+    per block; a rate of 0 is timm's Identity and our missing module alike)."""
+    rates: dict[str, set[float]] = {}
+    for name, module in model.named_modules():
+        rate = getattr(module, "drop_prob", getattr(module, "p", 0.0)) if type(module).__name__ == "DropPath" else 0
+        if rate:
+            rates.setdefault(name.rpartition(".")[0], set()).add(rate)
+    assert all(len(r) == 1 for r in rates.values()), f"one rate per block: {rates}"
+    return {block: r.pop() for block, r in rates.items()}
+
+
+SCHEDULED = [
+    p.stem
+    for p in one_per_family("test_stochastic_depth_rates_equal_timms")
+    if (ref := _ir(p.stem).spec.reference) is not None and ref.package == "timm"
+]
+
+
+@pytest.mark.parametrize("name", SCHEDULED)
+def test_stochastic_depth_rates_equal_timms(name: str) -> None:
+    """drop_path_rate=0.1 gives every block timm's rate: linear over the blocks (ViT, PiT, Swin, ...), one rate
+    for all (CaiT), none for VOLO's outlookers, which still count in the schedule. Equal up to float32
+    rounding: timm takes some schedules from torch.linspace, we compute them in Python floats."""
+    spec = _ir(name).spec
+    with torch.device("meta"):
+        ref = timm.create_model(
+            spec.reference.model, drop_path_rate=0.1, **timm_size_kwargs(spec.reference.model, spec.img_size)
+        )
+        ours = timm.create_model(name, drop_path_rate=0.1)
+    theirs, mine = _drop_rates(ref), _drop_rates(ours)
+    assert mine.keys() == theirs.keys(), f"{name}: blocks with a rate differ: {sorted(mine.keys() ^ theirs.keys())[:4]}"
+    wrong = {b: (mine[b], theirs[b]) for b in mine if not math.isclose(mine[b], theirs[b], rel_tol=1e-6)}
+    assert not wrong, f"{name}: (ours, timm's) rates {dict(list(wrong.items())[:3])}"

@@ -255,8 +255,11 @@ class Blocks(Step):
     collect_cls: bool = Field(
         default=False, description="Hand each block's class token on to layer-wise class attention (CeiT's `lca`)."
     )
-    stochastic_depth: bool = Field(
-        default=True, description="Blocks take a drop-path rate from the model's linear schedule."
+    stochastic_depth: bool | Literal["zero"] = Field(
+        default=True,
+        description="Blocks take a drop-path rate from the model's schedule (`drop_path_schedule`); `false`: "
+        "none, and no place in the schedule; `zero`: none, but they hold their places (timm's VOLO outlookers: the "
+        "blocks after them start further up the schedule).",
     )
     order: tuple[Attr, ...] | None = Field(
         default=None,
@@ -415,7 +418,7 @@ class Blocks(Step):
         names = [a for n in all_names for a in n.modules() if not a.startswith("gamma_")]
         plain = [a for n in all_names for a in n.plain]  # a flat op's num_heads
         # every attribute the block class sets: an op key must not replace a sibling (norm1, ls1, drop_path)
-        taken = [a for n in all_names for a in n.modules()] + plain + (["drop_path"] if self.stochastic_depth else [])
+        taken = [a for n in all_names for a in n.modules()] + plain + (["drop_path"] if self.drops else [])
         for i, b in enumerate(self.block):
             for j, op in enumerate(b.all_ops()):
                 where = f"block[{i}].op" if b.op is not None else f"block[{i}].{'ops' if b.ops else 'paths'}[{j}]"
@@ -570,7 +573,13 @@ class Blocks(Step):
         return Row(f"{ops} ({extra})" if extra else ops, str(self.depth), str(heads) if heads else "-")
 
     def num_blocks(self) -> int:
+        """Places in the stochastic-depth schedule."""
         return self.depth if self.stochastic_depth else 0
+
+    @property
+    def drops(self) -> bool:
+        """Whether the blocks hold a DropPath (a rate of their own from the schedule)."""
+        return self.stochastic_depth is True
 
     def no_weight_decay(self) -> tuple[str, ...]:
         """The insert's parameters where its op says so (a position encoding)."""
@@ -584,7 +593,7 @@ class Blocks(Step):
     # --- code -------------------------------------------------------------------------------------
 
     def helpers(self) -> tuple[Part, ...]:
-        drop = (DropPath(),) if self.stochastic_depth else ()
+        drop = (DropPath(),) if self.drops else ()
         branches = [*self.branches(), *(p for b in self.branches() for p in b.paths)]
         ls = (LayerScale(),) if any((s := self.ls(b)) and s.keys == "ls" for b in branches) else ()
         inserted = (self.insert.op,) if self.insert is not None else ()
@@ -592,8 +601,10 @@ class Blocks(Step):
 
     def identity(self, s: Tokens, m: Model) -> str:
         """Everything that shapes the block class: stages with equal identities share one class."""
-        fields = {"block", "layerscale", "updates", "stochastic_depth", "order"}
-        return repr((self.model_dump(include=fields), self.layout(s), s.prefix if self.wraps(s) else 0, m.norm_eps))
+        fields = {"block", "layerscale", "updates", "order"}
+        return repr(
+            (self.model_dump(include=fields), self.drops, self.layout(s), s.prefix if self.wraps(s) else 0, m.norm_eps)
+        )
 
     def wraps(self, s: Tokens) -> bool:
         """Whether the block reads a sequence and runs grid ops on its patch tokens (they need their (h, w))."""
@@ -604,7 +615,7 @@ class Blocks(Step):
         return self.wraps(s) and any(op.reads == "grid" for b in self.branches() if not b.paths for op in b.all_ops())
 
     def args(self, s: Tokens) -> tuple[str, ...]:
-        used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.stochastic_depth else set())
+        used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.drops else set())
         return tuple(a for a in ARGS if a in used | ({"grid"} if self.wraps(s) else set()))
 
     def entry(self, s: Tokens, name: Callable[[Blocks], str], offset: int, grid: str = "") -> str:
@@ -617,7 +628,7 @@ class Blocks(Step):
         element = calls[-1]
         for j in reversed(range(len(kinds) - 1)):
             element = f"{calls[j]} if i % {len(kinds)} == {j} else {element}"
-        uses_i = self.stochastic_depth or len(kinds) > 1 or any("index" in p.args(s) for p in kinds)
+        uses_i = self.drops or len(kinds) > 1 or any("index" in p.args(s) for p in kinds)
         i = "i" if uses_i else "_"
         return f"*[{element} for {i} in range({self.depth})]"
 
@@ -685,7 +696,7 @@ class Blocks(Step):
             init.insert(0, "# declared in the reference's order, which is its state_dict (and optimizer state) order")
         if self.grid_in_block(s):
             init.insert(0, GRID_LINE)
-        if self.stochastic_depth and not all(b.paths for b in self.block):
+        if self.drops and not all(b.paths for b in self.block):
             init.append("self.drop_path = DropPath(drop_path)")
         forward = _ClassForward(self, s) if self.updates == "cls" else _Forward(self, s)
         lines = tuple(forward.lines())
@@ -712,10 +723,10 @@ class Blocks(Step):
         if spec is not None:
             init.append(f"self.ls = LayerScale(dim, {spec.init})")
             expr = f"self.ls({expr})"
-        if self.stochastic_depth:
+        if self.drops:
             init.append("self.drop_path = DropPath(drop_path)")
             expr = f"self.drop_path({expr})"
-        used = {"dim", *op.args} | ({"drop_path"} if self.stochastic_depth else set())
+        used = {"dim", *op.args} | ({"drop_path"} if self.drops else set())
         args = tuple(a for a in ARGS if a in used | ({"grid"} if op.reads == "grid" and self.wraps(s) else set()))
         return PathCode(path_class(op_name[op.identity()]), args, tuple(init), (*lines, f"return {expr}"))
 
@@ -804,7 +815,7 @@ class _Forward:
             expr, summed = f"self.{n.ls}({expr})", False
         if b.scale != 1.0:
             expr, summed = f"{term(expr)} / {b.scale}", False
-        if self.stage.stochastic_depth and not b.paths:  # each path drops itself
+        if self.stage.drops and not b.paths:  # each path drops itself
             expr, summed = f"self.drop_path({expr})", False
         return term(expr)
 
