@@ -195,6 +195,21 @@ class PrefixTokens(Strict):
         return tuple((g, counts[g]) for g in TOKEN_ORDER if counts[g])
 
 
+class FeaturesOnly(Strict):
+    """The model under timm's ``features_only=True``, as timm's own wrapper of the reference presents it."""
+
+    keys: Literal["getter", "list", "hook"] = Field(
+        default="getter",
+        description="State_dict keys, those of one of timm's wrappers: `getter` (FeatureGetterNet: `model.` and the "
+        "model's keys), `list` (FeatureListNet: the model's children re-rooted, a container of numbered stages "
+        "flattened: `layers_0.`; timm's Swin and PVT-v2) or `hook` (FeatureHookNet: `body.` and the model's keys, "
+        "the final norm kept; timm's PiT).",
+    )
+    output_fmt: Literal["NCHW", "NHWC"] = Field(
+        default="NCHW", description="Layout of the feature maps (timm's Swin returns its stages' NHWC grids)."
+    )
+
+
 class Spec(Strict):
     """One published variant, compiled to `generated/<name>.py`."""
 
@@ -242,6 +257,9 @@ class Spec(Strict):
         "dropped (PiT normalises its class and distillation tokens only).",
     )
     head: HeadSlot = Field(description="Classifier head(s).")
+    features_only: FeaturesOnly = Field(
+        default=FeaturesOnly(), description="What the model gives under timm's `features_only=True`."
+    )
     drop_path_schedule: Literal["linear", "uniform"] = Field(
         default="linear",
         description="Stochastic-depth rates over the blocks that take one: `linear` from 0 to `drop_path_rate` "

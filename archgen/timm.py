@@ -70,6 +70,38 @@ def instance_cfg(ir: IR, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"input_size": (ir.spec.in_chans, *size), "fixed_input_size": fixed}
 
 
+def timm_feature_keys(model: Any, wrapper: str) -> Any:
+    """Save and load a features_only model (timm's FeatureGetterNet on ours: keys `model.…`) under the keys of
+    the timm features_only wrapper the spec names (``wrapper``: the spec's `features_only.keys`), so
+    a detector's checkpoint made with either backbone loads into the other; keys of our own layout load too.
+    `list` re-roots the model's children and flattens a container of numbered stages (`layers.0.` to
+    `layers_0.`), as timm's FeatureListNet does with its Sequentials; `hook` puts them under `body.`."""
+    if wrapper == "getter":
+        return model
+
+    def theirs(key: str) -> str:
+        key = key.removeprefix("model.")
+        if wrapper == "hook":
+            return f"body.{key}"
+        child, _, rest = key.partition(".")
+        index, dot, tail = rest.partition(".")
+        return f"{child}_{index}.{tail}" if dot and index.isdigit() else key
+
+    ours = {theirs(key): key for key in model.state_dict()}
+
+    def save(module: Any, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix)]:  # re-added in order, at the end as before
+            state_dict[prefix + theirs(key[len(prefix) :])] = state_dict.pop(key)
+
+    def load(module: Any, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix) :] in ours]:
+            state_dict[prefix + ours[key[len(prefix) :]]] = state_dict.pop(key)
+
+    model.register_state_dict_post_hook(save)
+    model.register_load_state_dict_pre_hook(load)
+    return model
+
+
 def register(path: Path) -> str | None:
     """Register the spec at ``path`` with timm under its name; returns the name, or None where timm has a model of
     that name itself (replacing it would also replace the reference every spec is checked against)."""
@@ -88,11 +120,21 @@ def register(path: Path) -> str | None:
     def create(pretrained: bool = False, **kwargs: Any) -> Any:
         model_cls = getattr(module(path), ir.spec.class_name)
         # features_only: timm's FeatureGetterNet on forward_intermediates, with timm's default taps
-        feature_cfg = {"feature_cls": "getter", "out_indices": kwargs.pop("out_indices", taps)}
+        wrapper = ir.spec.features_only
+        feature_cfg = {
+            "feature_cls": "getter",
+            "out_indices": kwargs.pop("out_indices", taps),
+            "output_fmt": kwargs.pop("output_fmt", wrapper.output_fmt),
+            "prune": wrapper.keys != "hook",  # timm's FeatureHookNet keeps every stage and the final norm
+        }
         overlay = instance_cfg(ir, kwargs) | (kwargs.pop("pretrained_cfg_overlay", None) or {})
-        return build_model_with_cfg(
+        features_only = kwargs.get("features_only", False)
+        model = build_model_with_cfg(
             model_cls, name, pretrained, feature_cfg=feature_cfg, pretrained_cfg_overlay=overlay, **kwargs
         )
+        if features_only and not feature_cfg["prune"]:
+            model.model.reset_classifier(0, "")  # and drops the classifier(s) alone
+        return timm_feature_keys(model, wrapper.keys) if features_only else model
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__

@@ -145,11 +145,13 @@ def feature_take_indices(n: int, indices: int | list[int] | tuple[int, ...] | No
 
 
 def feature_map(x: torch.Tensor, h: int, w: int, prefix: int, output_fmt: str) -> torch.Tensor:
-    """A tap's tokens as timm returns them: prefix tokens dropped, then (B, C, h, w) or (B, h * w, C)."""
-    if output_fmt not in ("NCHW", "NLC"):
-        raise ValueError(f"output_fmt {output_fmt!r}: choose NCHW or NLC")
+    """A tap's tokens as timm returns them: prefix tokens dropped, then (B, C, h, w), (B, h, w, C) or (B, h * w, C)."""
+    if output_fmt not in ("NCHW", "NHWC", "NLC"):
+        raise ValueError(f"output_fmt {output_fmt!r}: choose NCHW, NHWC or NLC")
     x = x[:, prefix:].reshape(x.shape[0], h, w, -1)  # (B, h, w, C)
-    return x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x.flatten(1, 2)
+    if output_fmt == "NLC":
+        return x.flatten(1, 2)
+    return x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x
 
 
 class VisionTransformer(nn.Module):

@@ -38,7 +38,6 @@ from conftest import (
 )
 
 timm = pytest.importorskip("timm")
-from timm.models._features import FeatureGetterNet  # noqa: E402
 
 pytest.importorskip("torchvision")  # timm's FX helpers are torchvision's feature extraction
 from timm.models import get_pretrained_cfg  # noqa: E402
@@ -228,26 +227,17 @@ def test_forward_intermediates_and_features_only(name: str) -> None:
 TIMM_NAMES = [n for n in NAMES if (ref := _ir(n).spec.reference) is not None and ref.package == "timm"]
 
 
-# Families whose timm features_only is a FeatureListNet (the model's module graph re-rooted: `layers_0.blocks...`,
-# all four stages by default) rather than a FeatureGetterNet on forward_intermediates, as ours is: their
-# features_only state_dict keys differ by construction (open: the lead decides the hierarchical families' rule).
-LIST_NET_FAMILIES = frozenset({"swin"})
-GETTER_NAMES = [n for n in TIMM_NAMES if _ir(n).spec.family not in LIST_NET_FAMILIES]
-
-
-@pytest.mark.parametrize("name", GETTER_NAMES)
+@pytest.mark.parametrize("name", TIMM_NAMES)
 def test_features_only_keeps_timms_state_dict(name: str) -> None:
     """Pruned to timm's default taps, ours holds what timm's holds (class attention, class token, fc_norm
-    and the head dropped alike), so features_only checkpoints load either way."""
+    and the head dropped alike) under the keys of timm's wrapper (FeatureGetterNet's `model.`, Swin's and
+    PVT-v2's FeatureListNet `layers_0.`, PiT's FeatureHookNet `body.`), so features_only checkpoints load
+    either way."""
     spec = _ir(name).spec
     with torch.device("meta"):
         size = timm_size_kwargs(spec.reference.model, spec.img_size)
         ref = timm.create_model(spec.reference.model, features_only=True, **size)
         ours = timm.create_model(name, features_only=True)
-    if not isinstance(ref, FeatureGetterNet):
-        # timm's PVT-v2 and Swin: a FeatureListNet of the model's children with sequentials flattened (keys
-        # `stages_0.…`), the keys of neither the model nor ours; their checkpoints load into neither
-        pytest.skip(f"timm's features_only {spec.reference.model} is a {type(ref).__name__}: renamed keys")
     theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     assert mine == theirs, (
@@ -255,13 +245,14 @@ def test_features_only_keeps_timms_state_dict(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("name", _marked(TIMM_FAMILIES))
+@pytest.mark.parametrize("name", [*_marked(TIMM_FAMILIES), "swin_t", "pvtv2_b0", "pit_ti"])
 def test_features_only_equals_timms(name: str) -> None:
     """timm's model and ours, features_only with timm's defaults, on the same weights: same taps, same values."""
     ref = timm.create_model(_ir(name).spec.reference.model, features_only=True)
     randomised(ref)
     ours = timm.create_model(name, features_only=True).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
+    ref.load_state_dict(ours.state_dict(), strict=True)  # and back: ours saves under timm's keys
     for field in ("module_name", "channels", "reduction"):
         mine, theirs = getattr(ours.feature_info, field)(), getattr(ref.feature_info, field)()
         assert mine == theirs, f"{name}: feature_info {field} {mine}, timm {theirs}"
