@@ -268,6 +268,8 @@ def emit(ir: IR) -> dict[str, str]:
     taps = features.taps(walked, spec.img_size, final.dim if has_norm else None)
     intermediates = _intermediates(taps, walked, ctxs, step_lines, ir.head.needs()) if taps else []
     code = [*classes.text.values(), *forwards, *intermediates, *methods]
+    if spec.conv_init == "fan_out":
+        code.append("math.sqrt")  # the model's own _init_weights draws with it
     text = (
         environment()
         .get_template("templates/model.py.j2")
@@ -286,6 +288,7 @@ def emit(ir: IR) -> dict[str, str]:
             pool=ir.head.pool,
             total_depth=model.total_depth if any(getattr(w.kind, "drops", False) for w in walked) else 0,
             schedule=model.schedule,
+            conv_init=spec.conv_init,
             inits=[i for i in init_lines if i],
             feature_info=_feature_info(taps),
             size_free=size_free(ir),

@@ -260,6 +260,12 @@ class Spec(Strict):
     features_only: FeaturesOnly = Field(
         default=FeaturesOnly(), description="What the model gives under timm's `features_only=True`."
     )
+    conv_init: Literal["torch", "fan_out"] = Field(
+        default="torch",
+        description="Initial weights of the convolutions: PyTorch's default (`torch`: timm's ViT, Swin, PiT, VOLO), "
+        "or `fan_out`: N(0, 2 / fan_out), fan_out = kernel area x out channels / groups, and zero bias (timm's "
+        "PVT-v2 and Twins). Linears always take trunc_normal(0.02).",
+    )
     drop_path_schedule: Literal["linear", "uniform"] = Field(
         default="linear",
         description="Stochastic-depth rates over the blocks that take one: `linear` from 0 to `drop_path_rate` "

@@ -24,6 +24,7 @@ Published (printed precision; a deviation is explained in the spec):
 """
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,11 @@ class PyramidVisionTransformerV2(nn.Module):
     def _init_weights(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):  # N(0, 2 / fan_out), fan_out counted per group
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
