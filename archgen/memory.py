@@ -493,6 +493,17 @@ class Tape:
         self.save(q, k, v, out, lse)
         return out
 
+    def biased_attention(self, q: T, k: T, v: T, bias: T) -> T:
+        """Attention by hand with an additive bias that takes a gradient (a relative position bias: the training
+        path of the generated window and BEiT attentions, as timm's): ``(q * scale) @ k^T``, where q * scale is
+        a new tensor laid out as q and matmul saves both operands as 3-D batches; plus the bias, which saves
+        nothing, the sum taking the wider dtype (float32 for a float32 bias under autocast); softmax, which saves
+        its output; dropout (p = 0 returns its input); then ``@ v``, which saves the softmax output (under
+        autocast a copy in the autocast dtype) and v."""
+        scores = self.matmul(self._cast(q).new_like(), k.transpose(-2, -1))
+        scores = elementwise((scores, bias), self._widest(scores, bias))
+        return self.matmul(self.softmax(scores), v)
+
     def softmax(self, x: T) -> T:
         """Softmax: its backward needs its output only."""
         out = T.empty(x.shape, x.itemsize)

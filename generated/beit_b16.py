@@ -136,6 +136,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float, grid: tuple[int, int]) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim))  # k has no bias: zeros take its place in forward
@@ -176,11 +177,16 @@ class Attention(nn.Module):
         bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, heads, N, head_dim)
-        # (heads, N, N), contiguous: the attention kernel reads the bias row by row
+        # (heads, N, N), contiguous: the scores take it row by row
         pos_bias = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1).contiguous()
-        x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=pos_bias.unsqueeze(0), dropout_p=self.attn_drop if self.training else 0.0
-        )
+        if torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad:
+            # by hand: sdpa's fused kernels give a mask no gradient, and its math path is slower
+            attn = ((q * self.scale) @ k.transpose(-2, -1) + pos_bias).softmax(dim=-1)  # (B, heads, N, N)
+            x = F.dropout(attn, self.attn_drop, self.training) @ v
+        else:
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=pos_bias.unsqueeze(0), dropout_p=self.attn_drop if self.training else 0.0
+            )
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 

@@ -128,6 +128,7 @@ class WindowAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
         self.attn_drop = attn_drop
         # a grid not larger than the window along a side is one window there (and is never shifted along it)
         self.window = (min(12, grid[0]), min(12, grid[1]))
@@ -162,12 +163,19 @@ class WindowAttention(nn.Module):
         N = wh * ww
         x = x.view(B, hp // wh, wh, wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, N, C)  # (B * windows, N, C)
         q, k, v = self.qkv(x).reshape(-1, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        # (1, heads, N, N), contiguous: the attention kernel reads the bias row by row
-        mask = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1).contiguous()[None]
-        if self.attn_mask is not None:  # (B * windows, heads, N, N): the bias and each window's mask
-            shifted = window_mask(self.attn_mask, self.padded, (hp, wp), self.window, self.shift)  # (windows, N, N)
-            mask = (mask + shifted.unsqueeze(1)).repeat(B, 1, 1, 1)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0)
+        # (heads, N, N), contiguous: the scores take it row by row
+        bias = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1).contiguous()
+        if self.attn_mask is not None:  # and each window's mask: (windows, heads, N, N)
+            bias = bias + window_mask(self.attn_mask, self.padded, (hp, wp), self.window, self.shift).unsqueeze(1)
+        if torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad:
+            # by hand, as timm does: sdpa's fused kernels give a mask no gradient, and its math path is slower
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B * windows, heads, N, N)
+            attn = (attn.view(B, -1, self.num_heads, N, N) + bias).flatten(0, 1).softmax(dim=-1)
+            x = F.dropout(attn, self.attn_drop, self.training) @ v
+        else:  # the fused kernel, with a 4-D mask
+            mask = bias.repeat(B, 1, 1, 1) if self.attn_mask is not None else bias.unsqueeze(0)
+            dropout = self.attn_drop if self.training else 0.0
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(-1, N, C)))  # (B * windows, N, C)
         x = x.view(B, hp // wh, wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, C)
         x = x[:, :H, :W]

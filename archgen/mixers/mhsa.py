@@ -4,8 +4,9 @@ Its options are the layouts today's ViTs store it in: a fused ``qkv`` projection
 with a bias on q and v only (BEiT, EVA: ``q_bias``/``v_bias`` parameters, k's bias fixed at zero), separate
 ``q_proj``/``k_proj``/``v_proj`` (EVA-02 base and up), a norm of each head's q and k (QK-norm), a norm of the
 attention output before ``proj`` (EVA's sub-LN), ``proj`` without bias (AIMv2), BEiT's learned relative
-position bias (one table per attention, added to the scores as sdpa's ``attn_mask``), and rotary position
-embedding of the patch tokens' q and k (EVA-02, RoPE-ViT)."""
+position bias (one table per attention, added to the scores: sdpa's ``attn_mask`` where the table takes no
+gradient, scores computed by hand where it learns, since sdpa's fused kernels give a mask no gradient), and
+rotary position embedding of the patch tokens' q and k (EVA-02, RoPE-ViT)."""
 
 from __future__ import annotations
 
@@ -125,10 +126,11 @@ class MultiHeadAttention(Op):
             assert tape.rope is not None, "the rotary table is traced before the blocks that use it"
             p = N - tape.rope.shape[-2]  # prefix tokens: no rows in the table
             q, k = (tape.cat([t[:, :, :p], tape.rotate(t[:, :, p:], tape.rope)], dim=2) for t in (q, k))
-        mask = None
         if self.rel_pos_bias:  # gathered from the table by a buffer of indices: a new tensor, nothing saved
-            mask = T.empty((N, N, c.heads), tape.itemsize).permute(2, 0, 1).reshape(1, c.heads, N, N)
-        y = tape.sdpa(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B, N, C)  # a view of the attention output
+            y = tape.biased_attention(q, k, v, T.empty((1, c.heads, N, N), tape.itemsize))
+        else:
+            y = tape.sdpa(q, k, v)  # its output laid out as q: the reshape below is a view
+        y = y.transpose(1, 2).reshape(B, N, C)
         if self.norm is not None:
             y = self.norm.memory(tape, y)
         return tape.linear(y, C, bias=self.proj_bias)

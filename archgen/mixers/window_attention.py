@@ -82,7 +82,7 @@ class WindowAttention(Op):
 
     def memory(self, tape: Tape, x: T, c: OpCtx) -> T:
         """A shifted block saves the same as an unshifted one: the rolls and the mask are new tensors that no
-        backward keeps (the partition copies the rolled grid; the attention adds the mask into its scores)."""
+        backward keeps (the partition copies the rolled grid; the mask joins the bias, which the scores add)."""
         B, H, W, C = x.shape
         wh, ww = fitted(self.window, (H, W))
         hp, wp = padded(H, wh), padded(W, ww)
@@ -91,8 +91,8 @@ class WindowAttention(Op):
         n = wh * ww
         x = x.view(B, hp // wh, wh, wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, C)
         q, k, v = tape.qkv(x, c.heads)
-        bias = T.empty((n, n, c.heads), tape.itemsize).permute(2, 0, 1).reshape(1, c.heads, n, n)  # gathered
-        y = tape.sdpa(q, k, v, attn_mask=bias).transpose(1, 2).reshape(-1, n, C)
+        bias = T.empty((1, c.heads, n, n), tape.itemsize)  # gathered from the table (and the mask added)
+        y = tape.biased_attention(q, k, v, bias).transpose(1, 2).reshape(-1, n, C)
         y = tape.linear(y, C)
         y = y.view(B, hp // wh, wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, C)
         return y[:, :H, :W]
