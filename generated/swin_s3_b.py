@@ -131,8 +131,8 @@ class WindowAttentionWindow7(nn.Module):
         self.attn_drop = attn_drop
         # a grid not larger than the window along a side is one window there (and is never shifted along it)
         self.window = (min(7, grid[0]), min(7, grid[1]))
-        shifted = index % 2 == 1  # the blocks at odd positions in their stage shift (SW-MSA)
-        self.shift = tuple(3 if shifted and g > 7 else 0 for g in grid)
+        shifted = index % 2 == 1  # the blocks at odd positions in their stage shift (SW-MSA), by half a window
+        self.shift = tuple(w // 2 if shifted and g > w else 0 for g, w in zip(grid, (7, 7), strict=True))
         self.padded = tuple(-(-g // w) * w for g, w in zip(grid, self.window, strict=True))  # in whole windows
         wh, ww = self.window
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
@@ -244,8 +244,8 @@ class WindowAttentionWindow14(nn.Module):
         self.attn_drop = attn_drop
         # a grid not larger than the window along a side is one window there (and is never shifted along it)
         self.window = (min(14, grid[0]), min(14, grid[1]))
-        shifted = index % 2 == 1  # the blocks at odd positions in their stage shift (SW-MSA)
-        self.shift = tuple(7 if shifted and g > 14 else 0 for g in grid)
+        shifted = index % 2 == 1  # the blocks at odd positions in their stage shift (SW-MSA), by half a window
+        self.shift = tuple(w // 2 if shifted and g > w else 0 for g, w in zip(grid, (14, 14), strict=True))
         self.padded = tuple(-(-g // w) * w for g, w in zip(grid, self.window, strict=True))  # in whole windows
         wh, ww = self.window
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))

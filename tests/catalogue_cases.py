@@ -161,6 +161,9 @@ def options(annotation: Any, metadata: list[Any], default: Any) -> list[Any]:
     if tp is str:
         pattern = _pattern(metadata)
         return [NAME] if default is None and (pattern is None or re.match(pattern, NAME)) else []
+    if origin is tuple and len(args) == 2 and all(_numeric(a) for a in args):  # (h, w): two sides that differ
+        h = default if isinstance(default, int) else NUMBERS[1]
+        return [[h, w] for w in options(args[1], [], h)[:1]]
     if origin is tuple and args and typing.get_origin(args[0]) is Literal:
         return [[v] for v in typing.get_args(args[0])]
     if inspect.isclass(tp) and issubclass(tp, Norm):
@@ -192,8 +195,8 @@ def variants(model: type[BaseModel], base: dict[str, Any], every_number: bool = 
             continue
         default = base.get(name, None if field.default is PydanticUndefined else field.default)
         values = options(field.annotation, field.metadata, default)
-        if _numeric(field.annotation) and not every_number:
-            values = values[:1]
+        if _numeric(field.annotation) and not every_number:  # one number, and one (h, w) pair where it takes one
+            values = values[:1] + [v for v in values[1:] if isinstance(v, list)][:1]
         out += [(f"{name}={label(value)}", {**base, name: value}) for value in values]
     return out
 
@@ -332,11 +335,11 @@ def _one_number_each(kind: type[Part], cases: list[Case], folder: Path) -> Itera
     numbers = {name for name, f in kind.model_fields.items() if _numeric(f.annotation)}
     picked: dict[tuple[str, str], Case] = {}
     for case in cases:
-        field = case.option.split("=")[0]
+        field, _, value = case.option.partition("=")
         if field not in numbers or case.option == "default":
             yield case
             continue
-        group = (case.where, field)
+        group = (case.where, field, value.startswith("["))  # a number, and an (h, w) pair apart
         if group not in picked or (refusal(picked[group].data, folder) and not refusal(case.data, folder)):
             picked[group] = case
     yield from picked.values()

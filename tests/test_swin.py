@@ -17,7 +17,16 @@ from archgen.base import Model, OpCtx, Tokens
 from archgen.memory import Tape
 from archgen.mixers.window_attention import WindowAttention
 from archgen.stages.patch_merging import PatchMerging
-from conftest import ROOT, assert_close_to_scale, assert_counts_exact, ir_of, module_of, randomised
+from conftest import (
+    ROOT,
+    assert_close_to_scale,
+    assert_counts_exact,
+    compile_data,
+    ir_of,
+    module_of,
+    randomised,
+    saved_activation_bytes,
+)
 
 SWIN_T = ROOT / "specs" / "swin_t.yaml"
 DIM, HEADS = 64, 2
@@ -157,3 +166,29 @@ def test_dynamic_img_size_equals_timms(size: tuple[int, int]) -> None:
         assert_close_to_scale(f"swin_t dynamic@{size}", ours(x), ref(x))
     with pytest.raises(NotImplementedError, match="rescales the windows"):
         ours.set_input_size(size)
+
+
+def test_non_square_windows_equal_timms(tmp_path) -> None:
+    """`window: [h, w]` (timm's window_size=(h, w)): 4x8 windows on a 128x256 input, whose grids are 32x64,
+    16x32, 8x16 and 4x8 (the last one window, never shifted). Outputs, windows and shifts equal timm's built
+    with that window; params, MACs and activation bytes exact."""
+    block = [
+        {"norm": "layernorm", "op": {"kind": "window_attention", "window": [4, 8]}},
+        {"norm": "layernorm", "op": "mlp"},
+    ]
+    stages = {f"layers.{i}.blocks": {"block": copy.deepcopy(block)} for i in range(4)}
+    data = {"extends": "swin_t", "name": "swin_t_4x8", "img_size": [128, 256], "stages": stages}
+    ir, _, module = compile_data(data, tmp_path)
+    ours = module.swin_t_4x8().eval()
+    ref = randomised(timm.create_model("swin_tiny_patch4_window7_224", img_size=(128, 256), window_size=(4, 8)))
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    for i, (stage, theirs) in enumerate(zip(ours.layers, ref.layers, strict=True)):
+        for j, (b, their) in enumerate(zip(stage.blocks, theirs.blocks, strict=True)):
+            got = (b.attn.window, b.attn.shift)
+            assert got == (their.window_size, their.shift_size), f"layers.{i}.blocks.{j}: window, shift {got}"
+    x = torch.randn(2, 3, 128, 256)
+    with torch.no_grad():
+        assert_close_to_scale("swin_t 4x8 windows", ours(x), ref(x))
+    assert_counts_exact("swin_t 4x8 windows", ir, module.swin_t_4x8, (128, 256))
+    saved = saved_activation_bytes(ours, torch.float32, False, 2, (128, 256))
+    assert ir.memory((128, 256), 2, "float32").activation_bytes == saved, "swin_t 4x8 windows: activation bytes"

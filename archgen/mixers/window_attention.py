@@ -1,8 +1,9 @@
 """Multi-head self-attention inside non-overlapping windows of the patch grid (Swin's W-MSA and SW-MSA).
 
-The grid (B, H, W, C) is cut into windows of ``window`` x ``window`` patches (padded at the bottom and right
-to whole windows); each window attends within itself, with a learned bias per head for each offset between
-two of its patches (``relative_position_bias_table``, (2w - 1)^2 rows, indexed by a non-persistent buffer).
+The grid (B, H, W, C) is cut into windows of ``window`` patches, a side or (h, w) (padded at the bottom and
+right to whole windows); each window attends within itself, with a learned bias per head for each offset
+between two of its patches (``relative_position_bias_table``, (2h - 1)(2w - 1) rows, indexed by a
+non-persistent buffer).
 A shifted block first rolls the grid by half a window, so its windows straddle the previous block's borders,
 and masks the pairs that the roll brought together from opposite edges (the non-persistent ``attn_mask``).
 Which blocks shift is per block: with ``shift: alternate`` the blocks at odd positions in their stage do, as
@@ -11,9 +12,9 @@ nothing shifts along it (timm's rule), so the late stages of a small input atten
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from archgen.base import Op, OpCtx
 from archgen.counting import Count, linear, matmul, parameter
@@ -22,9 +23,9 @@ from archgen.memory import T, Tape
 ARGS = ("dim", "num_heads", "attn_drop", "proj_drop", "grid")
 
 
-def fitted(window: int, grid: tuple[int, int]) -> tuple[int, int]:
-    """The window on a grid: its side, or the grid's where the grid is not larger."""
-    return min(window, grid[0]), min(window, grid[1])
+def fitted(window: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:
+    """The window (h, w) on a grid: each side, or the grid's where the grid is not larger."""
+    return min(window[0], grid[0]), min(window[1], grid[1])
 
 
 def padded(size: int, window: int) -> int:
@@ -43,13 +44,25 @@ class WindowAttention(Op):
         description="Attention within windows of the patch grid, with a relative position bias and optionally "
         "shifted windows (timm `WindowAttention` in a Swin block)."
     )
-    window: int = Field(ge=1, le=64, description="Window side in patches (timm `window_size`).")
+    window: Annotated[int, Field(ge=1, le=64)] | tuple[
+        Annotated[int, Field(ge=1, le=64)], Annotated[int, Field(ge=1, le=64)]
+    ] = Field(description="Window in patches: a side, or `[h, w]` (timm `window_size`).")
     shift: Literal["alternate", "none"] = Field(
         default="alternate",
         description="`alternate`: the blocks at odd positions in their stage roll the grid by half a window "
         "first (Swin's SW-MSA; their `attn_mask` masks pairs from opposite edges); `none`: no block shifts.",
     )
     qkv_bias: bool = Field(default=True, description="Bias of the fused `qkv` projection.")
+
+    @field_validator("window")
+    @classmethod
+    def _square_as_side(cls, value: int | tuple[int, int]) -> int | tuple[int, int]:
+        return value[0] if isinstance(value, tuple) and value[0] == value[1] else value  # one spelling, one class
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """The window's (h, w)."""
+        return (self.window, self.window) if isinstance(self.window, int) else self.window
 
     @property
     def fixed_resize(self) -> str | None:
@@ -61,13 +74,13 @@ class WindowAttention(Op):
 
     def windows(self, c: OpCtx) -> tuple[int, int, int]:
         """(windows, patches per window, padded patches) of the grid ``c.s``."""
-        wh, ww = fitted(self.window, (c.s.h, c.s.w))
+        wh, ww = fitted(self.hw, (c.s.h, c.s.w))
         hp, wp = padded(c.s.h, wh), padded(c.s.w, ww)
         return (hp // wh) * (wp // ww), wh * ww, hp * wp
 
     def count(self, c: OpCtx) -> Count:
         d = c.dim
-        wh, ww = fitted(self.window, (c.s.h, c.s.w))
+        wh, ww = fitted(self.hw, (c.s.h, c.s.w))
         windows, n, tokens = self.windows(c)
         return Count.group(
             "attn",
@@ -84,7 +97,7 @@ class WindowAttention(Op):
         """A shifted block saves the same as an unshifted one: the rolls and the mask are new tensors that no
         backward keeps (the partition copies the rolled grid; the mask joins the bias, which the scores add)."""
         B, H, W, C = x.shape
-        wh, ww = fitted(self.window, (H, W))
+        wh, ww = fitted(self.hw, (H, W))
         hp, wp = padded(H, wh), padded(W, ww)
         if (hp, wp) != (H, W):
             x = tape.pad(x, (0, 0, 0, wp - W, 0, hp - H))
