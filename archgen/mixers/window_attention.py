@@ -44,9 +44,10 @@ class WindowAttention(Op):
         description="Attention within windows of the patch grid, with a relative position bias and optionally "
         "shifted windows (timm `WindowAttention` in a Swin block)."
     )
-    window: Annotated[int, Field(ge=1, le=64)] | tuple[
-        Annotated[int, Field(ge=1, le=64)], Annotated[int, Field(ge=1, le=64)]
-    ] = Field(description="Window in patches: a side, or `[h, w]` (timm `window_size`).")
+    window: (
+        Annotated[int, Field(ge=1, le=64)]
+        | tuple[Annotated[int, Field(ge=1, le=64)], Annotated[int, Field(ge=1, le=64)]]
+    ) = Field(description="Window in patches: a side, or `[h, w]` (timm `window_size`).")
     shift: Literal["alternate", "none"] = Field(
         default="alternate",
         description="`alternate`: the blocks at odd positions in their stage roll the grid by half a window "
