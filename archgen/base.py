@@ -250,6 +250,9 @@ class Op(Part):
     # lines, ``forward(k, normed)`` the forward's, leaving the output in ``y``; ``modules`` names the modules
     # and parameters it sets on the block, ``attributes`` its plain attributes (both checked for clashes).
     flat: ClassVar[bool] = False
+    # set_input_size rescales its window with the patch grid (its class's `set_window(grid, window)` and
+    # `target`, the window asked for), as timm's Swin does
+    rewindows: ClassVar[bool] = False
     modules: ClassVar[tuple[str, ...]] = ()
     attributes: ClassVar[tuple[str, ...]] = ()
 

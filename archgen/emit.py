@@ -14,6 +14,7 @@ import jinja2
 
 from archgen import features
 from archgen.base import Model, Op, Part, Tokens
+from archgen.blocks.stage import Blocks
 from archgen.compiler import IR, Walked
 from archgen.fidelity import checks
 from archgen.geometry import Size, size_code, size_text
@@ -297,6 +298,8 @@ def emit(ir: IR) -> dict[str, str]:
             grid_h=spec.stem.grid().code("H"),
             grid_w=spec.stem.grid().code("W"),
             resize=_resize(walked, ctxs),
+            resize_tables=any(hasattr(_macros(w.kind), "resize") and not isinstance(w.kind, Blocks) for w in walked),
+            rewindows=any(getattr(w.kind, "rewindows", False) for w in walked),
             methods=[m for m in methods if m],
             uses_run=any("self._run(" in f for f in [*forwards, *intermediates]),
             rope=_rope_kind(walked),

@@ -143,6 +143,7 @@ NN_MODULE = frozenset(
 MODEL_ATTRS = frozenset(
     {
         "attn_pool",
+        "built_grid",
         "aux_head",
         "cls_token",
         "default_cfg",

@@ -76,14 +76,17 @@ def relative_position_index(h: int, w: int) -> torch.Tensor:
     return dy * (2 * w - 1) + dx
 
 
-def resize_relative_table(table: torch.Tensor, grid: tuple[int, int], extra: int) -> torch.Tensor:
-    """A table of offsets learned for another (square) grid, resampled to the (2h - 1) x (2w - 1) offsets of
-    `grid` as timm does on load: the old offsets are spread by a geometric progression until they span the new
-    range, then each head's table is interpolated bilinearly; the `extra` class-token rows are kept."""
+def resize_relative_table(
+    table: torch.Tensor, grid: tuple[int, int], extra: int, old: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """A table of offsets learned for the grid `old`, resampled to the (2h - 1) x (2w - 1) offsets of `grid` as
+    timm does: the old offsets are spread by a geometric progression until they span the new range, then each
+    head's table is interpolated bilinearly; the `extra` class-token rows are kept. Without `old` (a
+    checkpoint's table) the old grid is square unless the table already has this grid's size."""
     rows, heads = table.shape[0] - extra, table.shape[1]
-    old = math.isqrt(rows)  # a checkpoint's window is square unless it is already this table's
     new = (2 * grid[0] - 1, 2 * grid[1] - 1)
-    old_hw = (old, old) if old * old == rows else new
+    side = math.isqrt(rows)
+    old_hw = (2 * old[0] - 1, 2 * old[1] - 1) if old is not None else (side, side) if side * side == rows else new
     if old_hw[0] * old_hw[1] != rows:
         raise ValueError(f"a relative position table of {rows} offsets fits no square window")
     if old_hw == new:
@@ -156,8 +159,9 @@ class Attention(nn.Module):
 
     def set_grid(self, grid: tuple[int, int]) -> None:
         """Attend over another patch grid: the table is resampled as on load."""
+        table = self.relative_position_bias_table.detach()
+        table = resize_relative_table(table, grid, 3, old=self.grid)
         self.grid = grid
-        table = resize_relative_table(self.relative_position_bias_table.detach(), grid, 3)
         self.relative_position_bias_table = nn.Parameter(table)
         self.init_non_persistent_buffers()
 

@@ -23,6 +23,7 @@ Published (printed precision; a deviation is explained in the spec):
 """
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,60 @@ def relative_position_index(h: int, w: int) -> torch.Tensor:
     return dy * (2 * w - 1) + dx
 
 
+def resize_relative_table(
+    table: torch.Tensor, grid: tuple[int, int], extra: int, old: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """A table of offsets learned for the grid `old`, resampled to the (2h - 1) x (2w - 1) offsets of `grid` as
+    timm does: the old offsets are spread by a geometric progression until they span the new range, then each
+    head's table is interpolated bilinearly; the `extra` class-token rows are kept. Without `old` (a
+    checkpoint's table) the old grid is square unless the table already has this grid's size."""
+    rows, heads = table.shape[0] - extra, table.shape[1]
+    new = (2 * grid[0] - 1, 2 * grid[1] - 1)
+    side = math.isqrt(rows)
+    old_hw = (2 * old[0] - 1, 2 * old[1] - 1) if old is not None else (side, side) if side * side == rows else new
+    if old_hw[0] * old_hw[1] != rows:
+        raise ValueError(f"a relative position table of {rows} offsets fits no square window")
+    if old_hw == new:
+        return table
+
+    def spread(n_old: int, n_new: int) -> torch.Tensor:
+        lo, hi = 1.01, 1.5  # the ratio q whose n_old // 2 steps 1, q, q^2, ... reach n_new // 2
+        while hi - lo > 1e-6:
+            q = (lo + hi) / 2.0
+            if (1.0 - q ** (n_old // 2)) / (1.0 - q) > n_new // 2:
+                hi = q
+            else:
+                lo = q
+        steps, at = [], 1.0
+        for i in range(n_old // 2):
+            steps.append(at)
+            at += q ** (i + 1)
+        return torch.tensor([-s for s in reversed(steps)] + [0] + steps)
+
+    def weights(src: torch.Tensor, n_new: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The source neighbours of each new offset and their linear weights (distance to the other one)."""
+        at = torch.arange(-(n_new // 2.0), n_new // 2.0 + 0.1, 1.0)
+        right = torch.bucketize(at, src).clamp(max=len(src) - 1)
+        left = (right - 1).clamp(0, len(src) - 1)
+        to_left, to_right = (at - src[left]).clamp(min=0), (src[right] - at).clamp(min=0)
+        on_point = (to_left == 0) & (to_right == 0)
+        return left, right, torch.where(on_point, 1.0, to_left), torch.where(on_point, 1.0, to_right)
+
+    y0, y1, dy0, dy1 = weights(spread(old_hw[0], new[0]), new[0])
+    x0, x1, dx0, dx1 = weights(spread(old_hw[1], new[1]), new[1])
+    grid_table = table[:rows].float().cpu().reshape(*old_hw, heads)  # (2h - 1, 2w - 1, heads)
+    y0, y1, dy0, dy1 = (t[:, None] for t in (y0, y1, dy0, dy1))
+    corners = (
+        (grid_table[y0, x0], dy1 * dx1),
+        (grid_table[y0, x1], dy1 * dx0),
+        (grid_table[y1, x0], dy0 * dx1),
+        (grid_table[y1, x1], dy0 * dx0),
+    )
+    resized = sum(v * w[..., None] for v, w in corners) / ((dy0 + dy1) * (dx0 + dx1))[..., None]
+    resized = resized.reshape(-1, heads).to(table)
+    return torch.cat((resized, table[rows:])) if extra else resized
+
+
 @torch.fx.wrap  # torch.fx records the call as one step: its branch is Python on shapes
 def pad_to_multiple(x: torch.Tensor, m: tuple[int, int]) -> torch.Tensor:
     """A (B, H, W, C) grid completed with zeros at the bottom and right to sides that m = (mh, mw) divide (a copy
@@ -130,11 +185,9 @@ class WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.attn_drop = attn_drop
-        # a grid not larger than the window along a side is one window there (and is never shifted along it)
-        self.window = (min(7, grid[0]), min(7, grid[1]))
-        shifted = index % 2 == 1  # the blocks at odd positions in their stage shift (SW-MSA), by half a window
-        self.shift = tuple(w // 2 if shifted and g > w else 0 for g, w in zip(grid, (7, 7), strict=True))
-        self.padded = tuple(-(-g // w) * w for g, w in zip(grid, self.window, strict=True))  # in whole windows
+        self.target = (7, 7)  # the window asked for; set_input_size rescales it with the patch grid
+        self.shifted = index % 2 == 1  # the blocks at odd positions in their stage shift (SW-MSA), by half a window
+        self.fit(grid, self.target)
         wh, ww = self.window
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
         self.register_buffer("relative_position_index", torch.empty(0, dtype=torch.long), persistent=False)
@@ -143,6 +196,21 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+
+    def fit(self, grid: tuple[int, int], window: tuple[int, int]) -> None:
+        """The window on `grid`: a grid not larger than it along a side is one window there (never shifted along it)."""
+        self.window = (min(window[0], grid[0]), min(window[1], grid[1]))
+        self.shift = tuple(w // 2 if self.shifted and g > w else 0 for g, w in zip(grid, window, strict=True))
+        self.padded = tuple(-(-g // w) * w for g, w in zip(grid, self.window, strict=True))  # in whole windows
+
+    def set_window(self, grid: tuple[int, int], window: tuple[int, int]) -> None:
+        """Attend over another grid in other windows (timm's set_input_size): the table resampled to the new
+        window's offsets as timm resamples it, the buffers rebuilt."""
+        old = self.window
+        self.fit(grid, window)
+        table = resize_relative_table(self.relative_position_bias_table.detach(), self.window, 0, old=old)
+        self.relative_position_bias_table = nn.Parameter(table)
+        self.init_non_persistent_buffers()
 
     def init_non_persistent_buffers(self) -> None:
         """The table row of each pair of a window's patches and the shifted windows' mask; not in the state
@@ -280,6 +348,7 @@ class SwinTransformer(nn.Module):
         self.num_features = self.head_hidden_size = 768  # forward_features' and pre-logits' width
         self.dynamic_img_size = dynamic_img_size  # inputs of another size resample the position table
         self.global_pool = "avg"
+        self.built_grid = (H // 4, W // 4)  # the patch grid the windows are asked for (timm's reference)
         self.grad_checkpointing = False
         # the weights' data config, with this instance's input size and whether it takes others
         self.pretrained_cfg = dict(pretrained_cfg, input_size=(3, H, W), fixed_input_size=not dynamic_img_size)
@@ -342,8 +411,23 @@ class SwinTransformer(nn.Module):
         return H // 4, W // 4
 
     def set_input_size(self, img_size: int | tuple[int, int]) -> None:
-        """timm's API, refused here: a part of this model cannot be rebuilt for another size as its reference does."""
-        raise NotImplementedError("set_input_size: timm rescales the windows with the grid (build at img_size)")
+        """Make img_size, a side or (H, W), the model's input size: windows rescaled with the grid, as timm's."""
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        H, W = self.img_size
+        self.pretrained_cfg["input_size"] = (3, H, W)
+        patch_grid = (H // 4, W // 4)
+        self._rescale_windows(self.layers[0].blocks, (H // 4, W // 4), patch_grid)
+        self._rescale_windows(self.layers[1].blocks, ((H + 4) // 8, (W + 4) // 8), patch_grid)
+        self._rescale_windows(self.layers[2].blocks, ((H + 12) // 16, (W + 12) // 16), patch_grid)
+        self._rescale_windows(self.layers[3].blocks, ((H + 28) // 32, (W + 28) // 32), patch_grid)
+
+    def _rescale_windows(self, blocks: nn.Module, grid: tuple[int, int], patch_grid: tuple[int, int]) -> None:
+        """The windows of `blocks` (on `grid`) asked for anew: each scaled with the patch grid from the one the
+        model was built for (timm's rule), then fitted to the grid."""
+        for module in blocks.modules():
+            if hasattr(module, "set_window"):
+                ratios = zip(module.target, patch_grid, self.built_grid, strict=True)
+                module.set_window(grid, tuple(max(1, t * g // r) for t, g, r in ratios))
 
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():

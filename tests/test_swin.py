@@ -156,16 +156,13 @@ def test_features_equal_timms() -> None:
 @pytest.mark.parametrize("size", [(256, 320), (200, 232)], ids=["256x320", "200x232"])
 def test_dynamic_img_size_equals_timms(size: tuple[int, int]) -> None:
     """Built at 224 with dynamic_img_size, as timm's: other (padded, non-square) inputs keep the windows and
-    shifts as built and take a mask made for their grid. Outputs equal timm's; set_input_size, which timm
-    answers by rescaling the windows, is refused in one line rather than done otherwise."""
+    shifts as built and take a mask made for their grid. Outputs equal timm's."""
     ours = module_of(SWIN_T).swin_t(dynamic_img_size=True).eval()
     ref = randomised(timm.create_model("swin_tiny_patch4_window7_224", dynamic_img_size=True))
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
         assert_close_to_scale(f"swin_t dynamic@{size}", ours(x), ref(x))
-    with pytest.raises(NotImplementedError, match="rescales the windows"):
-        ours.set_input_size(size)
 
 
 def test_non_square_windows_equal_timms(tmp_path) -> None:
@@ -192,3 +189,27 @@ def test_non_square_windows_equal_timms(tmp_path) -> None:
     assert_counts_exact("swin_t 4x8 windows", ir, module.swin_t_4x8, (128, 256))
     saved = saved_activation_bytes(ours, torch.float32, False, 2, (128, 256))
     assert ir.memory((128, 256), 2, "float32").activation_bytes == saved, "swin_t 4x8 windows: activation bytes"
+
+
+@pytest.mark.parametrize("size", [256, (224, 448), (160, 192)], ids=["256", "224x448", "160x192"])
+def test_set_input_size_rescales_the_windows_as_timms(size: int | tuple[int, int]) -> None:
+    """Built at 224, then set to another size: each stage's window scaled with the patch grid (7 * 64 // 56 = 8
+    at 256; (7, 14) at 224x448; 5x6 at 160x192, then clamped to the late stages' grids) and its table
+    resampled, as timm's set_input_size does: windows, shifts, tables and outputs equal timm's."""
+    ours = module_of(SWIN_T).swin_t().eval()
+    ref = randomised(timm.create_model("swin_tiny_patch4_window7_224"))
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.set_input_size(size)
+    ref.set_input_size(img_size=size)
+    for i, (stage, theirs) in enumerate(zip(ours.layers, ref.layers, strict=True)):
+        for j, (b, their) in enumerate(zip(stage.blocks, theirs.blocks, strict=True)):
+            got = (b.attn.window, b.attn.shift)
+            assert got == (their.window_size, their.shift_size), f"{size} layers.{i}.blocks.{j}: window, shift {got}"
+    mine, theirs = ours.state_dict(), ref.state_dict()
+    assert mine.keys() == theirs.keys(), f"{size}: state_dict keys"
+    for key, value in theirs.items():
+        torch.testing.assert_close(mine[key], value, rtol=0, atol=1e-6, msg=f"{size}: {key}")
+    hw = (size, size) if isinstance(size, int) else size
+    x = torch.randn(1, 3, *hw)
+    with torch.no_grad():
+        assert_close_to_scale(f"swin_t set to {size}", ours(x), ref(x))

@@ -326,6 +326,11 @@ class Blocks(Step):
         return tuple(op for b in self.branches() for op in b.all_ops())
 
     @property
+    def rewindows(self) -> bool:
+        """Whether an op of the blocks rescales its window at set_input_size."""
+        return any(op.rewindows for op in self.every_op())
+
+    @property
     def takes_rope(self) -> bool:
         """Whether the blocks take the model's rotary table (an op of theirs rotates q and k with it)."""
         return any(op.takes_rope for op in self.every_op())

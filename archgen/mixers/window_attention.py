@@ -12,7 +12,7 @@ nothing shifts along it (timm's rule), so the late stages of a small input atten
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -65,9 +65,7 @@ class WindowAttention(Op):
         """The window's (h, w)."""
         return (self.window, self.window) if isinstance(self.window, int) else self.window
 
-    @property
-    def fixed_resize(self) -> str | None:
-        return "timm rescales the windows with the grid (build at img_size)"
+    rewindows: ClassVar[bool] = True
 
     @property
     def args(self) -> tuple[str, ...]:  # type: ignore[override]
