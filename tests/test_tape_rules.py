@@ -13,6 +13,7 @@ fails when a new method has none.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -303,6 +304,27 @@ def test_sdpa(p: Precision, mask: str, layout: str) -> None:
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     ours = tape.sdpa(tq, tk, tv, attn_mask=tmask, mask_grad=grad)
     assert_same(f"sdpa {p.name} mask={mask} {layout}", tape, seen, ours, y)
+
+
+@rule("biased_attention")
+@each_precision
+@pytest.mark.parametrize("bias_shape", [(1, 3, 5, 5), (3, 5, 5)], ids=["4d", "3d"])
+@pytest.mark.parametrize("layout", HEADS)
+def test_biased_attention(p: Precision, bias_shape: tuple[int, ...], layout: str) -> None:
+    """The generated attentions' path while a relative position bias learns: scores by hand, the bias (a
+    gather from a parameter table, in the module's dtype: float32 under autocast) added, softmax, ``@ v``."""
+    tape = p.tape()
+    (q, k, v), (tq, tk, tv) = _heads(p, tape, layout)
+    holder = module(nn.Module(), p)
+    holder.table = nn.Parameter(torch.randn(math.prod(bias_shape)))
+    holder.register_buffer("index", torch.randperm(math.prod(bias_shape)))  # relative_position_index's role
+    holder.to(p.dtype)
+    with recorded(p, holder) as seen:
+        bias = holder.table[holder.index].view(bias_shape)
+        attn = ((q * 0.5) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
+        y = F.dropout(attn, 0.0, True) @ v
+    ours = tape.biased_attention(tq, tk, tv, T.empty(bias_shape, tape.itemsize))
+    assert_same(f"biased_attention {p.name} bias={bias_shape} {layout}", tape, seen, ours, y)
 
 
 SDPA_SHAPES = {  # q, k, v
