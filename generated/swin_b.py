@@ -410,12 +410,26 @@ class SwinTransformer(nn.Module):
             torch._assert(self.img_size[1] == W, message)
         return H // 4, W // 4
 
-    def set_input_size(self, img_size: int | tuple[int, int]) -> None:
-        """Make img_size, a side or (H, W), the model's input size: windows rescaled with the grid, as timm's."""
+    def set_input_size(
+        self,
+        img_size: int | tuple[int, int],
+        window_size: int | tuple[int, int] | None = None,
+        window_ratio: int | None = None,
+    ) -> None:
+        """Make img_size, a side or (H, W), the model's input size. As
+        timm's, each window is scaled with the patch grid from the one it was asked for, unless asked for anew
+        for every stage: `window_size`, a side or (h, w), or `window_ratio`, the patch grid's divisor."""
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         H, W = self.img_size
         self.pretrained_cfg["input_size"] = (3, H, W)
         patch_grid = (H // 4, W // 4)
+        if window_size is not None or window_ratio is not None:  # the windows later sizes scale from (timm's rule)
+            if window_size is None:
+                window_size = tuple(max(1, g // window_ratio) for g in patch_grid)
+            for module in self.modules():
+                if hasattr(module, "set_window"):
+                    module.target = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
+            self.built_grid = patch_grid
         self._rescale_windows(self.layers[0].blocks, (H // 4, W // 4), patch_grid)
         self._rescale_windows(self.layers[1].blocks, ((H + 4) // 8, (W + 4) // 8), patch_grid)
         self._rescale_windows(self.layers[2].blocks, ((H + 12) // 16, (W + 12) // 16), patch_grid)

@@ -191,16 +191,29 @@ def test_non_square_windows_equal_timms(tmp_path) -> None:
     assert ir.memory((128, 256), 2, "float32").activation_bytes == saved, "swin_t 4x8 windows: activation bytes"
 
 
-@pytest.mark.parametrize("size", [256, (224, 448), (160, 192)], ids=["256", "224x448", "160x192"])
-def test_set_input_size_rescales_the_windows_as_timms(size: int | tuple[int, int]) -> None:
+CALLS = [  # set_input_size's arguments, in turn: each later call scales from the windows the last one asked for
+    [{"img_size": 256}],
+    [{"img_size": (224, 448)}],
+    [{"img_size": (160, 192)}],
+    [{"img_size": 384, "window_size": 12}, {"img_size": 448}],
+    [{"img_size": 256, "window_ratio": 8}, {"img_size": (256, 320)}],
+    [{"img_size": 256, "window_size": (8, 4)}],
+]
+
+
+@pytest.mark.parametrize("calls", CALLS, ids=lambda c: "+".join("-".join(str(v) for v in kw.values()) for kw in c))
+def test_set_input_size_rescales_the_windows_as_timms(calls: list[dict]) -> None:
     """Built at 224, then set to another size: each stage's window scaled with the patch grid (7 * 64 // 56 = 8
-    at 256; (7, 14) at 224x448; 5x6 at 160x192, then clamped to the late stages' grids) and its table
-    resampled, as timm's set_input_size does: windows, shifts, tables and outputs equal timm's."""
+    at 256; (7, 14) at 224x448; 5x6 at 160x192, then clamped to the late stages' grids) or asked for anew (a
+    size, or the patch grid's divisor, which later sizes then scale from), its table resampled, as timm's
+    set_input_size does: windows, shifts, tables and outputs equal timm's."""
     ours = module_of(SWIN_T).swin_t().eval()
     ref = randomised(timm.create_model("swin_tiny_patch4_window7_224"))
     ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.set_input_size(size)
-    ref.set_input_size(img_size=size)
+    for kwargs in calls:
+        ours.set_input_size(**kwargs)
+        ref.set_input_size(**kwargs)
+    size = calls[-1]["img_size"]
     for i, (stage, theirs) in enumerate(zip(ours.layers, ref.layers, strict=True)):
         for j, (b, their) in enumerate(zip(stage.blocks, theirs.blocks, strict=True)):
             got = (b.attn.window, b.attn.shift)
