@@ -253,6 +253,9 @@ class Op(Part):
     # set_input_size rescales its window with the patch grid (its class's `set_window(grid, window)` and
     # `target`, the window asked for), as timm's Swin does
     rewindows: ClassVar[bool] = False
+    # options the op's class takes as constructor arguments (named as the field, after `args`), so ops that differ
+    # only there share one class; its block passes them on from its own constructor (PVT-v2's `sr_ratio`)
+    runtime: ClassVar[tuple[str, ...]] = ()
     modules: ClassVar[tuple[str, ...]] = ()
     attributes: ClassVar[tuple[str, ...]] = ()
 
@@ -297,5 +300,5 @@ class Op(Part):
         raise NotImplementedError
 
     def identity(self) -> str:
-        """Everything that shapes the op's class (its attribute name does not)."""
-        return repr(sorted(self.model_dump(exclude={"key"}).items()))
+        """Everything that shapes the op's class (its attribute name and its runtime options do not)."""
+        return repr(sorted(self.model_dump(exclude={"key", *self.runtime}).items()))

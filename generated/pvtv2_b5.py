@@ -78,10 +78,10 @@ class DropPath(nn.Module):
         return x * keep / (1.0 - self.p)
 
 
-class SpatialReductionAttentionSrRatio8(nn.Module):
-    """Every patch attends to the grid shrunk 8x per side by a strided conv (then a norm)."""
+class SpatialReductionAttention(nn.Module):
+    """Every patch attends to the grid shrunk `sr_ratio` times per side by a strided conv (then a norm)."""
 
-    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
+    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float, sr_ratio: int) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.attn_drop = attn_drop
@@ -89,13 +89,13 @@ class SpatialReductionAttentionSrRatio8(nn.Module):
         self.kv = nn.Linear(dim, dim * 2)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.sr = nn.Conv2d(dim, dim, kernel_size=8, stride=8)
+        self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
         self.norm = nn.LayerNorm(dim, eps=1e-05)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         q = self.q(x).reshape(B, H * W, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, head_dim)
-        kv = self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, H * W / 64, C)
+        kv = self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, H * W / sr_ratio^2, C)
         kv = self.norm(kv)
         kv = self.kv(kv).reshape(B, -1, 2, self.num_heads, C // self.num_heads)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, M, head_dim)
@@ -121,11 +121,11 @@ class DwConvMlp(nn.Module):
 
 class GridSRADwConvBlock(nn.Module):
     def __init__(
-        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
+        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float, sr_ratio: int
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = SpatialReductionAttentionSrRatio8(dim, num_heads, attn_drop, proj_drop)
+        self.attn = SpatialReductionAttention(dim, num_heads, attn_drop, proj_drop, sr_ratio)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
         self.mlp = DwConvMlp(dim, hidden, proj_drop)
         self.drop_path = DropPath(drop_path)
@@ -135,89 +135,7 @@ class GridSRADwConvBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class SpatialReductionAttentionSrRatio4(nn.Module):
-    """Every patch attends to the grid shrunk 4x per side by a strided conv (then a norm)."""
-
-    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, dim * 2)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.sr = nn.Conv2d(dim, dim, kernel_size=4, stride=4)
-        self.norm = nn.LayerNorm(dim, eps=1e-05)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        q = self.q(x).reshape(B, H * W, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, head_dim)
-        kv = self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, H * W / 16, C)
-        kv = self.norm(kv)
-        kv = self.kv(kv).reshape(B, -1, 2, self.num_heads, C // self.num_heads)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, M, head_dim)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, H, W, C)))
-
-
-class GridSRADwConvBlock2(nn.Module):
-    def __init__(
-        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = SpatialReductionAttentionSrRatio4(dim, num_heads, attn_drop, proj_drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = DwConvMlp(dim, hidden, proj_drop)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class SpatialReductionAttentionSrRatio2(nn.Module):
-    """Every patch attends to the grid shrunk 2x per side by a strided conv (then a norm)."""
-
-    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, dim * 2)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.sr = nn.Conv2d(dim, dim, kernel_size=2, stride=2)
-        self.norm = nn.LayerNorm(dim, eps=1e-05)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        q = self.q(x).reshape(B, H * W, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, head_dim)
-        kv = self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, H * W / 4, C)
-        kv = self.norm(kv)
-        kv = self.kv(kv).reshape(B, -1, 2, self.num_heads, C // self.num_heads)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, M, head_dim)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, H, W, C)))
-
-
-class GridSRADwConvBlock3(nn.Module):
-    def __init__(
-        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = SpatialReductionAttentionSrRatio2(dim, num_heads, attn_drop, proj_drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = DwConvMlp(dim, hidden, proj_drop)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class SpatialReductionAttentionSrRatio1(nn.Module):
+class Attention(nn.Module):
     """Every patch attends to every patch; queries and keys/values have their own projections."""
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
@@ -239,13 +157,13 @@ class SpatialReductionAttentionSrRatio1(nn.Module):
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, H, W, C)))
 
 
-class GridSRADwConvBlock4(nn.Module):
+class GridSRADwConvBlock2(nn.Module):
     def __init__(
         self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = SpatialReductionAttentionSrRatio1(dim, num_heads, attn_drop, proj_drop)
+        self.attn = Attention(dim, num_heads, attn_drop, proj_drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
         self.mlp = DwConvMlp(dim, hidden, proj_drop)
         self.drop_path = DropPath(drop_path)
@@ -309,25 +227,25 @@ class PyramidVisionTransformerV2(nn.Module):
         self.stages = nn.ModuleList()
         self.stages.append(nn.ModuleDict())
         self.stages[0].blocks = nn.Sequential(
-            *[GridSRADwConvBlock(64, 1, 256, dpr[i], attn_drop_rate, proj_drop_rate) for i in range(3)]
+            *[GridSRADwConvBlock(64, 1, 256, dpr[i], attn_drop_rate, proj_drop_rate, 8) for i in range(3)]
         )
         self.stages[0].norm = nn.LayerNorm(64, eps=1e-06)
         self.stages.append(nn.ModuleDict())
         self.stages[1].downsample = ConvEmbed(64, 128, kernel=3, stride=2, padding=1)
         self.stages[1].blocks = nn.Sequential(
-            *[GridSRADwConvBlock2(128, 2, 512, dpr[3 + i], attn_drop_rate, proj_drop_rate) for i in range(6)]
+            *[GridSRADwConvBlock(128, 2, 512, dpr[3 + i], attn_drop_rate, proj_drop_rate, 4) for i in range(6)]
         )
         self.stages[1].norm = nn.LayerNorm(128, eps=1e-06)
         self.stages.append(nn.ModuleDict())
         self.stages[2].downsample = ConvEmbed(128, 320, kernel=3, stride=2, padding=1)
         self.stages[2].blocks = nn.Sequential(
-            *[GridSRADwConvBlock3(320, 5, 1280, dpr[9 + i], attn_drop_rate, proj_drop_rate) for i in range(40)]
+            *[GridSRADwConvBlock(320, 5, 1280, dpr[9 + i], attn_drop_rate, proj_drop_rate, 2) for i in range(40)]
         )
         self.stages[2].norm = nn.LayerNorm(320, eps=1e-06)
         self.stages.append(nn.ModuleDict())
         self.stages[3].downsample = ConvEmbed(320, 512, kernel=3, stride=2, padding=1)
         self.stages[3].blocks = nn.Sequential(
-            *[GridSRADwConvBlock4(512, 8, 2048, dpr[49 + i], attn_drop_rate, proj_drop_rate) for i in range(3)]
+            *[GridSRADwConvBlock2(512, 8, 2048, dpr[49 + i], attn_drop_rate, proj_drop_rate) for i in range(3)]
         )
         self.stages[3].norm = nn.LayerNorm(512, eps=1e-06)
         self.head_drop = nn.Dropout(drop_rate)

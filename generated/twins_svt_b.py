@@ -125,10 +125,10 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
-class SpatialReductionAttentionNormEps1E05SrRatio8(nn.Module):
-    """Every patch attends to the grid shrunk 8x per side by a strided conv (then a norm)."""
+class SpatialReductionAttention(nn.Module):
+    """Every patch attends to the grid shrunk `sr_ratio` times per side by a strided conv (then a norm)."""
 
-    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
+    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float, sr_ratio: int) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.attn_drop = attn_drop
@@ -136,13 +136,13 @@ class SpatialReductionAttentionNormEps1E05SrRatio8(nn.Module):
         self.kv = nn.Linear(dim, dim * 2)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.sr = nn.Conv2d(dim, dim, kernel_size=8, stride=8)
+        self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
         self.norm = nn.LayerNorm(dim, eps=1e-05)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         q = self.q(x).reshape(B, H * W, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, head_dim)
-        kv = self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, H * W / 64, C)
+        kv = self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, H * W / sr_ratio^2, C)
         kv = self.norm(kv)
         kv = self.kv(kv).reshape(B, -1, 2, self.num_heads, C // self.num_heads)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, M, head_dim)
@@ -180,11 +180,11 @@ class LocallyGroupedBlock(nn.Module):
 
 class GridSRABlock(nn.Module):
     def __init__(
-        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
+        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float, sr_ratio: int
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = SpatialReductionAttentionNormEps1E05SrRatio8(dim, num_heads, attn_drop, proj_drop)
+        self.attn = SpatialReductionAttention(dim, num_heads, attn_drop, proj_drop, sr_ratio)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
         self.mlp = Mlp(dim, hidden, proj_drop)
         self.drop_path = DropPath(drop_path)
@@ -194,89 +194,7 @@ class GridSRABlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class SpatialReductionAttentionNormEps1E05SrRatio4(nn.Module):
-    """Every patch attends to the grid shrunk 4x per side by a strided conv (then a norm)."""
-
-    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, dim * 2)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.sr = nn.Conv2d(dim, dim, kernel_size=4, stride=4)
-        self.norm = nn.LayerNorm(dim, eps=1e-05)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        q = self.q(x).reshape(B, H * W, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, head_dim)
-        kv = self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, H * W / 16, C)
-        kv = self.norm(kv)
-        kv = self.kv(kv).reshape(B, -1, 2, self.num_heads, C // self.num_heads)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, M, head_dim)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, H, W, C)))
-
-
-class GridSRABlock2(nn.Module):
-    def __init__(
-        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = SpatialReductionAttentionNormEps1E05SrRatio4(dim, num_heads, attn_drop, proj_drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, hidden, proj_drop)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class SpatialReductionAttentionNormEps1E05SrRatio2(nn.Module):
-    """Every patch attends to the grid shrunk 2x per side by a strided conv (then a norm)."""
-
-    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, dim * 2)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.sr = nn.Conv2d(dim, dim, kernel_size=2, stride=2)
-        self.norm = nn.LayerNorm(dim, eps=1e-05)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        q = self.q(x).reshape(B, H * W, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, head_dim)
-        kv = self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, H * W / 4, C)
-        kv = self.norm(kv)
-        kv = self.kv(kv).reshape(B, -1, 2, self.num_heads, C // self.num_heads)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, M, head_dim)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, H, W, C)))
-
-
-class GridSRABlock3(nn.Module):
-    def __init__(
-        self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = SpatialReductionAttentionNormEps1E05SrRatio2(dim, num_heads, attn_drop, proj_drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = Mlp(dim, hidden, proj_drop)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class SpatialReductionAttentionNormNoEpsSrRatio1(nn.Module):
+class Attention(nn.Module):
     """Every patch attends to every patch; queries and keys/values have their own projections."""
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
@@ -298,13 +216,13 @@ class SpatialReductionAttentionNormNoEpsSrRatio1(nn.Module):
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, H, W, C)))
 
 
-class GridSRABlock4(nn.Module):
+class GridSRABlock2(nn.Module):
     def __init__(
         self, dim: int, num_heads: int, hidden: int, drop_path: float, attn_drop: float, proj_drop: float
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-06)
-        self.attn = SpatialReductionAttentionNormNoEpsSrRatio1(dim, num_heads, attn_drop, proj_drop)
+        self.attn = Attention(dim, num_heads, attn_drop, proj_drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-06)
         self.mlp = Mlp(dim, hidden, proj_drop)
         self.drop_path = DropPath(drop_path)
@@ -373,7 +291,7 @@ class Twins(nn.Module):
                 *[
                     LocallyGroupedBlock(96, 3, 384, dpr[i], attn_drop_rate, proj_drop_rate)
                     if i % 2 == 0
-                    else GridSRABlock(96, 3, 384, dpr[i], attn_drop_rate, proj_drop_rate)
+                    else GridSRABlock(96, 3, 384, dpr[i], attn_drop_rate, proj_drop_rate, 8)
                     for i in range(2)
                 ]
             )
@@ -385,7 +303,7 @@ class Twins(nn.Module):
                 *[
                     LocallyGroupedBlock(192, 6, 768, dpr[2 + i], attn_drop_rate, proj_drop_rate)
                     if i % 2 == 0
-                    else GridSRABlock2(192, 6, 768, dpr[2 + i], attn_drop_rate, proj_drop_rate)
+                    else GridSRABlock(192, 6, 768, dpr[2 + i], attn_drop_rate, proj_drop_rate, 4)
                     for i in range(2)
                 ]
             )
@@ -397,7 +315,7 @@ class Twins(nn.Module):
                 *[
                     LocallyGroupedBlock(384, 12, 1536, dpr[4 + i], attn_drop_rate, proj_drop_rate)
                     if i % 2 == 0
-                    else GridSRABlock3(384, 12, 1536, dpr[4 + i], attn_drop_rate, proj_drop_rate)
+                    else GridSRABlock(384, 12, 1536, dpr[4 + i], attn_drop_rate, proj_drop_rate, 2)
                     for i in range(18)
                 ]
             )
@@ -409,7 +327,7 @@ class Twins(nn.Module):
                 *[
                     LocallyGroupedBlock(768, 24, 3072, dpr[22 + i], attn_drop_rate, proj_drop_rate)
                     if i % 2 == 0
-                    else GridSRABlock4(768, 24, 3072, dpr[22 + i], attn_drop_rate, proj_drop_rate)
+                    else GridSRABlock2(768, 24, 3072, dpr[22 + i], attn_drop_rate, proj_drop_rate)
                     for i in range(2)
                 ]
             )

@@ -3,12 +3,13 @@ counts and activation bytes equal the instantiated module's, at a size the strid
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import assert_counts_exact, compile_data, saved_activation_bytes
+from conftest import ROOT, assert_counts_exact, compile_data, saved_activation_bytes
 
 
 def _pyramid(attn: dict, img_size: int) -> dict:
@@ -49,3 +50,15 @@ def test_conv_embed_and_sra_count_exactly(attn: dict, img_size: int, tmp_path: P
         got = saved_activation_bytes(model, torch.float32, checkpointing, 2, img_size)
         want = ir.memory(img_size, 2, "float32", checkpointing).activation_bytes
         assert want == got, f"pyramid@{img_size} {attn} checkpointing={checkpointing}: tape {want}, autograd {got}"
+
+
+def test_stages_that_differ_in_sr_ratio_share_their_classes() -> None:
+    """sr_ratio is a runtime option (Op.runtime): PVT-v2's first three stages (ratios 8, 4, 2) build one
+    attention class and one block class, each block handed its ratio; the last stage (ratio 1, no reduction)
+    keeps its own classes (plain attention without `sr` or `norm`)."""
+    text = (ROOT / "generated" / "pvtv2_b0.py").read_text(encoding="utf-8")
+    classes = re.findall(r"^class (\w+)\(nn\.Module\)", text, flags=re.M)
+    assert classes.count("SpatialReductionAttention") == 1 and "Attention" in classes, classes
+    assert len([c for c in classes if "Block" in c]) == 2, classes  # reduced and unreduced
+    for ratio in (8, 4, 2):
+        assert re.search(rf"GridSRADwConvBlock\([^)]*, {ratio}\) for i", text), f"stage with sr_ratio {ratio}"

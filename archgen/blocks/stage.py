@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -607,9 +607,12 @@ class Blocks(Step):
     def identity(self, s: Tokens, m: Model) -> str:
         """Everything that shapes the block class: stages with equal identities share one class."""
         fields = {"block", "layerscale", "updates", "order"}
-        return repr(
-            (self.model_dump(include=fields), self.drops, self.layout(s), s.prefix if self.wraps(s) else 0, m.norm_eps)
-        )
+        dump, passed = self.model_dump(include=fields), self.passed()
+        for branch in dump.get("block", ()):  # the values the block passes on do not shape its class
+            for op in ([branch["op"]] if branch.get("op") else []) + list(branch.get("ops") or ()):
+                for name in passed:
+                    op.pop(name, None)
+        return repr((dump, self.drops, self.layout(s), s.prefix if self.wraps(s) else 0, m.norm_eps))
 
     def wraps(self, s: Tokens) -> bool:
         """Whether the block reads a sequence and runs grid ops on its patch tokens (they need their (h, w))."""
@@ -621,7 +624,21 @@ class Blocks(Step):
 
     def args(self, s: Tokens) -> tuple[str, ...]:
         used = {"dim"} | {a for op in self.ops() for a in op.args} | ({"drop_path"} if self.drops else set())
-        return tuple(a for a in ARGS if a in used | ({"grid"} if self.wraps(s) else set()))
+        return tuple(a for a in ARGS if a in used | ({"grid"} if self.wraps(s) else set())) + tuple(self.passed())
+
+    def passed(self) -> dict[str, Any]:
+        """The ops' runtime options (``Op.runtime``) the block takes in its constructor and hands to the one op
+        of its branches that has each (stages that differ only there share the block class); an option two
+        ops have, or a parallel path's op, is written into the op's call instead."""
+        ops = [op for b in self.block if not b.paths for op in b.all_ops()]
+        names = [name for op in ops for name in op.runtime]
+        return {name: getattr(op, name) for op in ops for name in op.runtime if names.count(name) == 1}
+
+    def call(self, op: Op, name: str, passed: dict[str, Any]) -> str:
+        """``name(dim, num_heads, ...)``: the op's constructor call in the block, its runtime options passed on
+        or written out."""
+        args = (a if a not in op.runtime or a in passed else f"{a}={getattr(op, a)!r}" for a in op.args)
+        return f"{name}({', '.join(args)})"
 
     def entry(self, s: Tokens, name: Callable[[Blocks], str], offset: int, grid: str = "") -> str:
         """The stage's blocks in its container: ``*[Block(384, 6, 1536, dpr[i], ...) for i in range(12)]``, a
@@ -629,7 +646,8 @@ class Blocks(Step):
         patch grid as code of the image size (``(H // 16, W // 16)``)."""
         values = self._values(s, offset, grid)
         kinds = self.patterns()
-        calls = [f"{name(p)}({', '.join(values[a] for a in p.args(s))})" for p in kinds]
+        given = [values | {k: repr(v) for k, v in p.passed().items()} for p in kinds]
+        calls = [f"{name(p)}({', '.join(v[a] for a in p.args(s))})" for p, v in zip(kinds, given, strict=True)]
         element = calls[-1]
         for j in reversed(range(len(kinds) - 1)):
             element = f"{calls[j]} if i % {len(kinds)} == {j} else {element}"
@@ -646,8 +664,9 @@ class Blocks(Step):
     def inserted(self, s: Tokens, name: str, grid: str = "") -> str:
         """The insert's module as constructed (``PosConv(64)``), given its op's class name."""
         assert self.insert is not None
-        values = self._values(s, 0, grid)
-        return f"{name}({', '.join(values[a] for a in self.insert.op.args)})"
+        op = self.insert.op
+        values = self._values(s, 0, grid) | {a: f"{a}={getattr(op, a)!r}" for a in op.runtime}
+        return f"{name}({', '.join(values[a] for a in op.args)})"
 
     def _ls_module(self, spec: LayerScaleSpec, name: str) -> tuple[str, str] | str:
         """A LayerScale module (name, expression), or the line setting CaiT's bare parameter."""
@@ -665,6 +684,7 @@ class Blocks(Step):
         def add(item: tuple[str, str] | str) -> None:
             (params.append if isinstance(item, str) else modules.append)(item)  # type: ignore[arg-type]
 
+        passed = self.passed()
         for b, n in zip(self.block, self.names(), strict=True):
             if b.pre is not None and n.norm:
                 modules.append((n.norm, b.pre.code("dim", m)))
@@ -681,7 +701,7 @@ class Blocks(Step):
                     expr = "nn.ModuleList([" + ", ".join(f"{pc.name}({', '.join(pc.args)})" for pc in path_codes) + "])"
                 modules.append((n.ops[0], expr))
             for op, name in zip(() if b.paths else b.all_ops(), n.ops, strict=False):
-                modules.append((name, f"{op_name[op.identity()]}({', '.join(op.args)})"))
+                modules.append((name, self.call(op, op_name[op.identity()], passed)))
             if n.flat:
                 for line in _inline(b.all_ops()[0], "init", m=m):
                     name, expr = line.removeprefix("self.").split(" = ", 1)
@@ -713,7 +733,7 @@ class Blocks(Step):
         assert op is not None
         attr = op.key or op.attr
         init = [] if p.norm is None else [f"self.norm = {p.norm.code('dim', m)}"]
-        init.append(f"self.{attr} = {op_name[op.identity()]}({', '.join(op.args)})")
+        init.append(f"self.{attr} = {self.call(op, op_name[op.identity()], {})}")
         lines: list[str] = []
         normed = "self.norm(x)" if p.norm is not None else "x"
         if op.reads == "grid" and self.wraps(s):  # the patches as a grid, prefix tokens unchanged

@@ -26,8 +26,6 @@ class SpatialReductionAttention(Activated, Op):
 
     attr = "attn"
     reads = "grid"
-    args = ("dim", "num_heads", "attn_drop", "proj_drop")
-    class_name = "SpatialReductionAttention"
     label = "SRA"
     size_free = True
 
@@ -55,6 +53,18 @@ class SpatialReductionAttention(Activated, Op):
 
     def helpers(self) -> tuple[Part, ...]:
         return act_parts(self.act) if self.linear else ()  # the activation serves the pooled variant only
+
+    @property
+    def runtime(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("sr_ratio",) if self.sr_ratio > 1 else ()  # one class for every ratio, as timm's
+
+    @property
+    def args(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("dim", "num_heads", "attn_drop", "proj_drop", *self.runtime)
+
+    @property
+    def class_name(self) -> str:  # type: ignore[override]
+        return "SpatialReductionAttention" if self.reduced else "Attention"  # unreduced: plain attention
 
     @property
     def reduced(self) -> bool:
