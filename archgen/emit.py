@@ -14,7 +14,6 @@ import jinja2
 
 from archgen import features
 from archgen.base import Model, Op, Part, Tokens
-from archgen.blocks.stage import Blocks
 from archgen.compiler import IR, Walked
 from archgen.fidelity import checks
 from archgen.geometry import Size, size_code, size_text
@@ -297,8 +296,8 @@ def emit(ir: IR) -> dict[str, str]:
             fixed_resize=fixed_resize(ir),
             grid_h=spec.stem.grid().code("H"),
             grid_w=spec.stem.grid().code("W"),
-            resize=_resize(walked, ctxs),
-            resize_tables=any(hasattr(_macros(w.kind), "resize") and not isinstance(w.kind, Blocks) for w in walked),
+            resize=_resize(walked, ctxs, windows=False),
+            resize_windows=_resize(walked, ctxs, windows=True),
             rewindows=any(getattr(w.kind, "rewindows", False) for w in walked),
             methods=[m for m in methods if m],
             uses_run=any("self._run(" in f for f in [*forwards, *intermediates]),
@@ -499,11 +498,12 @@ def _grids(walked: list[Walked]) -> list[Grid | None]:
     return grids
 
 
-def _resize(walked: list[Walked], ctxs: list[_Ctx]) -> list[str]:
-    """set_input_size: each position table rebuilt for the grid at the new size."""
+def _resize(walked: list[Walked], ctxs: list[_Ctx], windows: bool) -> list[str]:
+    """set_input_size: each position table rebuilt for the grid at the new size (``windows``: each stage's
+    windows rescaled instead)."""
     lines: list[str] = []
     for w, ctx in zip(walked, ctxs, strict=True):
-        if hasattr(_macros(w.kind), "resize"):
+        if hasattr(_macros(w.kind), "resize") and getattr(w.kind, "rewindows", False) == windows:
             lines += str(_macros(w.kind).resize(ctx)).strip("\n").splitlines()
     return lines
 

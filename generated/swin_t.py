@@ -423,23 +423,30 @@ class SwinTransformer(nn.Module):
         H, W = self.img_size
         self.pretrained_cfg["input_size"] = (3, H, W)
         patch_grid = (H // 4, W // 4)
-        if window_size is not None or window_ratio is not None:  # the windows later sizes scale from (timm's rule)
-            if window_size is None:
-                window_size = tuple(max(1, g // window_ratio) for g in patch_grid)
-            for module in self.modules():
-                if hasattr(module, "set_window"):
-                    module.target = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
+        asked = None  # windows asked for anew, which later sizes then scale from (timm's rule)
+        if window_size is not None:
+            asked = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
+        elif window_ratio is not None:
+            asked = tuple(max(1, g // window_ratio) for g in patch_grid)
+        if asked is not None:
             self.built_grid = patch_grid
-        self._rescale_windows(self.layers[0].blocks, (H // 4, W // 4), patch_grid)
-        self._rescale_windows(self.layers[1].blocks, ((H + 4) // 8, (W + 4) // 8), patch_grid)
-        self._rescale_windows(self.layers[2].blocks, ((H + 12) // 16, (W + 12) // 16), patch_grid)
-        self._rescale_windows(self.layers[3].blocks, ((H + 28) // 32, (W + 28) // 32), patch_grid)
+        self._rescale_windows(self.layers[0].blocks, (H // 4, W // 4), patch_grid, asked)
+        self._rescale_windows(self.layers[1].blocks, ((H + 4) // 8, (W + 4) // 8), patch_grid, asked)
+        self._rescale_windows(self.layers[2].blocks, ((H + 12) // 16, (W + 12) // 16), patch_grid, asked)
+        self._rescale_windows(self.layers[3].blocks, ((H + 28) // 32, (W + 28) // 32), patch_grid, asked)
 
-    def _rescale_windows(self, blocks: nn.Module, grid: tuple[int, int], patch_grid: tuple[int, int]) -> None:
-        """The windows of `blocks` (on `grid`) asked for anew: each scaled with the patch grid from the one the
-        model was built for (timm's rule), then fitted to the grid."""
+    def _rescale_windows(
+        self,
+        blocks: nn.Module,
+        grid: tuple[int, int],
+        patch_grid: tuple[int, int],
+        asked: tuple[int, int] | None,
+    ) -> None:
+        """The windows of `blocks` (on `grid`): each the one `asked` for, or the one asked for before scaled with
+        the patch grid from `built_grid` (timm's rule), then fitted to the grid."""
         for module in blocks.modules():
             if hasattr(module, "set_window"):
+                module.target = asked or module.target
                 ratios = zip(module.target, patch_grid, self.built_grid, strict=True)
                 module.set_window(grid, tuple(max(1, t * g // r) for t, g, r in ratios))
 
